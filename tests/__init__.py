@@ -1,0 +1,1 @@
+"""Test suite of raftkv; tests/<layer>/ mirrors src/raftkv/<layer>/."""
