@@ -1,0 +1,1 @@
+"""Tests of the member-to-member transport (src/raftkv/peer/)."""
