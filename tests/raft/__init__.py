@@ -1,0 +1,1 @@
+"""Tests of the Raft consensus core (raftkv.raft)."""
