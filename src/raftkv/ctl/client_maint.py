@@ -1,0 +1,437 @@
+"""Cluster and maintenance commands: member list, endpoint status/health/hashkv, alarm, defrag,
+snapshot save, move-leader, version.
+
+Owns: per-endpoint fan-out (``--cluster`` expands the endpoints to every member's client URLs),
+etcdctl 3.4's renderings of these responses (``simple`` lines, ``table`` boxes, ``json`` arrays of
+``{"Endpoint":..., "Status":...}`` and friends, ``fields``), the client-side alarm disarm loop, and
+writing a snapshot stream to ``<file>.part`` then renaming it once synced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import Any
+
+import grpc
+
+from raftkv import __version__
+from raftkv.ctl import output as fmt
+from raftkv.ctl.client_conn import (
+    EXIT_BAD_ARGS,
+    EXIT_BAD_FEATURE,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    CtlError,
+    GlobalOptions,
+    Stubs,
+    call,
+    connect,
+    dial,
+    grpc_error_text,
+    parse_go_int,
+)
+
+API_VERSION = "3.4"
+
+
+def _unsupported(opts: GlobalOptions, *formats: str) -> None:
+    if opts.write_out in formats:
+        raise CtlError(f"{opts.write_out} not supported as output format", EXIT_BAD_FEATURE)
+
+
+def _member_rows(resp: Any) -> list[list[str]]:
+    rows = []
+    for m in resp.members:
+        rows.append(
+            [
+                f"{m.ID:x}",
+                "started" if m.name else "unstarted",
+                m.name,
+                ",".join(m.peerURLs),
+                ",".join(m.clientURLs),
+                fmt.go_bool(m.isLearner),
+            ]
+        )
+    return rows
+
+
+MEMBER_HEADER = ["ID", "Status", "Name", "Peer Addrs", "Client Addrs", "Is Learner"]
+
+
+def render_member_list(resp: Any, opts: GlobalOptions, out: fmt.Out) -> None:
+    if opts.write_out == "json":
+        out.line(fmt.go_json_dumps(fmt.go_json_obj(resp)))
+    elif opts.write_out == "protobuf":
+        out.write(resp.SerializeToString())
+    elif opts.write_out == "table":
+        out.line("\n".join(fmt.render_table(MEMBER_HEADER, _member_rows(resp))))
+    elif opts.write_out == "fields":
+        lines = fmt.fields_header(resp.header)
+        for m in resp.members:
+            lines += [f'"ID" : {m.ID}', f'"Name" : {fmt.go_quote(m.name)}']
+            lines += [f'"PeerURL" : {fmt.go_quote(u)}' for u in m.peerURLs]
+            lines += [f'"ClientURL" : {fmt.go_quote(u)}' for u in m.clientURLs]
+            lines += [f'"IsLearner" : {fmt.go_bool(m.isLearner)}', ""]
+        out.line("\n".join(lines))
+    else:
+        for row in _member_rows(resp):
+            out.line(", ".join(row))
+
+
+def member_list(stubs: Stubs, opts: GlobalOptions) -> Any:
+    from raftkv.proto import rpc_pb2
+
+    return call(stubs.cluster.MemberList, rpc_pb2.MemberListRequest(), opts)
+
+
+def cmd_member_list(args: argparse.Namespace, opts: GlobalOptions, out: fmt.Out) -> int:
+    stubs = connect(opts)
+    try:
+        resp = member_list(stubs, opts)
+    finally:
+        stubs.close()
+    render_member_list(resp, opts, out)
+    return 0
+
+
+def endpoints_for(args: argparse.Namespace, opts: GlobalOptions) -> list[str]:
+    """The endpoints a per-endpoint command visits: the flags, or every member with --cluster."""
+    if not getattr(args, "cluster", False):
+        return list(opts.endpoints)
+    stubs = connect(opts)
+    try:
+        resp = member_list(stubs, opts)
+    finally:
+        stubs.close()
+    return [url for m in resp.members for url in m.clientURLs]
+
+
+def _on_endpoint(ep: str, opts: GlobalOptions, method: str, service: str, req: Any) -> Any:
+    """One RPC against exactly one endpoint; raises grpc.RpcError or CtlError."""
+    stubs = dial(ep, opts.dial_timeout)
+    if stubs is None:
+        raise CtlError("context deadline exceeded")
+    try:
+        return getattr(getattr(stubs, service), method)(req, timeout=opts.command_timeout)
+    finally:
+        stubs.close()
+
+
+def _err_text(exc: Exception) -> str:
+    return grpc_error_text(exc) if isinstance(exc, grpc.RpcError) else str(exc)
+
+
+def cmd_endpoint_status(args: argparse.Namespace, opts: GlobalOptions, out: fmt.Out) -> int:
+    from raftkv.proto import rpc_pb2
+
+    results: list[tuple[str, Any]] = []
+    failed = False
+    for ep in endpoints_for(args, opts):
+        try:
+            results.append(
+                (ep, _on_endpoint(ep, opts, "Status", "maintenance", rpc_pb2.StatusRequest()))
+            )
+        except (grpc.RpcError, CtlError) as exc:
+            failed = True
+            out.err_line(f"Failed to get the status of endpoint {ep} ({_err_text(exc)})")
+    _unsupported(opts, "protobuf")
+    header = [
+        "Endpoint",
+        "ID",
+        "Version",
+        "DB Size",
+        "Is Leader",
+        "Is Learner",
+        "Raft Term",
+        "Raft Index",
+        "Raft Applied Index",
+        "Errors",
+    ]
+    rows = [
+        [
+            ep,
+            f"{s.header.member_id:x}",
+            s.version,
+            fmt.humanize_bytes(s.dbSize),
+            fmt.go_bool(s.leader == s.header.member_id),
+            fmt.go_bool(s.isLearner),
+            str(s.raftTerm),
+            str(s.raftIndex),
+            str(s.raftAppliedIndex),
+            ", ".join(s.errors),
+        ]
+        for ep, s in results
+    ]
+    if opts.write_out == "json":
+        out.line(
+            fmt.go_json_dumps([{"Endpoint": ep, "Status": fmt.go_json_obj(s)} for ep, s in results])
+        )
+    elif opts.write_out == "table":
+        out.line("\n".join(fmt.render_table(header, rows)))
+    elif opts.write_out == "fields":
+        lines: list[str] = []
+        for ep, s in results:
+            lines += fmt.fields_header(s.header)
+            lines += [
+                f'"Version" : {fmt.go_quote(s.version)}',
+                f'"DBSize" : {s.dbSize}',
+                f'"Leader" : {s.leader}',
+                f'"IsLearner" : {fmt.go_bool(s.isLearner)}',
+                f'"RaftIndex" : {s.raftIndex}',
+                f'"RaftTerm" : {s.raftTerm}',
+                f'"RaftAppliedIndex" : {s.raftAppliedIndex}',
+                f'"Errors" : {fmt.go_string_list(s.errors)}',
+                f'"Endpoint" : {fmt.go_quote(ep)}',
+                "",
+            ]
+        if lines:
+            out.line("\n".join(lines))
+    else:
+        for row in rows:
+            out.line(", ".join(row))
+    return EXIT_ERROR if failed else 0
+
+
+def _check_health(ep: str, opts: GlobalOptions) -> dict[str, Any]:
+    from raftkv.proto import rpc_pb2
+
+    start = time.monotonic()
+    health: dict[str, Any] = {"endpoint": ep, "health": False}
+    error = ""
+    try:
+        _on_endpoint(ep, opts, "Range", "kv", rpc_pb2.RangeRequest(key=b"health"))
+        health["health"] = True
+    except grpc.RpcError as exc:
+        text = grpc_error_text(exc)
+        if text == "etcdserver: permission denied":
+            health["health"] = True
+        else:
+            error = f"{text}"
+    except CtlError as exc:
+        error = exc.message
+    took = time.monotonic() - start
+    if health["health"]:
+        try:
+            alarms = _on_endpoint(ep, opts, "Alarm", "maintenance", rpc_pb2.AlarmRequest())
+            if len(alarms.alarms):
+                health["health"] = False
+                names = [rpc_pb2.AlarmType.Name(a.alarm) for a in alarms.alarms]
+                error = "Active Alarm(s): " + ", ".join(names)
+        except (grpc.RpcError, CtlError):
+            pass
+    health["took"] = fmt.go_duration(took)
+    if error:
+        health["error"] = error
+    return health
+
+
+def cmd_endpoint_health(args: argparse.Namespace, opts: GlobalOptions, out: fmt.Out) -> int:
+    results = [_check_health(ep, opts) for ep in endpoints_for(args, opts)]
+    _unsupported(opts, "protobuf")
+    if opts.write_out == "json":
+        out.line(fmt.go_json_dumps(results))
+    elif opts.write_out == "table":
+        rows = [
+            [h["endpoint"], fmt.go_bool(h["health"]), h["took"], h.get("error", "")]
+            for h in results
+        ]
+        out.line("\n".join(fmt.render_table(["endpoint", "health", "took", "error"], rows)))
+    elif opts.write_out == "fields":
+        for h in results:
+            out.line(f'"Endpoint" : {fmt.go_quote(h["endpoint"])}')
+            out.line(f'"Health" : {fmt.go_bool(h["health"])}')
+            out.line(f'"Took" : {h["took"]}')
+            out.line(f'"Error" : {h.get("error", "")}')
+            out.line()
+    else:
+        for h in results:
+            if h["health"]:
+                out.err_line(
+                    f"{h['endpoint']} is healthy: successfully committed proposal: "
+                    f"took = {h['took']}"
+                )
+            else:
+                out.stderr.write(
+                    f"{h['endpoint']} is unhealthy: failed to commit proposal: "
+                    f"{h.get('error', '')}".encode()
+                )
+    if not all(h["health"] for h in results):
+        raise CtlError("unhealthy cluster")
+    return 0
+
+
+def cmd_endpoint_hashkv(args: argparse.Namespace, opts: GlobalOptions, out: fmt.Out) -> int:
+    from raftkv.proto import rpc_pb2
+
+    results: list[tuple[str, Any]] = []
+    failed = False
+    for ep in endpoints_for(args, opts):
+        try:
+            req = rpc_pb2.HashKVRequest(revision=args.rev)
+            results.append((ep, _on_endpoint(ep, opts, "HashKV", "maintenance", req)))
+        except (grpc.RpcError, CtlError) as exc:
+            failed = True
+            out.err_line(f"Failed to get the hash of endpoint {ep} ({_err_text(exc)})")
+    _unsupported(opts, "protobuf")
+    if opts.write_out == "json":
+        out.line(
+            fmt.go_json_dumps([{"Endpoint": ep, "HashKV": fmt.go_json_obj(h)} for ep, h in results])
+        )
+    elif opts.write_out == "table":
+        rows = [[ep, str(h.hash)] for ep, h in results]
+        out.line("\n".join(fmt.render_table(["endpoint", "hash"], rows)))
+    elif opts.write_out == "fields":
+        for ep, h in results:
+            out.line("\n".join(fmt.fields_header(h.header)))
+            out.line(f'"Endpoint" : {fmt.go_quote(ep)}')
+            out.line(f'"Hash" : {h.hash}')
+            out.line()
+    else:
+        for ep, h in results:
+            out.line(f"{ep}, {h.hash}")
+    return EXIT_ERROR if failed else 0
+
+
+def render_alarms(resp: Any, opts: GlobalOptions, out: fmt.Out) -> None:
+    _unsupported(opts, "table")
+    if opts.write_out == "json":
+        out.line(fmt.go_json_dumps(fmt.go_json_obj(resp)))
+    elif opts.write_out == "protobuf":
+        out.write(resp.SerializeToString())
+    elif opts.write_out == "fields":
+        lines = fmt.fields_header(resp.header)
+        for a in resp.alarms:
+            lines += [f'"MemberID" : {a.memberID}', f'"AlarmType" : {a.alarm}', ""]
+        out.line("\n".join(lines))
+    else:
+        for a in resp.alarms:
+            out.line(fmt.proto_text_compact(a))
+
+
+def cmd_alarm_list(args: argparse.Namespace, opts: GlobalOptions, out: fmt.Out) -> int:
+    from raftkv.proto import rpc_pb2
+
+    stubs = connect(opts)
+    try:
+        resp = call(stubs.maintenance.Alarm, rpc_pb2.AlarmRequest(), opts)
+    finally:
+        stubs.close()
+    render_alarms(resp, opts, out)
+    return 0
+
+
+def cmd_alarm_disarm(args: argparse.Namespace, opts: GlobalOptions, out: fmt.Out) -> int:
+    """clientv3's AlarmDisarm for "all": list the alarms, then deactivate each one."""
+    from raftkv.proto import rpc_pb2
+
+    stubs = connect(opts)
+    combined = rpc_pb2.AlarmResponse()
+    try:
+        listed = call(stubs.maintenance.Alarm, rpc_pb2.AlarmRequest(), opts)
+        for alarm in listed.alarms:
+            req = rpc_pb2.AlarmRequest(
+                action=rpc_pb2.AlarmRequest.DEACTIVATE, memberID=alarm.memberID, alarm=alarm.alarm
+            )
+            combined.alarms.extend(call(stubs.maintenance.Alarm, req, opts).alarms)
+    finally:
+        stubs.close()
+    render_alarms(combined, opts, out)
+    return 0
+
+
+def cmd_defrag(args: argparse.Namespace, opts: GlobalOptions, out: fmt.Out) -> int:
+    from raftkv.proto import rpc_pb2
+
+    failures = 0
+    for ep in endpoints_for(args, opts):
+        try:
+            _on_endpoint(ep, opts, "Defragment", "maintenance", rpc_pb2.DefragmentRequest())
+            out.line(f"Finished defragmenting etcd member[{ep}]")
+        except (grpc.RpcError, CtlError) as exc:
+            failures += 1
+            out.err_line(f"Failed to defragment etcd member[{ep}] ({_err_text(exc)})")
+    return EXIT_ERROR if failures else 0
+
+
+def cmd_snapshot_save(args: argparse.Namespace, opts: GlobalOptions, out: fmt.Out) -> int:
+    from raftkv.proto import rpc_pb2
+
+    if len(args.args) != 1:
+        raise CtlError("snapshot save expects one argument", EXIT_BAD_ARGS)
+    if len(opts.endpoints) != 1:
+        raise CtlError(
+            "snapshot must be requested to one selected node, not multiple "
+            + fmt.go_string_list(opts.endpoints),
+            EXIT_INTERRUPTED,  # the code etcdctl 3.4 exits with here
+        )
+    path = str(args.args[0])
+    part = path + ".part"
+    stubs = connect(opts)
+    try:
+        with open(part, "wb") as f:
+            try:
+                for chunk in stubs.maintenance.Snapshot(rpc_pb2.SnapshotRequest()):
+                    f.write(chunk.blob)
+            except grpc.RpcError as exc:
+                raise CtlError(grpc_error_text(exc)) from None
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(part, path)
+    finally:
+        stubs.close()
+        if os.path.exists(part):
+            os.unlink(part)
+    out.line(f"Snapshot saved at {path}")
+    return 0
+
+
+def cmd_move_leader(args: argparse.Namespace, opts: GlobalOptions, out: fmt.Out) -> int:
+    from raftkv.proto import rpc_pb2
+
+    if len(args.args) != 1:
+        raise CtlError("move-leader command needs 1 argument", EXIT_BAD_ARGS)
+    text = str(args.args[0])
+    try:
+        target = int(text, 16)
+        if not text.isalnum() or target >= 2**64:
+            raise ValueError(text)
+    except ValueError:
+        raise CtlError(
+            f'strconv.ParseUint: parsing "{text}": invalid syntax', EXIT_BAD_ARGS
+        ) from None
+    for ep in opts.endpoints:
+        try:
+            status = _on_endpoint(ep, opts, "Status", "maintenance", rpc_pb2.StatusRequest())
+        except grpc.RpcError as exc:
+            raise CtlError(grpc_error_text(exc)) from None
+        if status.header.member_id == status.leader:
+            try:
+                _on_endpoint(
+                    ep,
+                    opts,
+                    "MoveLeader",
+                    "maintenance",
+                    rpc_pb2.MoveLeaderRequest(targetID=target),
+                )
+            except grpc.RpcError as exc:
+                raise CtlError(grpc_error_text(exc)) from None
+            out.line(f"Leadership transferred from {status.leader:x} to {target:x}")
+            return 0
+    raise CtlError(
+        f"no leader endpoint given at {fmt.go_string_list(opts.endpoints)}", EXIT_BAD_ARGS
+    )
+
+
+def cmd_version(args: argparse.Namespace, opts: GlobalOptions, out: fmt.Out) -> int:
+    out.line(f"raftkv version: {__version__}")
+    out.line(f"API version: {API_VERSION}")
+    return 0
+
+
+def parse_revision_flag(text: str) -> int:
+    try:
+        return parse_go_int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -1,0 +1,196 @@
+"""The etcdctl-compatible client commands of ``raftkv``.
+
+Owns: registering ``put get del txn watch lease member endpoint alarm compaction defrag snapshot
+move-leader version`` on the top-level parser, giving every command etcdctl's global flags, and
+running a handler: failures print ``Error: <message>`` on stderr and return etcdctl's exit code.
+Command logic lives in the ``client_*`` modules, imported only when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+Handler = Callable[[argparse.Namespace, Any, Any], int]
+
+
+def _runner(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """A ``func`` for the namespace that imports ``module`` lazily and runs ``name``."""
+
+    def run(args: argparse.Namespace) -> int:
+        from raftkv.ctl.client_conn import CtlError, GlobalOptions
+        from raftkv.ctl.output import Out
+
+        out = Out()
+        try:
+            handler: Handler = getattr(importlib.import_module(module), name)
+            return handler(args, GlobalOptions.from_args(args), out)
+        except CtlError as exc:
+            out.flush()
+            out.err_line(f"Error: {exc.message}")
+            return exc.code
+        finally:
+            out.flush()
+
+    return run
+
+
+def _global_parent() -> argparse.ArgumentParser:
+    from raftkv.ctl.client_flags import add_global_flags
+
+    parent = argparse.ArgumentParser(add_help=False)
+    add_global_flags(parent)
+    return parent
+
+
+def register(subparsers: Any) -> None:
+    from raftkv.ctl import client_flags as client_kv
+    from raftkv.ctl.client_flags import add_watch_flags
+
+    parents = [_global_parent()]
+
+    def leaf(sub: Any, name: str, help_text: str, module: str, func: str) -> Any:
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=parents)
+        p.set_defaults(func=_runner(f"raftkv.ctl.{module}", func))
+        return p
+
+    def group(name: str, help_text: str) -> Any:
+        p = subparsers.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=lambda _args, _p=p: _p.print_help() or 1)
+        return p.add_subparsers(dest=f"{name.replace('-', '_')}_command", metavar="COMMAND")
+
+    p = leaf(subparsers, "put", "Puts the given key into the store", "client_kv", "cmd_put")
+    client_kv.add_put_flags(p)
+    p = leaf(subparsers, "get", "Gets the key or a range of keys", "client_kv", "cmd_get")
+    client_kv.add_get_flags(p)
+    p = leaf(
+        subparsers, "del", "Removes the specified key or range of keys", "client_kv", "cmd_del"
+    )
+    client_kv.add_del_flags(p)
+    p = leaf(
+        subparsers,
+        "txn",
+        "Txn processes all the requests in one transaction",
+        "client_txn",
+        "cmd_txn",
+    )
+    p.add_argument("args", nargs="*", help=argparse.SUPPRESS)
+    p.add_argument(
+        "-i", "--interactive", action="store_true", help="Input transaction in interactive mode"
+    )
+    p = leaf(
+        subparsers,
+        "watch",
+        "Watches events stream on keys or prefixes",
+        "client_watch",
+        "cmd_watch",
+    )
+    add_watch_flags(p)
+    p.add_argument("-i", "--interactive", action="store_true", help="Interactive mode")
+    p = leaf(
+        subparsers,
+        "compaction",
+        "Compacts the event history in etcd",
+        "client_kv",
+        "cmd_compaction",
+    )
+    p.add_argument("revision", nargs="*", metavar="revision")
+    p.add_argument(
+        "--physical",
+        action="store_true",
+        help="wait for the compaction to physically remove all old revisions",
+    )
+
+    lease = group("lease", "Lease related commands")
+    p = leaf(lease, "grant", "Creates leases", "client_lease", "cmd_grant")
+    p.add_argument("args", nargs="*", metavar="ttl")
+    p = leaf(lease, "revoke", "Revokes leases", "client_lease", "cmd_revoke")
+    p.add_argument("args", nargs="*", metavar="leaseID")
+    p = leaf(lease, "timetolive", "Get lease information", "client_lease", "cmd_timetolive")
+    p.add_argument("args", nargs="*", metavar="leaseID")
+    p.add_argument("--keys", action="store_true", help="Get keys attached to this lease")
+    p = leaf(lease, "list", "List all active leases", "client_lease", "cmd_list")
+    p = leaf(lease, "keep-alive", "Keeps leases alive (renew)", "client_lease", "cmd_keepalive")
+    p.add_argument("args", nargs="*", metavar="leaseID")
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="Resets the keep-alive time to its original value and exits immediately",
+    )
+
+    member = group("member", "Membership related commands")
+    p = leaf(member, "list", "Lists all members in the cluster", "client_maint", "cmd_member_list")
+    p.add_argument("args", nargs="*", help=argparse.SUPPRESS)
+
+    endpoint = group("endpoint", "Endpoint related commands")
+    for name, help_text, func in (
+        (
+            "status",
+            "Prints out the status of endpoints specified in `--endpoints` flag",
+            "cmd_endpoint_status",
+        ),
+        (
+            "health",
+            "Checks the healthiness of endpoints specified in `--endpoints` flag",
+            "cmd_endpoint_health",
+        ),
+        (
+            "hashkv",
+            "Prints the KV history hash for each endpoint in --endpoints",
+            "cmd_endpoint_hashkv",
+        ),
+    ):
+        p = leaf(endpoint, name, help_text, "client_maint", func)
+        p.add_argument(
+            "--cluster", action="store_true", help="use all endpoints from the cluster member list"
+        )
+        if name == "hashkv":
+            p.add_argument(
+                "--rev",
+                type=int,
+                default=0,
+                help="maximum revision to hash (default: all revisions)",
+            )
+
+    alarm = group("alarm", "Alarm related commands")
+    leaf(alarm, "list", "Lists all alarms", "client_maint", "cmd_alarm_list")
+    leaf(alarm, "disarm", "Disarms all alarms", "client_maint", "cmd_alarm_disarm")
+
+    p = leaf(
+        subparsers,
+        "defrag",
+        "Defragments the storage of the etcd members with given endpoints",
+        "client_maint",
+        "cmd_defrag",
+    )
+    p.add_argument(
+        "--cluster", action="store_true", help="use all endpoints from the cluster member list"
+    )
+
+    snapshot = group("snapshot", "Manages etcd node snapshots")
+    p = leaf(
+        snapshot,
+        "save",
+        "Stores an etcd node backend snapshot to a given file",
+        "client_maint",
+        "cmd_snapshot_save",
+    )
+    p.add_argument("args", nargs="*", metavar="filename")
+
+    p = leaf(
+        subparsers,
+        "move-leader",
+        "Transfers leadership to another etcd cluster member.",
+        "client_maint",
+        "cmd_move_leader",
+    )
+    p.add_argument("args", nargs="*", metavar="transferee-member-id")
+    leaf(
+        subparsers,
+        "version",
+        "Prints the version of raftkv's client",
+        "client_maint",
+        "cmd_version",
+    )

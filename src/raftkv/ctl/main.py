@@ -1,0 +1,86 @@
+"""The ``raftkv`` command line: ``raftkv serve`` runs a member; the rest are client and tool commands.
+
+Owns: top-level argument parsing and dispatch.  Each command group lives in its own module and
+registers itself through ``register(subparsers)``; its handler is stored as ``func`` on the parsed
+namespace and returns the process exit status.  Heavy imports happen inside handlers so that
+``raftkv --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from raftkv import __version__
+
+# Modules that contribute subcommands, in help order.  Each defines register(subparsers).
+_COMMAND_MODULES = (
+    "raftkv.ctl.cmd_serve",
+    "raftkv.ctl.cmd_client",
+    "raftkv.ctl.cmd_tools",
+    "raftkv.ctl.cmd_benchmark",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="raftkv",
+        description=(
+            "raftkv: an etcd-compatible, Raft-replicated key-value store that detects and "
+            "fences replica divergence. 'raftkv serve' starts a member; the other commands "
+            "are an etcdctl-compatible client and operator tools."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"raftkv {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+# etcdctl accepts its global flags before the command (`etcdctl --endpoints X get k`); the
+# subcommand parsers own them, so they are moved behind the command.
+_GLOBAL_VALUE_FLAGS = ("--endpoints", "--dial-timeout", "--command-timeout", "-w", "--write-out")
+_GLOBAL_BARE_FLAGS = ("--hex",)
+
+
+def hoist_global_flags(argv: Sequence[str]) -> list[str]:
+    rest = list(argv)
+    hoisted: list[str] = []
+    while rest:
+        head = rest[0]
+        name = head.split("=", 1)[0]
+        if name in _GLOBAL_VALUE_FLAGS:
+            take = 1 if "=" in head else 2
+        elif name in _GLOBAL_BARE_FLAGS:
+            take = 1
+        else:
+            break
+        hoisted += rest[:take]
+        rest = rest[take:]
+    return rest + hoisted
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(hoist_global_flags(sys.argv[1:] if argv is None else argv))
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
