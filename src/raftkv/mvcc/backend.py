@@ -1,0 +1,256 @@
+"""The LMDB backend: one environment per member, named buckets, CRC32C on every value.
+
+Owns: the LMDB environment (its map size is the hard space quota), the named
+databases ("buckets") ``key``, ``meta``, ``lease``, ``auth``, ``members``,
+``alarm`` (plus any extra ones asked for), read and write transactions, and the
+integrity envelope of every stored value.
+
+Stored value layout: ``crc32c(key || payload)`` as 4 bytes big-endian, then the
+payload.  Covering the key as well catches a value written under the wrong key.
+Every read (``get``, ``iterate``) checks the CRC and raises
+``BackendCorruptionError`` naming the bucket and key on mismatch: corrupt data is
+never returned.
+
+Durability (``sync_mode``), decided per commit of a write transaction:
+- ``"full"``: every commit fsyncs data and meta pages; a committed txn survives
+  power loss.
+- ``"nometasync"`` (default): every commit fsyncs data pages, the meta page is
+  flushed by the next commit or ``force_commit()``; power loss may roll back the
+  last committed transaction(s) but never corrupts the file.  Safe for raftkv
+  because the consistent index is committed in the same transaction as the data
+  it covers, so the WAL replays whatever was rolled back.
+- ``"nosync"``: commits are not fsynced.  A process crash loses nothing (the
+  data is in the OS page cache); only ``force_commit()`` makes the file durable
+  against power loss, and power loss between two ``force_commit()`` calls may
+  corrupt the file (restore from a snapshot).  For benchmarks and tests.
+
+Threading: a write transaction must be opened, used and closed by one thread;
+read transactions are independent snapshots.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import crc32c
+import lmdb
+
+from raftkv.mvcc.errors import BackendCorruptionError, BackendSpaceExceededError
+
+BUCKET_KEY = "key"
+BUCKET_META = "meta"
+BUCKET_LEASE = "lease"
+BUCKET_AUTH = "auth"
+BUCKET_MEMBERS = "members"
+BUCKET_ALARM = "alarm"
+DEFAULT_BUCKETS = (
+    BUCKET_KEY,
+    BUCKET_META,
+    BUCKET_LEASE,
+    BUCKET_AUTH,
+    BUCKET_MEMBERS,
+    BUCKET_ALARM,
+)
+
+SyncMode = Literal["full", "nometasync", "nosync"]
+DEFAULT_MAP_SIZE = 2 * 1024**3  # etcd's default backend quota (2 GiB)
+
+_CRC = struct.Struct(">I")
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    map_size: int = DEFAULT_MAP_SIZE
+    sync_mode: SyncMode = "nometasync"
+    max_readers: int = 126
+    extra_buckets: tuple[str, ...] = ()
+
+
+def seal(key: bytes, payload: bytes) -> bytes:
+    """The stored form of ``payload`` under ``key`` (CRC envelope)."""
+    return _CRC.pack(crc32c.crc32c(payload, crc32c.crc32c(key))) + payload
+
+
+def unseal(bucket: str, key: bytes, stored: bytes) -> bytes:
+    """Check the envelope and return the payload, or raise BackendCorruptionError."""
+    if len(stored) < 4:
+        raise BackendCorruptionError(bucket, key, "value shorter than its checksum")
+    payload = stored[4:]
+    (want,) = _CRC.unpack_from(stored)
+    if crc32c.crc32c(payload, crc32c.crc32c(key)) != want:
+        raise BackendCorruptionError(bucket, key)
+    return payload
+
+
+class ReadTxn:
+    """A consistent snapshot of every bucket; values are CRC-checked on read."""
+
+    def __init__(self, backend: Backend, txn: Any) -> None:
+        self._backend = backend
+        self._txn = txn
+
+    def get(self, bucket: str, key: bytes) -> bytes | None:
+        stored = self._txn.get(key, db=self._backend.db(bucket))
+        if stored is None:
+            return None
+        return unseal(bucket, key, stored)
+
+    def iterate(
+        self, bucket: str, start: bytes = b"", end: bytes | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """(key, payload) pairs with ``start <= key < end`` (no end if None), key order."""
+        cur = self._txn.cursor(db=self._backend.db(bucket))
+        try:
+            if not cur.set_range(start):
+                return
+            for key, stored in cur.iternext(keys=True, values=True):
+                if end is not None and key >= end:
+                    return
+                yield key, unseal(bucket, key, stored)
+        finally:
+            cur.close()
+
+    def iterate_keys(
+        self, bucket: str, start: bytes = b"", end: bytes | None = None, limit: int = 0
+    ) -> list[bytes]:
+        """Keys only (no value read, no CRC check) in ``[start, end)``, at most ``limit``."""
+        out: list[bytes] = []
+        cur = self._txn.cursor(db=self._backend.db(bucket))
+        try:
+            if not cur.set_range(start):
+                return out
+            for key in cur.iternext(keys=True, values=False):
+                if end is not None and key >= end:
+                    break
+                out.append(key)
+                if limit and len(out) >= limit:
+                    break
+        finally:
+            cur.close()
+        return out
+
+    def count(self, bucket: str) -> int:
+        return int(self._txn.stat(self._backend.db(bucket))["entries"])
+
+
+class WriteTxn(ReadTxn):
+    """A read-write transaction; see ``Backend.write``."""
+
+    def put(self, bucket: str, key: bytes, payload: bytes) -> None:
+        try:
+            self._txn.put(key, seal(key, payload), db=self._backend.db(bucket))
+        except lmdb.MapFullError as exc:
+            raise BackendSpaceExceededError() from exc
+
+    def delete(self, bucket: str, key: bytes) -> bool:
+        return bool(self._txn.delete(key, db=self._backend.db(bucket)))
+
+
+class Backend:
+    """One LMDB environment in directory ``path``."""
+
+    def __init__(self, path: str | os.PathLike[str], config: BackendConfig | None = None) -> None:
+        self.config = config or BackendConfig()
+        self.path = os.fspath(path)
+        os.makedirs(self.path, exist_ok=True)
+        mode = self.config.sync_mode
+        if mode not in ("full", "nometasync", "nosync"):
+            raise ValueError(f"unknown sync_mode {mode!r}")
+        names = tuple(dict.fromkeys(DEFAULT_BUCKETS + self.config.extra_buckets))
+        self._env: Any = lmdb.open(
+            self.path,
+            map_size=self.config.map_size,
+            max_dbs=len(names) + 2,
+            max_readers=self.config.max_readers,
+            sync=mode != "nosync",
+            metasync=mode == "full",
+            readahead=False,
+        )
+        self._dbs: dict[str, Any] = {}
+        with self._env.begin(write=True) as txn:
+            for name in names:
+                self._dbs[name] = self._env.open_db(name.encode(), txn=txn, create=True)
+
+    @property
+    def env(self) -> Any:
+        """The raw LMDB environment (for tools and fault-injection tests)."""
+        return self._env
+
+    def db(self, bucket: str) -> Any:
+        try:
+            return self._dbs[bucket]
+        except KeyError:
+            raise KeyError(f"unknown bucket {bucket!r}") from None
+
+    @property
+    def buckets(self) -> tuple[str, ...]:
+        return tuple(self._dbs)
+
+    @contextmanager
+    def read(self) -> Iterator[ReadTxn]:
+        txn = self._env.begin(write=False, buffers=False)
+        try:
+            yield ReadTxn(self, txn)
+        finally:
+            txn.abort()
+
+    @contextmanager
+    def write(self) -> Iterator[WriteTxn]:
+        """A write transaction, committed when the block exits normally, aborted on error."""
+        txn = self._env.begin(write=True)
+        try:
+            yield WriteTxn(self, txn)
+        except BaseException:
+            txn.abort()
+            raise
+        try:
+            txn.commit()
+        except lmdb.MapFullError as exc:
+            raise BackendSpaceExceededError() from exc
+
+    def begin_write(self) -> tuple[WriteTxn, Any]:
+        """A write transaction and its raw handle; the caller commits or aborts the handle."""
+        txn = self._env.begin(write=True)
+        return WriteTxn(self, txn), txn
+
+    def force_commit(self) -> None:
+        """Flush every committed transaction to stable storage (one fsync)."""
+        self._env.sync(True)
+
+    def size(self) -> int:
+        """Bytes of the file in use (LMDB high-water mark: last page + 1)."""
+        info = self._env.info()
+        return int((info["last_pgno"] + 1) * self._env.stat()["psize"])
+
+    def file_size(self) -> int:
+        return os.path.getsize(os.path.join(self.path, "data.mdb"))
+
+    @property
+    def quota(self) -> int:
+        return int(self.config.map_size)
+
+    def close(self) -> None:
+        self._env.close()
+
+    # Simple one-shot bucket helpers (each in its own transaction).
+
+    def get(self, bucket: str, key: bytes) -> bytes | None:
+        with self.read() as tx:
+            return tx.get(bucket, key)
+
+    def put(self, bucket: str, key: bytes, payload: bytes) -> None:
+        with self.write() as tx:
+            tx.put(bucket, key, payload)
+
+    def delete(self, bucket: str, key: bytes) -> bool:
+        with self.write() as tx:
+            return tx.delete(bucket, key)
+
+    def items(self, bucket: str) -> list[tuple[bytes, bytes]]:
+        with self.read() as tx:
+            return list(tx.iterate(bucket))
