@@ -1,0 +1,1 @@
+"""etcd v3 gRPC services: thin translators between the wire and ``raftkv.server.Member``."""

@@ -1,0 +1,38 @@
+"""The Cluster service: MemberList, MemberAdd, MemberRemove, MemberUpdate, MemberPromote."""
+
+from __future__ import annotations
+
+from raftkv.api.common import Context, guarded
+from raftkv.proto import rpc_pb2 as pb
+from raftkv.proto import rpc_pb2_grpc as pb_grpc
+from raftkv.server.member import Member
+
+
+class ClusterService(pb_grpc.ClusterServicer):
+    def __init__(self, member: Member) -> None:
+        self.member = member
+
+    async def MemberList(
+        self, request: pb.MemberListRequest, context: Context
+    ) -> pb.MemberListResponse:
+        return await guarded(context, lambda: self.member.member_list(request))
+
+    async def MemberAdd(
+        self, request: pb.MemberAddRequest, context: Context
+    ) -> pb.MemberAddResponse:
+        return await guarded(context, lambda: self.member.member_add(request))
+
+    async def MemberRemove(
+        self, request: pb.MemberRemoveRequest, context: Context
+    ) -> pb.MemberRemoveResponse:
+        return await guarded(context, lambda: self.member.member_remove(request))
+
+    async def MemberUpdate(
+        self, request: pb.MemberUpdateRequest, context: Context
+    ) -> pb.MemberUpdateResponse:
+        return await guarded(context, lambda: self.member.member_update(request))
+
+    async def MemberPromote(
+        self, request: pb.MemberPromoteRequest, context: Context
+    ) -> pb.MemberPromoteResponse:
+        return await guarded(context, lambda: self.member.member_promote(request))

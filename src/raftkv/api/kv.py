@@ -1,0 +1,53 @@
+"""The KV service: Range, Put, DeleteRange, Txn, Compact.
+
+Contract: every request is validated as etcd validates it (``raftkv.api.validate``) before the
+member sees it; errors are translated by ``raftkv.api.common.guarded``.
+"""
+
+from __future__ import annotations
+
+from raftkv.api import validate
+from raftkv.api.common import Context, guarded
+from raftkv.proto import rpc_pb2 as pb
+from raftkv.proto import rpc_pb2_grpc as pb_grpc
+from raftkv.server.member import Member
+
+
+class KVService(pb_grpc.KVServicer):
+    def __init__(self, member: Member) -> None:
+        self.member = member
+
+    async def Range(self, request: pb.RangeRequest, context: Context) -> pb.RangeResponse:
+        async def body() -> pb.RangeResponse:
+            validate.check_range(request)
+            return await self.member.range(request)
+
+        return await guarded(context, body)
+
+    async def Put(self, request: pb.PutRequest, context: Context) -> pb.PutResponse:
+        async def body() -> pb.PutResponse:
+            validate.check_put(request)
+            return await self.member.put(request)
+
+        return await guarded(context, body)
+
+    async def DeleteRange(
+        self, request: pb.DeleteRangeRequest, context: Context
+    ) -> pb.DeleteRangeResponse:
+        async def body() -> pb.DeleteRangeResponse:
+            validate.check_delete_range(request)
+            return await self.member.delete_range(request)
+
+        return await guarded(context, body)
+
+    async def Txn(self, request: pb.TxnRequest, context: Context) -> pb.TxnResponse:
+        async def body() -> pb.TxnResponse:
+            validate.check_txn(request, self.member.config.max_txn_ops)
+            return await self.member.txn(request)
+
+        return await guarded(context, body)
+
+    async def Compact(
+        self, request: pb.CompactionRequest, context: Context
+    ) -> pb.CompactionResponse:
+        return await guarded(context, lambda: self.member.compact(request))

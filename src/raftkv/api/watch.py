@@ -1,0 +1,234 @@
+"""The Watch service: one bidirectional stream carries many watchers.
+
+Contracts (as etcd's watch server):
+- watch IDs are per stream; a create answers ``created=true`` with the watch ID before any
+  event of that watcher, a cancel answers ``canceled=true``; a watcher whose start revision was
+  compacted is canceled with ``compact_revision`` set;
+- events of one watcher arrive in revision order, none missed or duplicated (the store's
+  watcher groups guarantee it; a full stream buffer makes the watcher a victim that is retried,
+  never drops events);
+- with ``fragment=true`` a response larger than the member's max request size is split into
+  several responses, all but the last marked ``fragment=true``;
+- a progress request is answered, once every watcher of the stream is synced, with an empty
+  response carrying the current revision and watch ID -1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from raftkv.api.common import Context
+from raftkv.mvcc.watchable import WatchFilter, WatchResponse
+from raftkv.proto import kv_pb2
+from raftkv.proto import rpc_pb2 as pb
+from raftkv.proto import rpc_pb2_grpc as pb_grpc
+from raftkv.server import convert
+from raftkv.server.member import Member
+
+STREAM_BUFFER = 1024
+PROGRESS_INTERVAL = 600.0  # etcd's default progress-notify interval (10 minutes)
+_FILTERS = {
+    pb.WatchCreateRequest.NOPUT: WatchFilter.NOPUT,
+    pb.WatchCreateRequest.NODELETE: WatchFilter.NODELETE,
+}
+
+
+@dataclass
+class _StreamWatcher:
+    stream_id: int
+    store_id: int
+    fragment: bool
+    progress_notify: bool
+
+
+class _Stream:
+    def __init__(self, member: Member) -> None:
+        self.member = member
+        self.out: asyncio.Queue[pb.WatchResponse | None] = asyncio.Queue()
+        self.watchers: dict[int, _StreamWatcher] = {}
+        self.by_store_id: dict[int, _StreamWatcher] = {}
+        self.next_id = 0
+        self.pending_progress = False
+
+    @property
+    def watchable(self):  # type: ignore[no-untyped-def]
+        return self.member.applier.watchable
+
+    def sink(self, resp: WatchResponse) -> bool:
+        if self.out.qsize() >= STREAM_BUFFER:
+            return False
+        w = self.by_store_id.get(resp.watch_id)
+        if w is None:
+            return True
+        self._emit(w, resp)
+        return True
+
+    def _emit(self, w: _StreamWatcher, resp: WatchResponse) -> None:
+        header = self.member.header(resp.revision or None)
+        if resp.canceled:
+            self.out.put_nowait(
+                pb.WatchResponse(
+                    header=header,
+                    watch_id=w.stream_id,
+                    canceled=True,
+                    compact_revision=resp.compact_revision,
+                    cancel_reason="mvcc: required revision has been compacted"
+                    if resp.compact_revision
+                    else "",
+                )
+            )
+            self._forget(w)
+            return
+        events = [convert.event_to_pb(ev) for ev in resp.events]
+        limit = self.member.config.max_request_bytes
+        if not w.fragment or sum(ev.ByteSize() for ev in events) <= limit:
+            self.out.put_nowait(
+                pb.WatchResponse(header=header, watch_id=w.stream_id, events=events)
+            )
+            return
+        chunk: list[kv_pb2.Event] = []
+        size = 0
+        for ev in events:
+            if chunk and size + ev.ByteSize() > limit:
+                self.out.put_nowait(
+                    pb.WatchResponse(
+                        header=header, watch_id=w.stream_id, events=chunk, fragment=True
+                    )
+                )
+                chunk, size = [], 0
+            chunk.append(ev)
+            size += ev.ByteSize()
+        self.out.put_nowait(pb.WatchResponse(header=header, watch_id=w.stream_id, events=chunk))
+
+    def _forget(self, w: _StreamWatcher) -> None:
+        self.watchers.pop(w.stream_id, None)
+        self.by_store_id.pop(w.store_id, None)
+
+    def create(self, req: pb.WatchCreateRequest) -> None:
+        stream_id = req.watch_id
+        if stream_id == 0 or stream_id in self.watchers:
+            if req.watch_id and stream_id in self.watchers:
+                # etcd: a duplicate explicit ID is refused with created+canceled.
+                self.out.put_nowait(
+                    pb.WatchResponse(
+                        header=self.member.header(),
+                        watch_id=stream_id,
+                        created=True,
+                        canceled=True,
+                        cancel_reason="mvcc: watcher ID is already in use",
+                    )
+                )
+                return
+            while self.next_id in self.watchers:
+                self.next_id += 1
+            stream_id = self.next_id
+            self.next_id += 1
+        compacted = self.member.applier.store.compact_revision
+        self.out.put_nowait(
+            pb.WatchResponse(header=self.member.header(), watch_id=stream_id, created=True)
+        )
+        if req.start_revision and 0 < req.start_revision <= compacted:
+            self.out.put_nowait(
+                pb.WatchResponse(
+                    header=self.member.header(),
+                    watch_id=stream_id,
+                    canceled=True,
+                    compact_revision=compacted,
+                    cancel_reason="mvcc: required revision has been compacted",
+                )
+            )
+            return
+        w = _StreamWatcher(stream_id, -1, req.fragment, req.progress_notify)
+        self.watchers[stream_id] = w
+        store_id = self.watchable.watch(
+            req.key,
+            req.range_end,
+            req.start_revision,
+            sink=self.sink,
+            filters=[_FILTERS[f] for f in req.filters if f in _FILTERS],
+            prev_kv=req.prev_kv,
+        )
+        w.store_id = store_id
+        self.by_store_id[store_id] = w
+
+    def cancel(self, stream_id: int) -> None:
+        w = self.watchers.get(stream_id)
+        if w is None:
+            return
+        self.watchable.cancel(w.store_id)
+        self._forget(w)
+        self.out.put_nowait(
+            pb.WatchResponse(header=self.member.header(), watch_id=stream_id, canceled=True)
+        )
+
+    def progress(self) -> None:
+        ids = [w.store_id for w in self.watchers.values()]
+        if not ids or all(self.watchable.is_synced(i) for i in ids):
+            self.out.put_nowait(pb.WatchResponse(header=self.member.header(), watch_id=-1))
+        else:
+            self.pending_progress = True
+
+    def close(self) -> None:
+        for w in list(self.watchers.values()):
+            self.watchable.cancel(w.store_id)
+        self.watchers.clear()
+        self.by_store_id.clear()
+
+
+class WatchService(pb_grpc.WatchServicer):
+    def __init__(self, member: Member, progress_interval: float = PROGRESS_INTERVAL) -> None:
+        self.member = member
+        self.progress_interval = progress_interval
+
+    async def Watch(
+        self, request_iterator: AsyncIterator[pb.WatchRequest], context: Context
+    ) -> AsyncIterator[pb.WatchResponse]:
+        stream = _Stream(self.member)
+
+        async def read_requests() -> None:
+            try:
+                async for req in request_iterator:
+                    which = req.WhichOneof("request_union")
+                    if which == "create_request":
+                        stream.create(req.create_request)
+                    elif which == "cancel_request":
+                        stream.cancel(req.cancel_request.watch_id)
+                    elif which == "progress_request":
+                        stream.progress()
+            finally:
+                stream.out.put_nowait(None)
+
+        reader = asyncio.create_task(read_requests())
+        ticker = asyncio.create_task(self._progress_loop(stream))
+        try:
+            while True:
+                resp = await stream.out.get()
+                if resp is None:
+                    break
+                yield resp
+        finally:
+            reader.cancel()
+            ticker.cancel()
+            for task in (reader, ticker):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            stream.close()
+
+    async def _progress_loop(self, stream: _Stream) -> None:
+        loop = asyncio.get_running_loop()
+        next_notify = loop.time() + self.progress_interval
+        while True:
+            await asyncio.sleep(0.1)
+            if stream.pending_progress:
+                stream.pending_progress = False
+                stream.progress()
+            if loop.time() >= next_notify:
+                next_notify = loop.time() + self.progress_interval
+                for w in list(stream.watchers.values()):
+                    if w.progress_notify and stream.watchable.is_synced(w.store_id):
+                        stream.out.put_nowait(
+                            pb.WatchResponse(header=self.member.header(), watch_id=w.stream_id)
+                        )

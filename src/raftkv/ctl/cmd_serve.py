@@ -1,0 +1,37 @@
+"""``raftkv serve``: run one member with etcd's flags (see ``raftkv serve --help``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from raftkv.server.config import ConfigError, add_serve_arguments, parse_serve_args
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run a member (etcd's flags; RAFTKV_<FLAG> variables; --config-file YAML)",
+        description=(
+            "Run one raftkv member. With no flags it starts a single-member cluster on "
+            "etcd's default ports (clients 127.0.0.1:2379, peers 127.0.0.1:2380) with its "
+            "data in ./default.raftkv. Every flag can also be set as RAFTKV_<FLAG> "
+            "(e.g. RAFTKV_DATA_DIR) or in a YAML --config-file using the flag names as keys."
+        ),
+    )
+    add_serve_arguments(p)
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        cfg = parse_serve_args(args)
+    except ConfigError as exc:
+        print(f"raftkv serve: {exc}", file=sys.stderr)
+        return 2
+    from raftkv.server.logsetup import configure
+    from raftkv.server.run import run
+
+    configure(cfg.log_level, cfg.log_format)
+    return run(cfg)

@@ -1,0 +1,351 @@
+"""The replicated state machine of one member: committed entries in, state and answers out.
+
+Owns: the LMDB backend, the MVCC store and its watchers, the lessor, the member list and the
+alarm list, and the registry of proposals waiting for their entry to be applied.
+
+Contracts:
+- deterministic: the same entries applied to the same state give byte-identical state on every
+  member (no clock, no randomness, sorted iteration only); lease IDs are chosen before proposing;
+- one LMDB write transaction per batch of committed entries, the consistent index in it, so an
+  entry at or below the durable consistent index is skipped after a restart (exactly once);
+- request errors (compacted revision, missing lease, ...) are answers, given to the waiting
+  client; anything else raised while applying is a fatal bug: the batch is aborted and the error
+  propagates to the Ready loop, which stops the member rather than let it diverge;
+- waiters are resolved only after the batch committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from raftkv import errors
+from raftkv.lease import errors as lease_errors
+from raftkv.lease.lessor import Lessor
+from raftkv.mvcc import types as m
+from raftkv.mvcc.backend import BUCKET_ALARM, BUCKET_LEASE, BUCKET_MEMBERS, Backend, BackendConfig
+from raftkv.mvcc.errors import MVCCRequestError
+from raftkv.mvcc.kvstore import KVStore, WriteBatch
+from raftkv.mvcc.watchable import WatchableStore
+from raftkv.proto import rpc_pb2 as pb
+from raftkv.raft.codec import decode_conf_change
+from raftkv.raft.types import ConfChange, ConfChangeType, Entry, EntryType, Snapshot
+from raftkv.server import convert
+from raftkv.server.bootstrap import DataDir, MemberInfo, encode_members
+from raftkv.server.requests import RequestKind, decode_request
+
+log = logging.getLogger("raftkv.apply")
+
+_U64 = struct.Struct(">Q")
+_ALARM_KEY = struct.Struct(">QI")
+
+Header = Callable[[int], pb.ResponseHeader]
+
+
+class _LeaseBucket:
+    """The lessor's ``LeaseStore``: writes go to the current batch's transaction."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.tx: Any = None
+
+    def put_lease(self, lease_id: int, data: bytes) -> None:
+        self._tx().put(BUCKET_LEASE, _U64.pack(lease_id), data)
+
+    def delete_lease(self, lease_id: int) -> None:
+        self._tx().delete(BUCKET_LEASE, _U64.pack(lease_id))
+
+    def iter_leases(self) -> Iterable[tuple[int, bytes]]:
+        for key, value in self.backend.items(BUCKET_LEASE):
+            yield _U64.unpack(key)[0], value
+
+    def _tx(self) -> Any:
+        if self.tx is None:
+            raise RuntimeError("lease records are written only while applying entries")
+        return self.tx
+
+
+_LEASE_ERRORS: dict[type[Exception], type[errors.EtcdError]] = {
+    lease_errors.LeaseNotFoundError: errors.ERR_LEASE_NOT_FOUND,
+    lease_errors.LeaseExistsError: errors.ERR_LEASE_EXIST,
+    lease_errors.LeaseTTLTooLargeError: errors.ERR_LEASE_TTL_TOO_LARGE,
+}
+
+
+class Applier:
+    def __init__(
+        self,
+        *,
+        data_dir: DataDir,
+        backend_config: BackendConfig,
+        min_lease_ttl: int,
+        header: Header,
+        apply_conf_change: Callable[[ConfChange], object],
+        on_members_changed: Callable[[dict[int, MemberInfo]], None],
+    ) -> None:
+        self.data_dir = data_dir
+        self.backend_config = backend_config
+        self.min_lease_ttl = min_lease_ttl
+        self.header = header
+        self._apply_conf_change = apply_conf_change
+        self._on_members_changed = on_members_changed
+        self.waiters: dict[int, asyncio.Future[Any]] = {}
+        self.compaction_waiters: list[asyncio.Future[None]] = []
+        self._open()
+
+    # -- opening and snapshots ----------------------------------------------------------
+
+    def _open(self) -> None:
+        self.backend = Backend(self.data_dir.db, self.backend_config)
+        self.store = KVStore(
+            self.backend, lease_exists=lambda lid: self.lessor.lookup(lid) is not None
+        )
+        self.watchable = WatchableStore(self.store)
+        self._load_side_state()
+
+    def _load_side_state(self) -> None:
+        """Lessor, member list and alarms from the current backend (start-up, snapshot)."""
+        self.lease_bucket = _LeaseBucket(self.backend)
+        self.lessor = Lessor(self.lease_bucket, min_ttl=self.min_lease_ttl)
+        self.lessor.restore(self.lease_bucket)
+        for key, lease_id in sorted(self.store.leased_keys().items()):
+            if self.lessor.lookup(lease_id) is not None:
+                self.lessor.attach(lease_id, key)
+        self.members = {
+            info.id: info
+            for info in (
+                MemberInfo.from_json(_json_obj(v)) for _k, v in self.backend.items(BUCKET_MEMBERS)
+            )
+        }
+        self.alarms = {_ALARM_KEY.unpack(k) for k, _v in self.backend.items(BUCKET_ALARM)}
+        self._applied = self.store.consistent_index
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def write_initial_members(self, members: Sequence[MemberInfo]) -> None:
+        """Bootstrap: the initial member list, committed at consistent index 1."""
+        with self.store.write_batch() as batch:
+            if batch.begin_entry(1, 1):
+                for info in members:
+                    self._put_member(batch, info)
+        self._applied = max(self._applied, 1)
+        self._on_members_changed(dict(self.members))
+
+    def applied_index(self) -> int:
+        return self._applied
+
+    def snapshot_data(self) -> bytes:
+        return encode_members(list(self.members.values()))
+
+    def force_commit(self) -> None:
+        self.backend.force_commit()
+
+    def copy_backend(self, path: str) -> None:
+        """A consistent, compacted copy of the backend file (for a follower's snapshot)."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            self.backend.env.copyfd(fd, compact=True)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def install_snapshot(self, snap: Snapshot, db_path: str | None) -> None:
+        """Replace the whole state with the snapshot's (the received backend file)."""
+        if db_path is None:
+            raise RuntimeError(
+                f"snapshot at index {snap.metadata.index} arrived without its backend file"
+            )
+        log.info("installing the backend received with snapshot %d", snap.metadata.index)
+        self.backend.close()
+        os.replace(db_path, os.path.join(self.data_dir.db, "data.mdb"))
+        self.backend = Backend(self.data_dir.db, self.backend_config)
+        self.watchable.restore(self.backend)  # keeps the watchers; they catch up
+        self._load_side_state()
+        if self._applied < snap.metadata.index:
+            raise RuntimeError(
+                f"received backend is at index {self._applied}, behind snapshot "
+                f"{snap.metadata.index}"
+            )
+        self._on_members_changed(dict(self.members))
+
+    def defragment(self) -> None:
+        """Rewrite the backend file compactly (etcd's defrag).
+
+        Runs on the event loop thread without yielding, so no apply interleaves: the copy
+        holds every committed write.  Watchers are kept.  The lessor is reloaded, so the
+        caller re-promotes it on the leader.
+        """
+        tmp = os.path.join(self.data_dir.db, "defrag.mdb.tmp")
+        self.copy_backend(tmp)
+        self.backend.close()
+        os.replace(tmp, os.path.join(self.data_dir.db, "data.mdb"))
+        self.backend = Backend(self.data_dir.db, self.backend_config)
+        self.watchable.restore(self.backend)
+        self._load_side_state()
+
+    # -- applying -------------------------------------------------------------------------
+
+    def apply_entries(self, entries: Sequence[Entry]) -> None:
+        answers: list[tuple[int, Any]] = []
+        members_changed = False
+        with self.store.write_batch() as batch:
+            self.lease_bucket.tx = batch.tx
+            try:
+                for e in entries:
+                    if not batch.begin_entry(e.index, e.term):
+                        continue
+                    if e.type == EntryType.CONF_CHANGE:
+                        self._apply_conf_change_entry(batch, e)
+                        members_changed = True
+                    elif e.data:
+                        kind, request_id, body = decode_request(e.data)
+                        answer = self._apply_request(batch, kind, body)
+                        members_changed |= kind == RequestKind.MEMBER_ATTRIBUTES
+                        answers.append((request_id, answer))
+            finally:
+                self.lease_bucket.tx = None
+        if entries:
+            self._applied = max(self._applied, entries[-1].index)
+        if members_changed:
+            self._on_members_changed(dict(self.members))
+        for request_id, answer in answers:
+            fut = self.waiters.pop(request_id, None)
+            if fut is None or fut.done():
+                continue
+            if isinstance(answer, BaseException):
+                fut.set_exception(answer)
+            else:
+                fut.set_result(answer)
+
+    def _apply_request(self, batch: WriteBatch, kind: RequestKind, body: bytes) -> Any:
+        try:
+            if kind == RequestKind.PUT:
+                req = pb.PutRequest.FromString(body)
+                return self._write(batch, batch.put, convert.put_to_mvcc(req))
+            if kind == RequestKind.DELETE_RANGE:
+                dreq = pb.DeleteRangeRequest.FromString(body)
+                return self._write(batch, batch.delete_range, convert.delete_to_mvcc(dreq))
+            if kind == RequestKind.TXN:
+                treq = pb.TxnRequest.FromString(body)
+                return self._write(batch, batch.txn, convert.txn_to_mvcc(treq))
+            if kind == RequestKind.COMPACTION:
+                creq = pb.CompactionRequest.FromString(body)
+                batch.compact(m.CompactionRequest(creq.revision, creq.physical))
+                return pb.CompactionResponse(header=self.header(batch.revision))
+            if kind == RequestKind.LEASE_GRANT:
+                greq = pb.LeaseGrantRequest.FromString(body)
+                lease = self.lessor.grant(greq.ID, greq.TTL, _now_if(self.lessor.is_primary))
+                return pb.LeaseGrantResponse(
+                    header=self.header(batch.revision), ID=lease.id, TTL=lease.ttl
+                )
+            if kind == RequestKind.LEASE_REVOKE:
+                rreq = pb.LeaseRevokeRequest.FromString(body)
+                keys = self.lessor.revoke(rreq.ID)
+                if keys:
+                    deletes = tuple(m.DeleteRangeRequest(key=k) for k in keys)
+                    self._write(batch, batch.txn, m.TxnRequest(success=deletes))
+                return pb.LeaseRevokeResponse(header=self.header(batch.revision))
+            if kind == RequestKind.LEASE_CHECKPOINT:
+                cp = pb.LeaseCheckpointRequest.FromString(body)
+                for c in cp.checkpoints:
+                    self.lessor.apply_checkpoint(c.ID, c.remaining_TTL)
+                return pb.LeaseCheckpointResponse(header=self.header(batch.revision))
+            if kind == RequestKind.ALARM:
+                return self._apply_alarm(batch, pb.AlarmRequest.FromString(body))
+            if kind == RequestKind.MEMBER_ATTRIBUTES:
+                return self._apply_member_attributes(batch, body)
+        except MVCCRequestError as exc:
+            return convert.error_to_etcd(exc)
+        except lease_errors.LeaseError as exc:
+            mapped = _LEASE_ERRORS.get(type(exc))
+            if mapped is None:
+                raise
+            return mapped()
+        raise AssertionError(f"unhandled request kind {kind!r}")
+
+    def _write(self, batch: WriteBatch, op: Callable[[Any], m.WriteResponse], req: Any) -> Any:
+        """Apply one KV write and keep lease attachments in step with the keys it changed."""
+        mark = batch.event_count()
+        resp = op(req)
+        for ev in batch.events_since(mark):
+            key = ev.kv.key
+            old = self.lessor.get_lease(key)
+            new = ev.kv.lease if ev.type == m.EventType.PUT else 0
+            if old and old != new and self.lessor.lookup(old) is not None:
+                self.lessor.detach(old, key)
+            if new and new != old:
+                self.lessor.attach(new, key)
+        return convert.response_to_pb(resp, self.header(batch.revision))
+
+    def _apply_alarm(self, batch: WriteBatch, req: pb.AlarmRequest) -> pb.AlarmResponse:
+        key = (req.memberID, int(req.alarm))
+        resp = pb.AlarmResponse()  # etcd sends alarm responses without a header
+        if req.action == pb.AlarmRequest.ACTIVATE and req.alarm != pb.NONE:
+            if key not in self.alarms:
+                self.alarms.add(key)
+                batch.tx.put(BUCKET_ALARM, _ALARM_KEY.pack(*key), b"")
+            resp.alarms.add(memberID=req.memberID, alarm=req.alarm)
+        elif req.action == pb.AlarmRequest.DEACTIVATE and key in self.alarms:
+            self.alarms.discard(key)
+            batch.tx.delete(BUCKET_ALARM, _ALARM_KEY.pack(*key))
+            resp.alarms.add(memberID=req.memberID, alarm=req.alarm)
+        return resp
+
+    def _apply_member_attributes(self, batch: WriteBatch, body: bytes) -> pb.ResponseHeader:
+        info = MemberInfo.from_json(_json_obj(body))
+        current = self.members.get(info.id)
+        if current is not None:
+            updated = MemberInfo(
+                current.id, info.name, current.peer_urls, info.client_urls, current.is_learner
+            )
+            self._put_member(batch, updated)
+        return self.header(batch.revision)
+
+    def _apply_conf_change_entry(self, batch: WriteBatch, e: Entry) -> None:
+        cc = decode_conf_change(e.data)
+        self._apply_conf_change(cc)
+        if cc.type == ConfChangeType.REMOVE_NODE:
+            if self.members.pop(cc.node_id, None) is not None:
+                batch.tx.delete(BUCKET_MEMBERS, _U64.pack(cc.node_id))
+            return
+        if cc.context:
+            info = MemberInfo.from_json(_json_obj(cc.context))
+            if cc.type == ConfChangeType.ADD_NODE:
+                info = MemberInfo(info.id, info.name, info.peer_urls, info.client_urls, False)
+            self._put_member(batch, info)
+
+    def _put_member(self, batch: WriteBatch, info: MemberInfo) -> None:
+        self.members[info.id] = info
+        batch.tx.put(BUCKET_MEMBERS, _U64.pack(info.id), encode_members([info])[1:-1])
+
+    # -- compaction -----------------------------------------------------------------------
+
+    def compact_some(self) -> bool:
+        """One bounded step of pending compaction; True when nothing is left to do."""
+        done = self.store.compact_step()
+        if done:
+            for fut in self.compaction_waiters:
+                if not fut.done():
+                    fut.set_result(None)
+            self.compaction_waiters.clear()
+        return done
+
+
+def _json_obj(data: bytes) -> dict[str, Any]:
+    import json
+
+    obj = json.loads(data.decode())
+    if not isinstance(obj, dict):
+        raise ValueError("member record is not a JSON object")
+    return obj
+
+
+def _now_if(primary: bool) -> float | None:
+    import time
+
+    return time.monotonic() if primary else None

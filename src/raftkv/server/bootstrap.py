@@ -1,0 +1,178 @@
+"""Opening a member's data directory: a new cluster member, or a restart.
+
+Owns: the data-dir layout and the recovery of the Raft side (snapshot file + WAL) into a
+``MemoryStorage`` and a ``RawNode`` configuration.
+
+Layout (etcd's, with LMDB in place of bbolt)::
+
+    <data-dir>/member/wal/    WAL segments
+    <data-dir>/member/snap/   raft snapshot files and received backend files (*.snap.db)
+    <data-dir>/member/db/     the LMDB environment (data.mdb)
+
+Bootstrap contract: every initial member computes the same member IDs, the same cluster ID and
+the same bootstrap snapshot (index 1, term 1, all initial members voters, the member list as
+its data) from the flags alone, so they agree without talking.  The snapshot file and the WAL
+are durable before the member serves anything; the member list is written to the backend by
+the caller at consistent index 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from raftkv.raft.storage import MemoryStorage
+from raftkv.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
+from raftkv.server.config import ServerConfig
+from raftkv.server.ids import cluster_id as make_cluster_id
+from raftkv.server.ids import member_id as make_member_id
+from raftkv.snap import Snapshotter
+from raftkv.wal import WAL, WalSnapshot, decode_metadata, encode_metadata, valid_snapshot_entries
+
+
+class BootstrapError(RuntimeError):
+    """The data directory cannot be used as configured; the message says why."""
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    """One member of the cluster as the member list stores it."""
+
+    id: int
+    name: str
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...] = ()
+    is_learner: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "peerURLs": list(self.peer_urls),
+            "clientURLs": list(self.client_urls),
+            "isLearner": self.is_learner,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, object]) -> MemberInfo:
+        return cls(
+            id=int(obj["id"]),  # type: ignore[call-overload]
+            name=str(obj["name"]),
+            peer_urls=tuple(obj["peerURLs"]),  # type: ignore[arg-type]
+            client_urls=tuple(obj.get("clientURLs") or ()),  # type: ignore[arg-type]
+            is_learner=bool(obj.get("isLearner", False)),
+        )
+
+
+def encode_members(members: list[MemberInfo]) -> bytes:
+    return json.dumps([m.to_json() for m in sorted(members, key=lambda m: m.id)]).encode()
+
+
+def decode_members(data: bytes) -> list[MemberInfo]:
+    return [MemberInfo.from_json(obj) for obj in json.loads(data.decode())] if data else []
+
+
+@dataclass
+class RaftRecovery:
+    """What the Raft side of a member starts from."""
+
+    member_id: int
+    cluster_id: int
+    wal: WAL
+    snapshotter: Snapshotter
+    storage: MemoryStorage
+    snapshot: Snapshot
+    hard_state: HardState
+    entries: list[Entry]
+    new_cluster: bool
+    initial_members: list[MemberInfo]
+
+    @property
+    def conf_state(self) -> ConfState:
+        return self.snapshot.metadata.conf_state
+
+
+class DataDir:
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.member = os.path.join(root, "member")
+        self.wal = os.path.join(self.member, "wal")
+        self.snap = os.path.join(self.member, "snap")
+        self.db = os.path.join(self.member, "db")
+
+    def has_wal(self) -> bool:
+        return os.path.isdir(self.wal) and any(n.endswith(".wal") for n in os.listdir(self.wal))
+
+    def received_backend(self, index: int, term: int) -> str | None:
+        """A backend file received with the snapshot at (index, term), if it is there."""
+        path = os.path.join(self.snap, f"{index:016x}-{term:016x}.snap.db")
+        return path if os.path.exists(path) else None
+
+
+def initial_members(cfg: ServerConfig) -> list[MemberInfo]:
+    members = []
+    for name, urls in cfg.initial_cluster_map().items():
+        client_urls = cfg.advertise_client_urls if name == cfg.name else ()
+        mid = make_member_id(urls, cfg.initial_cluster_token)
+        members.append(MemberInfo(mid, name, tuple(sorted(urls)), tuple(client_urls)))
+    ids = [m.id for m in members]
+    if len(set(ids)) != len(ids):
+        raise BootstrapError("--initial-cluster: two members share the same peer URLs")
+    return members
+
+
+def open_raft_side(cfg: ServerConfig) -> RaftRecovery:
+    dd = DataDir(cfg.resolved_data_dir)
+    os.makedirs(dd.snap, exist_ok=True)
+    snapshotter = Snapshotter(dd.snap)
+    if dd.has_wal():
+        return _restart(dd, snapshotter)
+    if cfg.initial_cluster_state != "new":
+        raise BootstrapError(
+            "--initial-cluster-state=existing: joining a running cluster needs 'member add' "
+            "support, which this version does not have yet"
+        )
+    return _bootstrap_new(cfg, dd, snapshotter)
+
+
+def _bootstrap_new(cfg: ServerConfig, dd: DataDir, snapshotter: Snapshotter) -> RaftRecovery:
+    members = initial_members(cfg)
+    me = next(m for m in members if m.name == cfg.name)
+    cid = make_cluster_id(m.id for m in members)
+    voters = tuple(sorted(m.id for m in members))
+    snap = Snapshot(
+        SnapshotMetadata(index=1, term=1, conf_state=ConfState(voters=voters)),
+        encode_members(members),
+    )
+    snapshotter.save(snap)
+    wal = WAL.create(dd.wal, encode_metadata(me.id, cid))
+    wal.save_snapshot(WalSnapshot(1, 1, snap.metadata.conf_state))
+    # The bootstrap snapshot is committed by definition; raft requires commit >= snapshot index.
+    hard_state = HardState(term=1, vote=0, commit=1)
+    wal.save(hard_state, [])
+    storage = MemoryStorage()
+    storage.apply_snapshot(snap)
+    storage.set_hard_state(hard_state)
+    return RaftRecovery(me.id, cid, wal, snapshotter, storage, snap, hard_state, [], True, members)
+
+
+def _restart(dd: DataDir, snapshotter: Snapshotter) -> RaftRecovery:
+    walsnaps = valid_snapshot_entries(dd.wal)
+    snap = snapshotter.load_newest_available(walsnaps)
+    if snap is None:
+        raise BootstrapError(f"no usable raft snapshot in {dd.snap} matches the WAL in {dd.wal}")
+    md = snap.metadata
+    wal = WAL.open(dd.wal, WalSnapshot(md.index, md.term, md.conf_state))
+    metadata, hard_state, entries = wal.read_all()
+    ids = decode_metadata(metadata)
+    if ids is None:
+        wal.close()
+        raise BootstrapError(f"the WAL in {dd.wal} has no member metadata")
+    storage = MemoryStorage()
+    storage.apply_snapshot(snap)
+    storage.set_hard_state(hard_state)
+    storage.append(entries)
+    return RaftRecovery(
+        ids[0], ids[1], wal, snapshotter, storage, snap, hard_state, entries, False, []
+    )

@@ -1,0 +1,309 @@
+"""Member configuration: etcd's flag names and defaults, RAFTKV_* variables and a YAML file.
+
+Owns: the ``ServerConfig`` record and ``parse_serve_args``.  Precedence, lowest to highest:
+built-in defaults < ``--config-file`` (YAML, keys are the flag names without dashes, as etcd's
+config file) < ``RAFTKV_<FLAG>`` environment variables < command-line flags.
+
+Contract: every value in a returned ``ServerConfig`` has been validated; a bad value raises
+``ConfigError`` with a message naming the flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the flag."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    name: str = "default"
+    data_dir: str = ""
+    listen_client_urls: tuple[str, ...] = ("http://127.0.0.1:2379",)
+    advertise_client_urls: tuple[str, ...] = ("http://127.0.0.1:2379",)
+    listen_peer_urls: tuple[str, ...] = ("http://127.0.0.1:2380",)
+    initial_advertise_peer_urls: tuple[str, ...] = ("http://127.0.0.1:2380",)
+    initial_cluster: str = ""
+    initial_cluster_state: str = "new"
+    initial_cluster_token: str = "etcd-cluster"
+    heartbeat_interval_ms: int = 100
+    election_timeout_ms: int = 1000
+    snapshot_count: int = 100_000
+    snapshot_catchup_entries: int = 5000
+    quota_backend_bytes: int = 2 * 1024**3
+    max_request_bytes: int = 1_572_864
+    max_txn_ops: int = 128
+    auto_compaction_mode: str = "periodic"
+    auto_compaction_retention: str = "0"
+    listen_metrics_urls: tuple[str, ...] = ()
+    log_level: str = "info"
+    log_format: str = "text"
+    initial_corrupt_check: bool = False
+    corrupt_check_time_s: float = 0.0
+
+    @property
+    def resolved_data_dir(self) -> str:
+        return self.data_dir or f"{self.name}.raftkv"
+
+    def initial_cluster_map(self) -> dict[str, tuple[str, ...]]:
+        """name -> peer URLs of the initial cluster (defaults to this member alone)."""
+        spec = self.initial_cluster or ",".join(
+            f"{self.name}={u}" for u in self.initial_advertise_peer_urls
+        )
+        members: dict[str, list[str]] = {}
+        for part in spec.split(","):
+            name, sep, url = part.strip().partition("=")
+            if not sep or not name or not url:
+                raise ConfigError(f"--initial-cluster: invalid member {part!r} (want name=url)")
+            _check_url("--initial-cluster", url)
+            members.setdefault(name, []).append(url)
+        if self.name not in members:
+            raise ConfigError(
+                f"--initial-cluster: couldn't find local name {self.name!r} in the initial "
+                f"cluster configuration"
+            )
+        return {k: tuple(v) for k, v in members.items()}
+
+
+# flag name -> (field, kind, help); kind is one of "str", "int", "float", "bool", "urls"
+_FLAGS: dict[str, tuple[str, str, str]] = {
+    "name": ("name", "str", "Human-readable name for this member."),
+    "data-dir": ("data_dir", "str", "Path to the data directory (default: <name>.raftkv)."),
+    "listen-client-urls": ("listen_client_urls", "urls", "URLs to listen on for client traffic."),
+    "advertise-client-urls": (
+        "advertise_client_urls",
+        "urls",
+        "Client URLs advertised to the rest of the cluster.",
+    ),
+    "listen-peer-urls": ("listen_peer_urls", "urls", "URLs to listen on for peer traffic."),
+    "initial-advertise-peer-urls": (
+        "initial_advertise_peer_urls",
+        "urls",
+        "This member's peer URLs to advertise to the rest of the cluster.",
+    ),
+    "initial-cluster": (
+        "initial_cluster",
+        "str",
+        "Initial cluster configuration for bootstrapping: name1=url1,name2=url2,...",
+    ),
+    "initial-cluster-state": (
+        "initial_cluster_state",
+        "str",
+        "Initial cluster state ('new' or 'existing').",
+    ),
+    "initial-cluster-token": (
+        "initial_cluster_token",
+        "str",
+        "Initial cluster token for the cluster during bootstrap.",
+    ),
+    "heartbeat-interval": ("heartbeat_interval_ms", "int", "Time (in ms) of a heartbeat interval."),
+    "election-timeout": ("election_timeout_ms", "int", "Time (in ms) for an election to timeout."),
+    "snapshot-count": (
+        "snapshot_count",
+        "int",
+        "Number of committed transactions to trigger a snapshot to disk.",
+    ),
+    "snapshot-catchup-entries": (
+        "snapshot_catchup_entries",
+        "int",
+        "Entries kept behind a snapshot for slow followers to catch up without a snapshot.",
+    ),
+    "quota-backend-bytes": (
+        "quota_backend_bytes",
+        "int",
+        "Raise alarms when backend size exceeds the given quota.",
+    ),
+    "max-request-bytes": (
+        "max_request_bytes",
+        "int",
+        "Maximum client request size in bytes the server will accept.",
+    ),
+    "max-txn-ops": (
+        "max_txn_ops",
+        "int",
+        "Maximum number of operations permitted in a transaction.",
+    ),
+    "auto-compaction-mode": (
+        "auto_compaction_mode",
+        "str",
+        "Interpret 'auto-compaction-retention' as 'periodic' (duration) or 'revision'.",
+    ),
+    "auto-compaction-retention": (
+        "auto_compaction_retention",
+        "str",
+        "Auto compaction retention ('1h', '30m', a number of hours, or revisions). 0 disables.",
+    ),
+    "listen-metrics-urls": (
+        "listen_metrics_urls",
+        "urls",
+        "Additional URLs to listen on for /metrics and /health.",
+    ),
+    "log-level": ("log_level", "str", "Log level: debug, info, warn, error."),
+    "log-format": ("log_format", "str", "Log format: text, or json (one object per line)."),
+    "initial-corrupt-check": (
+        "initial_corrupt_check",
+        "bool",
+        "Check state against the other members before serving clients.",
+    ),
+    "corrupt-check-time": (
+        "corrupt_check_time_s",
+        "float",
+        "Seconds between leader-driven state hash checks (0 disables).",
+    ),
+}
+
+# etcd's experimental spellings accepted as aliases.
+_ALIASES = {
+    "experimental-initial-corrupt-check": "initial-corrupt-check",
+    "experimental-corrupt-check-time": "corrupt-check-time",
+    "experimental-snapshot-catchup-entries": "snapshot-catchup-entries",
+}
+
+_LOG_LEVELS = ("debug", "info", "warn", "error")
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register every serve flag (all default to None so precedence can be resolved)."""
+    parser.add_argument("--config-file", help="Path to a YAML configuration file.")
+    for flag, (_field, kind, help_text) in _FLAGS.items():
+        names = [f"--{flag}"] + [f"--{a}" for a, target in _ALIASES.items() if target == flag]
+        if kind == "bool":
+            parser.add_argument(
+                *names, dest=flag, nargs="?", const="true", default=None, help=help_text
+            )
+        else:
+            parser.add_argument(*names, dest=flag, default=None, help=help_text)
+
+
+def parse_serve_args(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> ServerConfig:
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    config_file = getattr(args, "config_file", None) or env.get("RAFTKV_CONFIG_FILE")
+    if config_file:
+        raw.update(_load_yaml(config_file))
+    for flag in _FLAGS:
+        value = env.get("RAFTKV_" + flag.upper().replace("-", "_"))
+        if value is not None:
+            raw[flag] = value
+    for flag in _FLAGS:
+        value = getattr(args, flag, None)
+        if value is not None:
+            raw[flag] = value
+    return build_config(raw)
+
+
+def build_config(raw: Mapping[str, Any]) -> ServerConfig:
+    values: dict[str, Any] = {}
+    for flag, value in raw.items():
+        flag = _ALIASES.get(flag, flag)
+        if flag not in _FLAGS:
+            raise ConfigError(f"unknown configuration key {flag!r}")
+        field, kind, _ = _FLAGS[flag]
+        values[field] = _convert(flag, kind, value)
+    cfg = dataclasses.replace(ServerConfig(), **values)
+    _validate(cfg)
+    return cfg
+
+
+def _convert(flag: str, kind: str, value: Any) -> Any:
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).lower()
+            if text not in ("true", "false", "1", "0"):
+                raise ValueError(value)
+            return text in ("true", "1")
+        if kind == "urls":
+            urls = value if isinstance(value, list | tuple) else str(value).split(",")
+            out = tuple(str(u).strip() for u in urls if str(u).strip())
+            for url in out:
+                _check_url(f"--{flag}", url)
+            return out
+        return str(value)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--{flag}: invalid value {value!r}") from exc
+
+
+def _check_url(flag: str, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https", "unix", "unixs") or not parts.netloc:
+        raise ConfigError(f"{flag}: {url!r} is not a valid URL (want http://host:port)")
+    if parts.scheme in ("http", "https"):
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigError(f"{flag}: {url!r} has an invalid port") from exc
+        if port is None:
+            raise ConfigError(f"{flag}: {url!r} has no port")
+
+
+def _validate(cfg: ServerConfig) -> None:
+    if not cfg.name:
+        raise ConfigError("--name: must not be empty")
+    if cfg.initial_cluster_state not in ("new", "existing"):
+        raise ConfigError("--initial-cluster-state: must be 'new' or 'existing'")
+    if cfg.heartbeat_interval_ms <= 0:
+        raise ConfigError("--heartbeat-interval: must be positive")
+    if cfg.election_timeout_ms < 5 * cfg.heartbeat_interval_ms:
+        raise ConfigError(
+            f"--election-timeout[{cfg.election_timeout_ms}ms] should be at least 5 times as "
+            f"--heartbeat-interval[{cfg.heartbeat_interval_ms}ms]"
+        )
+    if cfg.snapshot_count <= 0:
+        raise ConfigError("--snapshot-count: must be positive")
+    if cfg.snapshot_catchup_entries < 0:
+        raise ConfigError("--snapshot-catchup-entries: must not be negative")
+    if cfg.max_request_bytes <= 0 or cfg.max_txn_ops <= 0:
+        raise ConfigError("--max-request-bytes and --max-txn-ops must be positive")
+    if cfg.auto_compaction_mode not in ("periodic", "revision"):
+        raise ConfigError("--auto-compaction-mode: must be 'periodic' or 'revision'")
+    from raftkv.server.compactor import parse_retention
+
+    try:
+        parse_retention(cfg.auto_compaction_mode, cfg.auto_compaction_retention)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if cfg.log_level not in _LOG_LEVELS:
+        raise ConfigError(f"--log-level: must be one of {', '.join(_LOG_LEVELS)}")
+    if cfg.log_format not in ("text", "json"):
+        raise ConfigError("--log-format: must be 'text' or 'json'")
+    if cfg.corrupt_check_time_s < 0:
+        raise ConfigError("--corrupt-check-time: must not be negative")
+    cfg.initial_cluster_map()
+
+
+def _load_yaml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except OSError as exc:
+        raise ConfigError(f"--config-file: cannot read {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config-file: {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config-file: {path} must hold a mapping of flag names to values")
+    return {str(k): v for k, v in data.items()}
+
+
+def describe_flags() -> Sequence[tuple[str, str]]:
+    """(flag, help) pairs, for documentation."""
+    return [(f"--{flag}", help_text) for flag, (_f, _k, help_text) in _FLAGS.items()]

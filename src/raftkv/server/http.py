@@ -1,0 +1,93 @@
+"""The member's HTTP endpoints: ``/health`` (etcd's JSON) and ``/metrics`` (Prometheus text).
+
+Served on ``--listen-metrics-urls``.  Contract: answering never blocks the event loop; a
+member is healthy when it knows a leader and has no active alarm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from urllib.parse import urlsplit
+
+from raftkv.server.member import Member
+
+_ALARM_NAMES = {1: "NOSPACE", 2: "CORRUPT"}
+
+
+def health(member: Member) -> tuple[bool, str]:
+    if member.applier.alarms:
+        names = sorted(_ALARM_NAMES.get(a, str(a)) for _m, a in member.applier.alarms)
+        return False, "ALARM " + ",".join(names)
+    if not member.raft.lead:
+        return False, "RAFT NO LEADER"
+    return True, ""
+
+
+def metrics_text(member: Member) -> str:
+    store = member.applier.store
+    backend = member.applier.backend
+    hs = member.raft.storage.hard_state()
+    lines = [
+        ("etcd_server_has_leader", "gauge", 1 if member.raft.lead else 0),
+        ("etcd_server_is_leader", "gauge", 1 if member.raft.is_leader else 0),
+        ("etcd_server_proposals_committed_total", "gauge", hs.commit),
+        ("etcd_server_proposals_applied_total", "gauge", member.applier.applied_index()),
+        ("etcd_mvcc_db_total_size_in_bytes", "gauge", backend.file_size()),
+        ("etcd_mvcc_db_total_size_in_use_in_bytes", "gauge", backend.size()),
+        ("etcd_debugging_mvcc_keys_total", "gauge", store.key_count()),
+        ("etcd_debugging_mvcc_current_revision", "gauge", store.current_revision),
+        ("etcd_debugging_mvcc_compact_revision", "gauge", store.compact_revision),
+    ]
+    out = []
+    for name, kind, value in lines:
+        out.append(f"# TYPE {name} {kind}")
+        out.append(f"{name} {value}")
+    return "\n".join(out) + "\n"
+
+
+async def _handle(
+    member: Member, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    try:
+        request_line = await asyncio.wait_for(reader.readline(), 5)
+        while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
+            pass
+        parts = request_line.decode("latin-1").split()
+        path = parts[1] if len(parts) >= 2 else "/"
+        status, ctype = "200 OK", "text/plain; version=0.0.4"
+        if path.startswith("/health"):
+            ok, reason = health(member)
+            body = json.dumps({"health": "true" if ok else "false", "reason": reason})
+            ctype = "application/json"
+            if not ok:
+                status = "503 Service Unavailable"
+        elif path.startswith("/metrics"):
+            body = metrics_text(member)
+        else:
+            status, body = "404 Not Found", "404 page not found\n"
+        data = body.encode()
+        writer.write(
+            f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(data)}\r\n"
+            f"Connection: close\r\n\r\n".encode()
+            + data
+        )
+        await writer.drain()
+    except (TimeoutError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def start_http(member: Member, urls: list[str]) -> list[asyncio.Server]:
+    servers = []
+    for url in urls:
+        parts = urlsplit(url)
+        server = await asyncio.start_server(
+            lambda r, w: _handle(member, r, w), parts.hostname, parts.port
+        )
+        servers.append(server)
+    return servers

@@ -1,0 +1,345 @@
+"""The Raft Ready loop of one member: persist, send, apply, advance.
+
+Owns: the ``RawNode`` and everything that feeds it (ticks, peer messages, proposals, read
+requests) and everything it asks for (WAL and snapshot writes, messages to peers, entries to
+apply, snapshots to send and install).
+
+Contracts (the order the Raft contract demands):
+- a Ready's snapshot, hard state and entries are durable (WAL fdatasync, snapshot file fsync)
+  before any of its messages leave, except the leader's own MsgApp messages, which may go out
+  while the leader persists (Raft thesis §10.2.1: the leader counts itself only once persisted);
+- committed entries are applied in index order, exactly once per member lifetime (the state
+  machine skips entries at or below its durable consistent index after a restart);
+- the RawNode is touched only from the event loop thread; the WAL and snapshot files only from
+  the one thread doing the current Ready's persistence, so they are never used concurrently;
+- before the log is compacted to a snapshot index, the state machine has durably committed
+  everything up to that index, so a restart never needs an entry that was released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from raftkv.raft import RawNode
+from raftkv.raft.errors import ProposalDroppedError, RaftError
+from raftkv.raft.storage import MemoryStorage
+from raftkv.raft.types import (
+    ConfChange,
+    ConfState,
+    Entry,
+    Message,
+    MessageType,
+    ReadState,
+    Ready,
+    Snapshot,
+    StateType,
+)
+from raftkv.snap import Snapshotter
+from raftkv.wal import WAL, WalSnapshot
+
+log = logging.getLogger("raftkv.raft_node")
+
+
+class StateMachine(Protocol):
+    """What the Ready loop needs from the member's applied state."""
+
+    def apply_entries(self, entries: Sequence[Entry]) -> None: ...
+
+    def applied_index(self) -> int: ...
+
+    def snapshot_data(self) -> bytes: ...
+
+    def force_commit(self) -> None: ...
+
+    def copy_backend(self, path: str) -> None: ...
+
+    def install_snapshot(self, snap: Snapshot, db_path: str | None) -> None: ...
+
+    def on_leader_change(self, lead: int, is_leader: bool) -> None: ...
+
+
+class Transport(Protocol):
+    def send(self, messages: Sequence[Message]) -> None: ...
+
+    def send_snapshot(self, m: Message, db_path: str) -> None: ...
+
+
+class RaftNode:
+    def __init__(
+        self,
+        *,
+        node: RawNode,
+        storage: MemoryStorage,
+        wal: WAL,
+        snapshotter: Snapshotter,
+        snap_dir: str,
+        conf_state: ConfState,
+        snapshot_index: int,
+        tick_interval: float,
+        snapshot_count: int,
+        snapshot_catchup_entries: int,
+    ) -> None:
+        self.node = node
+        self.storage = storage
+        self.wal = wal
+        self.snapshotter = snapshotter
+        self.snap_dir = snap_dir
+        self.conf_state = conf_state
+        self.snapshot_index = snapshot_index
+        self.tick_interval = tick_interval
+        self.snapshot_count = snapshot_count
+        # Entries kept behind a snapshot so slow followers catch up by entries rather than a
+        # whole snapshot (etcd's SnapshotCatchUpEntries).
+        self.snapshot_catchup_entries = snapshot_catchup_entries
+        self.lead = 0
+        self.is_leader = False
+        self.transport: Transport | None = None
+        self.state_machine: StateMachine | None = None
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._stopped = False
+        self._read_waiters: dict[bytes, asyncio.Future[int]] = {}
+        self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._received_snapshots: dict[int, str] = {}
+        self._leader_waiters: list[asyncio.Future[None]] = []
+        self.on_fatal: Callable[[BaseException], None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self, transport: Transport, state_machine: StateMachine) -> None:
+        self.transport = transport
+        self.state_machine = state_machine
+        self._tasks = [
+            asyncio.create_task(self._tick_loop(), name="raft-tick"),
+            asyncio.create_task(self._ready_loop(), name="raft-ready"),
+        ]
+
+    async def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for fut in self._read_waiters.values():
+            if not fut.done():
+                fut.cancel()
+        self.wal.close()
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def step(self, m: Message) -> None:
+        try:
+            self.node.step(m)
+        except RaftError as exc:
+            log.debug("dropped %s from %x: %s", m.type.name, m.frm, exc)
+            return
+        self._wake.set()
+
+    def receive_snapshot(self, m: Message, db_path: str) -> None:
+        assert m.snapshot is not None
+        self._received_snapshots[m.snapshot.metadata.index] = db_path
+        self.step(m)
+
+    def report_unreachable(self, peer_id: int) -> None:
+        self.node.report_unreachable(peer_id)
+        self._wake.set()
+
+    def report_snapshot(self, peer_id: int, ok: bool) -> None:
+        self.node.report_snapshot(peer_id, ok)
+        self._wake.set()
+
+    def propose(self, data: bytes) -> None:
+        """Raises ProposalDroppedError when there is no leader to take it."""
+        self.node.propose(data)
+        self._wake.set()
+
+    def propose_conf_change(self, cc: ConfChange) -> None:
+        self.node.propose_conf_change(cc)
+        self._wake.set()
+
+    def apply_conf_change(self, cc: ConfChange) -> ConfState:
+        """Called by the state machine while applying a committed conf change entry."""
+        self.conf_state = self.node.apply_conf_change(cc)
+        return self.conf_state
+
+    def transfer_leader(self, transferee: int) -> None:
+        self.node.transfer_leader(transferee)
+        self._wake.set()
+
+    async def read_index(self, ctx: bytes) -> int:
+        """The commit index a linearizable read must wait for (one heartbeat round)."""
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._read_waiters[ctx] = fut
+        try:
+            self.node.read_index(ctx)
+            self._wake.set()
+            return await fut
+        finally:
+            self._read_waiters.pop(ctx, None)
+
+    async def wait_applied(self, index: int) -> None:
+        assert self.state_machine is not None
+        if self.state_machine.applied_index() >= index:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._applied_waiters.append((index, fut))
+        await fut
+
+    async def wait_leader(self) -> None:
+        if self.lead:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._leader_waiters.append(fut)
+        await fut
+
+    # -- loops ----------------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        while not self._stopped:
+            await asyncio.sleep(self.tick_interval)
+            self.node.tick()
+            self._wake.set()
+
+    async def _ready_loop(self) -> None:
+        try:
+            while not self._stopped:
+                if not self.node.has_ready():
+                    await self._wake.wait()
+                    self._wake.clear()
+                    continue
+                await self._process_ready(self.node.ready())
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            log.critical("raft ready loop failed: %r", exc, exc_info=True)
+            if self.on_fatal is not None:
+                self.on_fatal(exc)
+            raise
+
+    async def _process_ready(self, rd: Ready) -> None:
+        assert self.transport is not None and self.state_machine is not None
+        if rd.soft_state is not None:
+            self._update_leader(rd.soft_state.lead, rd.soft_state.raft_state == StateType.LEADER)
+        if self.is_leader:
+            self._send(rd.messages)
+        await self._persist(rd)
+        if not self.is_leader:
+            self._send(rd.messages)
+        if not rd.snapshot.is_empty():
+            db_path = self._received_snapshots.pop(rd.snapshot.metadata.index, None)
+            self.state_machine.install_snapshot(rd.snapshot, db_path)
+            self.conf_state = rd.snapshot.metadata.conf_state
+            self.snapshot_index = rd.snapshot.metadata.index
+        if rd.committed_entries:
+            self.state_machine.apply_entries(rd.committed_entries)
+        self._release_waiters(rd.read_states)
+        self.node.advance(rd)
+        await self._maybe_snapshot()
+
+    async def _persist(self, rd: Ready) -> None:
+        snap = rd.snapshot
+        if not snap.is_empty():
+            md = snap.metadata
+            await asyncio.to_thread(self.snapshotter.save, snap)
+            await asyncio.to_thread(
+                self.wal.save_snapshot, WalSnapshot(md.index, md.term, md.conf_state)
+            )
+        if rd.hard_state is not None or rd.entries:
+            await asyncio.to_thread(self.wal.save, rd.hard_state, rd.entries)
+        if not snap.is_empty():
+            self.storage.apply_snapshot(snap)
+        if rd.hard_state is not None:
+            self.storage.set_hard_state(rd.hard_state)
+        if rd.entries:
+            self.storage.append(rd.entries)
+
+    def _send(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+        assert self.transport is not None
+        plain = [m for m in messages if m.type != MessageType.MSG_SNAP]
+        if plain:
+            self.transport.send(plain)
+        for m in messages:
+            if m.type == MessageType.MSG_SNAP:
+                task = asyncio.create_task(self._send_snapshot(m))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+    async def _send_snapshot(self, m: Message) -> None:
+        assert self.transport is not None and self.state_machine is not None
+        path = os.path.join(self.snap_dir, f"outgoing-{m.to:x}-{m.index:016x}.db.tmp")
+        try:
+            await asyncio.to_thread(self.state_machine.copy_backend, path)
+        except OSError as exc:
+            log.error("cannot copy the backend for a snapshot to %x: %s", m.to, exc)
+            self.report_snapshot(m.to, False)
+            return
+        self.transport.send_snapshot(m, path)
+
+    def _update_leader(self, lead: int, is_leader: bool) -> None:
+        assert self.state_machine is not None
+        changed = lead != self.lead or is_leader != self.is_leader
+        self.lead, self.is_leader = lead, is_leader
+        if changed:
+            log.info("leader is now %x (this member leader: %s)", lead, is_leader)
+            self.state_machine.on_leader_change(lead, is_leader)
+        if lead:
+            for fut in self._leader_waiters:
+                if not fut.done():
+                    fut.set_result(None)
+            self._leader_waiters.clear()
+
+    def _release_waiters(self, read_states: Sequence[ReadState]) -> None:
+        assert self.state_machine is not None
+        for rs in read_states:
+            read_fut = self._read_waiters.get(rs.request_ctx)
+            if read_fut is not None and not read_fut.done():
+                read_fut.set_result(rs.index)
+        if self._applied_waiters:
+            applied = self.state_machine.applied_index()
+            still: list[tuple[int, asyncio.Future[None]]] = []
+            for index, fut in self._applied_waiters:
+                if index <= applied:
+                    if not fut.done():
+                        fut.set_result(None)
+                else:
+                    still.append((index, fut))
+            self._applied_waiters = still
+
+    async def _maybe_snapshot(self) -> None:
+        assert self.state_machine is not None
+        applied = self.state_machine.applied_index()
+        if applied - self.snapshot_index < self.snapshot_count:
+            return
+        await self.create_snapshot(applied)
+
+    async def create_snapshot(self, applied: int) -> None:
+        """Snapshot the raft state at ``applied`` and compact the log behind it."""
+        assert self.state_machine is not None
+        await asyncio.to_thread(self.state_machine.force_commit)
+        snap = self.storage.create_snapshot(
+            applied, self.conf_state, self.state_machine.snapshot_data()
+        )
+        md = snap.metadata
+        await asyncio.to_thread(self.snapshotter.save, snap)
+        await asyncio.to_thread(
+            self.wal.save_snapshot, WalSnapshot(md.index, md.term, md.conf_state)
+        )
+        self.snapshot_index = applied
+        compact_to = applied - self.snapshot_catchup_entries
+        if compact_to > self.storage.first_index():
+            self.storage.compact(compact_to)
+        await asyncio.to_thread(self.wal.release_lock_to, md.index)
+        log.info("saved snapshot at index %d, log compacted to %d", applied, max(compact_to, 0))
+
+
+__all__ = ["ProposalDroppedError", "RaftNode", "StateMachine", "Transport"]

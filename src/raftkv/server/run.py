@@ -1,0 +1,88 @@
+"""Running a member as a process: the gRPC server on the client URLs, HTTP on the metrics
+URLs, signal handling and orderly shutdown.
+
+Contract: ``run(cfg)`` returns the process exit status: 0 after SIGINT/SIGTERM and a clean
+stop, 1 when the member failed (the reason is logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from urllib.parse import urlsplit
+
+import grpc.aio
+
+from raftkv.api.cluster import ClusterService
+from raftkv.api.kv import KVService
+from raftkv.api.lease import LeaseService
+from raftkv.api.maintenance import MaintenanceService
+from raftkv.api.watch import WatchService
+from raftkv.proto import rpc_pb2_grpc as pb_grpc
+from raftkv.server.config import ServerConfig
+from raftkv.server.http import start_http
+from raftkv.server.member import Member
+
+log = logging.getLogger("raftkv.run")
+
+# etcd allows this much gRPC framing on top of --max-request-bytes.
+GRPC_OVERHEAD_BYTES = 512 * 1024
+
+
+def grpc_address(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}"
+
+
+async def serve(cfg: ServerConfig) -> int:
+    member = Member(cfg)
+    await member.start()
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", cfg.max_request_bytes + GRPC_OVERHEAD_BYTES),
+            ("grpc.max_send_message_length", 2**31 - 1),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    pb_grpc.add_KVServicer_to_server(KVService(member), server)
+    pb_grpc.add_WatchServicer_to_server(WatchService(member), server)
+    pb_grpc.add_LeaseServicer_to_server(LeaseService(member), server)
+    pb_grpc.add_ClusterServicer_to_server(ClusterService(member), server)
+    pb_grpc.add_MaintenanceServicer_to_server(MaintenanceService(member), server)
+    for url in cfg.listen_client_urls:
+        server.add_insecure_port(grpc_address(url))
+    await server.start()
+    http_servers = await start_http(member, list(cfg.listen_metrics_urls))
+    log.info("serving client requests on %s", ", ".join(cfg.listen_client_urls))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stopped = asyncio.create_task(member.stopped.wait())
+    requested = asyncio.create_task(stop.wait())
+    await asyncio.wait({stopped, requested}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (stopped, requested):
+        task.cancel()
+    log.info("shutting down")
+    await server.stop(grace=1.0)
+    for http in http_servers:
+        http.close()
+    if member.fatal_error is not None:
+        log.critical("member stopped on a fatal error: %r", member.fatal_error)
+        with contextlib.suppress(Exception):
+            await member.stop()
+        return 1
+    await member.stop()
+    return 0
+
+
+def run(cfg: ServerConfig) -> int:
+    try:
+        import uvloop
+
+        return uvloop.run(serve(cfg))
+    except ImportError:
+        return asyncio.run(serve(cfg))

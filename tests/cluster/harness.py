@@ -1,0 +1,237 @@
+"""Real raftkv member processes on 127.0.0.1 for integration tests, driven by real etcdctl.
+
+Contract: every wait is bounded; every process started is killed at ``close()``; member logs
+are kept in the test's temporary directory and printed by ``dump_logs`` when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+ETCDCTL = shutil.which("etcdctl")
+
+
+def require_etcdctl() -> str:
+    if ETCDCTL is None:
+        raise RuntimeError("etcdctl not found: apt-get install etcd-client")
+    return ETCDCTL
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class MemberProc:
+    name: str
+    client_port: int
+    peer_port: int
+    data_dir: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Cluster:
+    def __init__(self, root: Path, size: int, extra_args: list[str] | None = None) -> None:
+        self.root = root
+        ports = free_ports(2 * size)
+        self.members = [
+            MemberProc(
+                name=f"m{i + 1}",
+                client_port=ports[2 * i],
+                peer_port=ports[2 * i + 1],
+                data_dir=root / f"m{i + 1}.raftkv",
+                log_path=root / f"m{i + 1}.log",
+                extra_args=list(extra_args or []),
+            )
+            for i in range(size)
+        ]
+        self.initial_cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+
+    @property
+    def endpoints(self) -> str:
+        return ",".join(m.endpoint for m in self.members)
+
+    def start(self, i: int, env: dict[str, str] | None = None) -> None:
+        m = self.members[i]
+        assert not m.alive(), f"{m.name} is already running"
+        args = [
+            sys.executable,
+            "-m",
+            "raftkv.ctl.main",
+            "serve",
+            "--name",
+            m.name,
+            "--data-dir",
+            str(m.data_dir),
+            "--listen-client-urls",
+            f"http://{m.endpoint}",
+            "--advertise-client-urls",
+            f"http://{m.endpoint}",
+            "--listen-peer-urls",
+            m.peer_url,
+            "--initial-advertise-peer-urls",
+            m.peer_url,
+            "--initial-cluster",
+            self.initial_cluster,
+            *m.extra_args,
+        ]
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + full_env.get("PYTHONPATH", "")
+        full_env.update(env or {})
+        log = open(m.log_path, "ab")  # noqa: SIM115 - handed to the child process
+        m.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env)
+        log.close()
+
+    def start_all(self) -> None:
+        for i in range(len(self.members)):
+            self.start(i)
+        self.wait_ready()
+
+    def kill(self, i: int) -> None:
+        """SIGKILL: the member gets no chance to flush or clean up."""
+        m = self.members[i]
+        if m.proc is not None and m.proc.poll() is None:
+            m.proc.send_signal(signal.SIGKILL)
+            m.proc.wait(10)
+        m.proc = None
+
+    def stop(self, i: int) -> int:
+        m = self.members[i]
+        assert m.proc is not None
+        m.proc.send_signal(signal.SIGTERM)
+        code = m.proc.wait(20)
+        m.proc = None
+        return code
+
+    def close(self) -> None:
+        for i in range(len(self.members)):
+            self.kill(i)
+
+    def dump_logs(self, tail: int = 60) -> str:
+        out = []
+        for m in self.members:
+            if m.log_path.exists():
+                lines = m.log_path.read_text(errors="replace").splitlines()[-tail:]
+                out.append(f"===== {m.name} =====\n" + "\n".join(lines))
+        return "\n".join(out)
+
+    # -- client side ----------------------------------------------------------------------
+
+    def etcdctl(
+        self,
+        *args: str,
+        endpoints: str | None = None,
+        check: bool = True,
+        stdin: str | None = None,
+        timeout: float = 20,
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [
+            require_etcdctl(),
+            "--endpoints",
+            endpoints or self.endpoints,
+            "--dial-timeout=2s",
+            "--command-timeout=5s",
+            *args,
+        ]
+        res = subprocess.run(
+            cmd,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "ETCDCTL_API": "3"},
+        )
+        if check and res.returncode != 0:
+            raise AssertionError(
+                f"etcdctl {' '.join(args)} failed ({res.returncode}): {res.stderr.strip()}\n"
+                + self.dump_logs(20)
+            )
+        return res
+
+    def status(self, i: int) -> dict[str, object] | None:
+        res = self.etcdctl(
+            "endpoint", "status", "-w", "json", endpoints=self.members[i].endpoint, check=False
+        )
+        if res.returncode != 0:
+            return None
+        data = json.loads(res.stdout)
+        return data[0]["Status"] if data else None
+
+    def wait_ready(self, members: list[int] | None = None, timeout: float = 30) -> None:
+        """Until every listed member answers status and knows a leader."""
+        idx = members if members is not None else list(range(len(self.members)))
+        deadline = time.monotonic() + timeout
+        pending = set(idx)
+        while pending and time.monotonic() < deadline:
+            for i in sorted(pending):
+                if not self.members[i].alive():
+                    raise AssertionError(f"{self.members[i].name} exited\n" + self.dump_logs())
+                st = self.status(i)
+                if st is not None and st.get("leader"):
+                    pending.discard(i)
+            if pending:
+                time.sleep(0.2)
+        if pending:
+            raise AssertionError(f"members {sorted(pending)} not ready\n" + self.dump_logs())
+
+    def leader_index(self) -> int | None:
+        for i, m in enumerate(self.members):
+            if not m.alive():
+                continue
+            st = self.status(i)
+            if st is not None and st.get("leader") == st["header"]["member_id"]:  # type: ignore[index]
+                return i
+        return None
+
+    def hashkv(self, i: int, rev: int = 0) -> tuple[int, int]:
+        res = self.etcdctl(
+            "endpoint", "hashkv", "-w", "json", f"--rev={rev}", endpoints=self.members[i].endpoint
+        )
+        data = json.loads(res.stdout)[0]["HashKV"]
+        return int(data["hash"]), int(data["header"]["revision"])
+
+    def get_all(self, i: int, prefix: str = "", serializable: bool = True) -> dict[str, str]:
+        args = ["get", prefix or "\x00", "-w", "json"]
+        args += ["--prefix"] if prefix else ["--from-key"]
+        if serializable:
+            args.append("--consistency=s")
+        res = self.etcdctl(*args, endpoints=self.members[i].endpoint)
+        import base64
+
+        kvs = json.loads(res.stdout).get("kvs", [])
+        return {
+            base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode()
+            for kv in kvs
+        }

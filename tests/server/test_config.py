@@ -1,0 +1,70 @@
+"""Flag, environment and YAML configuration of ``raftkv serve``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from raftkv.server.config import ConfigError, add_serve_arguments, parse_serve_args
+
+
+def parse(argv: list[str], env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    p = argparse.ArgumentParser()
+    add_serve_arguments(p)
+    return parse_serve_args(p.parse_args(argv), env or {})
+
+
+def test_defaults_are_etcds() -> None:
+    cfg = parse([])
+    assert cfg.name == "default"
+    assert cfg.resolved_data_dir == "default.raftkv"
+    assert cfg.listen_client_urls == ("http://127.0.0.1:2379",)
+    assert cfg.listen_peer_urls == ("http://127.0.0.1:2380",)
+    assert (cfg.heartbeat_interval_ms, cfg.election_timeout_ms) == (100, 1000)
+    assert cfg.snapshot_count == 100_000
+    assert cfg.max_request_bytes == 1_572_864
+    assert cfg.quota_backend_bytes == 2 * 1024**3
+    assert cfg.initial_cluster_map() == {"default": ("http://127.0.0.1:2380",)}
+
+
+def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("name: fromfile\nsnapshot-count: 7\nheartbeat-interval: 50\n")
+    cfg = parse(
+        ["--config-file", str(f), "--name", "fromflag"],
+        {"RAFTKV_NAME": "fromenv", "RAFTKV_SNAPSHOT_COUNT": "9"},
+    )
+    assert cfg.name == "fromflag"
+    assert cfg.snapshot_count == 9
+    assert cfg.heartbeat_interval_ms == 50
+
+
+def test_experimental_aliases() -> None:
+    cfg = parse(["--experimental-initial-corrupt-check", "--experimental-corrupt-check-time", "5"])
+    assert cfg.initial_corrupt_check is True
+    assert cfg.corrupt_check_time_s == 5.0
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--initial-cluster-state", "old"], "--initial-cluster-state"),
+        (["--election-timeout", "200"], "at least 5 times"),
+        (["--listen-client-urls", "127.0.0.1:2379"], "not a valid URL"),
+        (["--initial-cluster", "a=http://127.0.0.1:1"], "couldn't find local name"),
+        (["--snapshot-count", "zero"], "--snapshot-count"),
+        (["--log-level", "loud"], "--log-level"),
+    ],
+)
+def test_bad_values_name_the_flag(argv: list[str], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        parse(argv)
+
+
+def test_unknown_yaml_key_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("nmae: typo\n")
+    with pytest.raises(ConfigError, match="unknown configuration key 'nmae'"):
+        parse(["--config-file", str(f)])
