@@ -1,0 +1,1 @@
+"""Deterministic cluster simulator and linearizability checker for the Raft core."""

@@ -1,0 +1,274 @@
+"""One simulated cluster member: a RawNode, its disk, its state machine, its Ready loop.
+
+Owns: ``SimNode`` — ticking, stepping messages, the Ready/advance cycle with a
+simulated fsync, applying committed entries to the ``KVStateMachine``,
+answering waiting clients (writes on apply, reads once a ReadState's index is
+applied), local snapshots and log compaction, crash and restart.
+
+Contracts:
+- at most one Ready is in flight; between ``ready()`` and ``advance()`` the node
+  keeps ticking and stepping messages (as etcd's node loop does);
+- a Ready's messages leave only after its records are durable, except the
+  leader's MsgApp which may leave at once (``Raft thesis §10.2.1``) when the
+  seed enables it; committed entries are applied after the write is durable;
+- everything volatile (RawNode, state machine, waiting clients) is lost on a
+  crash; a restart rebuilds the state machine from the durable snapshot and
+  passes its index as ``Config.applied``; events of an older incarnation are
+  ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from raftkv.raft import RawNode
+from raftkv.raft.codec import decode_conf_change
+from raftkv.raft.config import Config
+from raftkv.raft.errors import ProposalDroppedError, RaftError, StepPeerNotFoundError
+from raftkv.raft.types import (
+    ConfChangeType,
+    Entry,
+    EntryType,
+    Message,
+    MessageType,
+    ReadState,
+    Ready,
+    StateType,
+)
+from tests.sim.disk import SimDisk
+from tests.sim.invariants import Violation
+from tests.sim.kv import Command, KVStateMachine
+
+if TYPE_CHECKING:
+    from tests.sim.cluster import Simulation
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRead:
+    client: int
+    req: int
+    key: str
+
+
+class SimNode:
+    def __init__(self, sim: Simulation, node_id: int, tick_interval: int) -> None:
+        self.sim = sim
+        self.id = node_id
+        self.tick_interval = tick_interval
+        self.disk = SimDisk()
+        self.raw: RawNode | None = None
+        self.sm = KVStateMachine()
+        self.incarnation = 0
+        self.busy = False
+        self.up = False
+        self.removed = False
+        self.waiters: set[tuple[int, int]] = set()
+        self.reads: dict[bytes, PendingRead] = {}
+        self.ready_reads: list[ReadState] = []
+        self._read_seq = 0
+
+    # -- life cycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        """(Re)start from the durable storage."""
+        assert not self.up and not self.removed
+        snap = self.disk.storage.snapshot()
+        meta = snap.metadata
+        self.sm = KVStateMachine.decode(snap.data, meta.index, meta.conf_state)
+        if meta.index:
+            self.sim.monitor.on_applied(self.id, meta.index, self.sm.digest())
+        cfg = Config(
+            id=self.id,
+            storage=self.disk.storage,
+            election_tick=self.sim.params.election_tick,
+            heartbeat_tick=self.sim.params.heartbeat_tick,
+            max_size_per_msg=self.sim.params.max_size_per_msg,
+            max_inflight_msgs=self.sim.params.max_inflight_msgs,
+            pre_vote=self.sim.params.pre_vote,
+            check_quorum=self.sim.params.check_quorum,
+            disable_proposal_forwarding=not self.sim.params.forward_proposals,
+            applied=meta.index,
+            seed=self.sim.rng.randrange(1 << 30),
+            logger=self.sim.raft_logger(self.id),
+        )
+        self.raw = RawNode(cfg)
+        self.up = True
+        self.incarnation += 1
+        inc = self.incarnation
+        self.sim.sched.after(self.sim.rng.randint(1, self.tick_interval), lambda: self._tick(inc))
+        self.pump()
+
+    def crash(self) -> None:
+        """Power loss: everything not synced is lost (maybe a torn prefix survives)."""
+        if not self.up:
+            return
+        persisted = self.disk.crash(self.sim.rng, self.sim.params.torn_write)
+        if persisted is not None:
+            if persisted.snapshot is not None:
+                self.sim.monitor.on_snapshot(self.id, persisted.snapshot)
+            self.sim.monitor.on_durable_entries(self.id, persisted.entries, self.disk.storage)
+        self.up = False
+        self.busy = False
+        self.raw = None
+        self.incarnation += 1
+        self.waiters.clear()
+        self.reads.clear()
+        self.ready_reads.clear()
+
+    def _tick(self, inc: int) -> None:
+        if inc != self.incarnation or self.raw is None:
+            return
+        self.raw.tick()
+        self.pump()
+        self.sim.sched.after(self.tick_interval, lambda: self._tick(inc))
+
+    # -- inputs -----------------------------------------------------------------
+
+    def step(self, msg: Message) -> None:
+        if self.raw is None:
+            return
+        try:
+            self.raw.step(msg)
+        except (StepPeerNotFoundError, ProposalDroppedError):
+            return
+        self.pump()
+
+    def propose(self, client: int, req: int, cmd: Command) -> bool:
+        """False when the proposal was dropped (the client retries elsewhere)."""
+        assert self.raw is not None
+        try:
+            self.raw.propose(cmd.encode())
+        except ProposalDroppedError:
+            return False
+        self.waiters.add((client, req))
+        self.pump()
+        return True
+
+    def read(self, client: int, req: int, key: str) -> None:
+        assert self.raw is not None
+        self._read_seq += 1
+        ctx = f"{client}:{req}:{self.incarnation}:{self._read_seq}".encode()
+        self.reads[ctx] = PendingRead(client, req, key)
+        self.raw.read_index(ctx)
+        self.pump()
+
+    # -- the Ready cycle ----------------------------------------------------------
+
+    def pump(self) -> None:
+        raw = self.raw
+        if raw is None or self.busy or not raw.has_ready():
+            return
+        rd = raw.ready()
+        sim = self.sim
+        if rd.soft_state is not None:
+            sim.on_role(self, rd.soft_state.raft_state, raw.term)
+        later = rd.messages
+        if sim.params.early_app and raw.state == StateType.LEADER:
+            early = tuple(m for m in rd.messages if m.type == MessageType.MSG_APP)
+            later = tuple(m for m in rd.messages if m.type != MessageType.MSG_APP)
+            for m in early:
+                sim.send(m)
+        delay = sim.rng.randint(1, sim.params.fsync_max) if self.disk.write(rd) else 0
+        self.busy = True
+        inc = self.incarnation
+        sim.sched.after(delay, lambda: self._finish(rd, later, inc))
+
+    def _finish(self, rd: Ready, messages: tuple[Message, ...], inc: int) -> None:
+        if inc != self.incarnation or self.raw is None:
+            return
+        raw = self.raw
+        sim = self.sim
+        mon = sim.monitor
+        storage = self.disk.storage
+        persisted = self.disk.sync()
+        if persisted.snapshot is not None:
+            mon.on_snapshot(self.id, persisted.snapshot)
+        mon.on_durable_entries(self.id, persisted.entries, storage)
+        if persisted.hard_state is not None:
+            mon.on_durable_commit(self.id, persisted.hard_state.commit, storage)
+        if raw.state == StateType.LEADER:
+            mon.on_leader_persisted(self.id, raw.term, storage)
+        for m in messages:
+            sim.send(m)
+        if not rd.snapshot.is_empty():
+            meta = rd.snapshot.metadata
+            if meta.index <= self.sm.applied:
+                raise Violation(
+                    f"node {self.id} was handed snapshot {meta.index} at applied {self.sm.applied}"
+                )
+            self.sm = KVStateMachine.decode(rd.snapshot.data, meta.index, meta.conf_state)
+            mon.on_applied(self.id, meta.index, self.sm.digest())
+            sim.trace(f"snap {self.id} {meta.index}")
+        mon.on_committed_entries(self.id, rd.committed_entries)
+        removed_self = False
+        for e in rd.committed_entries:
+            removed_self |= self._apply(e)
+        for rs in rd.read_states:
+            if rs.request_ctx in self.reads:
+                self.ready_reads.append(rs)
+        self._serve_reads()
+        raw.advance(rd)
+        self.busy = False
+        if removed_self:
+            sim.decommission(self.id, "applied its own removal")
+            return
+        self._maybe_snapshot()
+        self.pump()
+
+    def _apply(self, e: Entry) -> bool:
+        """Apply one committed entry; True when it removed this node."""
+        sm = self.sm
+        if e.index != sm.applied + 1:
+            raise Violation(
+                f"node {self.id} handed committed entry {e.index} but applied is {sm.applied}"
+            )
+        removed_self = False
+        if e.type == EntryType.CONF_CHANGE:
+            sm.advance_to(e.index)
+            if e.data:
+                cc = decode_conf_change(e.data)
+                assert self.raw is not None
+                sm.conf_state = self.raw.apply_conf_change(cc)
+                self.sim.on_conf_applied(self, cc, e.index)
+                removed_self = cc.type == ConfChangeType.REMOVE_NODE and cc.node_id == self.id
+        elif not e.data:
+            sm.advance_to(e.index)
+        else:
+            cmd = Command.decode(e.data)
+            applied = sm.apply(e.index, cmd)
+            if applied.fresh:
+                self.sim.on_effect(cmd.client, cmd.req)
+            if applied.answer and (cmd.client, cmd.req) in self.waiters:
+                self.waiters.discard((cmd.client, cmd.req))
+                self.sim.reply(self.id, cmd.client, cmd.req, applied.result)
+        self.sim.monitor.on_applied(self.id, e.index, sm.digest())
+        return removed_self
+
+    def _serve_reads(self) -> None:
+        if not self.ready_reads:
+            return
+        keep: list[ReadState] = []
+        for rs in self.ready_reads:
+            if rs.index > self.sm.applied:
+                keep.append(rs)
+                continue
+            pending = self.reads.pop(rs.request_ctx, None)
+            if pending is not None:
+                value = self.sm.get(pending.key)
+                self.sim.reply(self.id, pending.client, pending.req, value)
+        self.ready_reads = keep
+
+    def _maybe_snapshot(self) -> None:
+        storage = self.disk.storage
+        applied = self.sm.applied
+        if applied - storage.snapshot().metadata.index < self.sim.params.snapshot_every:
+            return
+        try:
+            storage.create_snapshot(applied, self.sm.conf_state, self.sm.encode())
+        except RaftError:
+            return
+        compact_to = applied - self.sim.params.keep_entries
+        if compact_to >= storage.first_index():
+            storage.compact(compact_to)
+        self.sim.trace(f"compact {self.id} {applied} {compact_to}")
