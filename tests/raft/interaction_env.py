@@ -9,7 +9,9 @@ Commands (positional node ids; ``key=value`` options):
   add-nodes N [voters=(..)] [learners=(..)] [index=I] [prevote=B] [checkquorum=B]
             [max-inflight=N] [max-size=N] [read-only=lease] [seed=S]
   campaign ID | propose ID VALUE | propose-conf-change ID (vN|lN|rN|uN)
-  deliver-msgs [drop=true] ID.. | process-ready ID.. | stabilize [ID..]
+  deliver-msgs [drop=true] ID.. | process-ready [hold=true] ID.. | stabilize [ID..]
+  apply-held ID  (applies and advances the Ready ``process-ready hold=true`` kept:
+                  the node steps messages in between, as etcd's node loop does)
   tick-election ID | tick-heartbeat ID | tick ID [n=K]
   partition A B / C | isolate ID | heal
   read-index ID CTX | transfer-leadership from=A to=B | compact ID INDEX
@@ -20,6 +22,7 @@ Commands (positional node ids; ``key=value`` options):
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -120,8 +123,13 @@ def describe_ready(rd: Ready) -> list[str]:
 class EnvLogger:
     """Routes the core's log lines into the environment's output."""
 
+    LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING}
+
     def __init__(self, env: InteractionEnv) -> None:
         self.env = env
+
+    def is_enabled_for(self, level: int) -> bool:
+        return level >= self.LEVELS.get(self.env.log_level, logging.CRITICAL)
 
     def debug(self, msg: str) -> None:
         if self.env.log_level == "debug":
@@ -144,6 +152,7 @@ class Node:
     values: list[tuple[int, bytes]] = field(default_factory=list)
     confs: list[tuple[int, ConfState]] = field(default_factory=list)
     applied_index: int = 0
+    held: Ready | None = None  # persisted and sent, not yet applied nor advanced
 
 
 class InteractionEnv:
@@ -312,10 +321,12 @@ class InteractionEnv:
 
     # -- the Ready loop --------------------------------------------------------------
 
-    def process_ready(self, nid: int) -> None:
+    def process_ready(self, nid: int, hold: bool = False) -> None:
+        """Persist the next Ready and queue its messages; apply and advance unless ``hold``."""
         node = self.nodes[nid]
-        raw = node.raw
-        rd = raw.ready()
+        if node.held is not None:
+            raise ValueError(f"node {nid} holds a Ready: apply-held it first")
+        rd = node.raw.ready()
         for line in describe_ready(rd):
             self.emit(line)
         if not rd.snapshot.is_empty():
@@ -328,6 +339,15 @@ class InteractionEnv:
         node.storage.append(rd.entries)
         if rd.hard_state is not None:
             node.storage.set_hard_state(rd.hard_state)
+        self.messages.extend(rd.messages)
+        if hold:
+            node.held = rd
+        else:
+            self.apply_ready(nid, rd)
+
+    def apply_ready(self, nid: int, rd: Ready) -> None:
+        node = self.nodes[nid]
+        raw = node.raw
         for e in rd.committed_entries:
             if e.type == EntryType.CONF_CHANGE:
                 cs = raw.apply_conf_change(decode_conf_change(e.data))
@@ -335,14 +355,25 @@ class InteractionEnv:
             elif e.data:
                 node.values.append((e.index, e.data))
             node.applied_index = e.index
-        self.messages.extend(rd.messages)
         raw.advance(rd)
 
     def cmd_process_ready(self, td: TestData) -> None:
+        hold = self._opt(td, "hold", "false") == "true"
         for nid in self._ids(td):
             self.emit(f"> {nid} handling Ready")
             self.indent = "  "
-            self.process_ready(nid)
+            self.process_ready(nid, hold)
+            self.indent = ""
+
+    def cmd_apply_held(self, td: TestData) -> None:
+        for nid in self._ids(td):
+            node = self.nodes[nid]
+            rd, node.held = node.held, None
+            if rd is None:
+                raise ValueError(f"node {nid} holds no Ready")
+            self.emit(f"> {nid} applying held Ready")
+            self.indent = "  "
+            self.apply_ready(nid, rd)
             self.indent = ""
 
     def deliver(self, nid: int, drop: bool) -> int:
@@ -369,7 +400,8 @@ class InteractionEnv:
         while True:
             done = True
             for nid in ids:
-                if self.nodes[nid].raw.has_ready():
+                # A node holding a Ready only steps messages until apply-held.
+                if self.nodes[nid].held is None and self.nodes[nid].raw.has_ready():
                     done = False
                     self.emit(f"> {nid} handling Ready")
                     self.indent = "  "

@@ -9,6 +9,7 @@ partitions) and records what each node applied.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterable
 
 from raftkv.raft import (
@@ -33,8 +34,11 @@ class QuietLogger:
     def __init__(self) -> None:
         self.lines: list[str] = []
 
+    def is_enabled_for(self, level: int) -> bool:
+        return level >= logging.INFO
+
     def debug(self, msg: str) -> None:
-        pass
+        raise AssertionError(f"debug line built although debug is off: {msg}")
 
     def info(self, msg: str) -> None:
         self.lines.append(msg)

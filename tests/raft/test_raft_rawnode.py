@@ -11,6 +11,7 @@ from raftkv.raft import (
     ConfChange,
     ConfChangeType,
     Config,
+    ConfState,
     Entry,
     EntryType,
     HardState,
@@ -21,10 +22,13 @@ from raftkv.raft import (
     ProposalDroppedError,
     RawNode,
     ReadOnlyOption,
+    Snapshot,
+    SnapshotMetadata,
     StateType,
     StepLocalMsgError,
     StepPeerNotFoundError,
     decode_conf_change,
+    encode_conf_change,
 )
 from raftkv.raft.election import has_unapplied_conf_change
 from tests.raft.raft_cluster import Cluster, QuietLogger, bootstrap_storage
@@ -283,3 +287,61 @@ def test_restart_replays_conf_changes_after_the_snapshot() -> None:
     assert c.nodes[2].status().conf_state.voters == (1, 2)
     assert c.nodes[2].status().conf_state.learners == (4,)
     assert not c.nodes[2].has_ready()
+
+
+def test_snapshot_refused_while_committed_entries_are_being_applied() -> None:
+    """A MsgSnap stepped between ready() and advance() must not replace the
+    configuration the handed-out conf changes are applied against (sim seed 139)."""
+    s = bootstrap_storage([1, 2, 3])
+    n = RawNode(Config(id=2, storage=s, logger=QuietLogger()))
+    add4 = encode_conf_change(ConfChange(ConfChangeType.ADD_LEARNER_NODE, 4))
+    ents = (
+        Entry(2, 2, EntryType.NORMAL, b""),
+        Entry(2, 3, EntryType.CONF_CHANGE, add4),
+        Entry(2, 4, EntryType.NORMAL, b"x"),
+    )
+    n.step(
+        Message(type=MT.MSG_APP, frm=1, to=2, term=2, index=1, log_term=1, commit=4, entries=ents)
+    )
+    rd = n.ready()
+    assert [e.index for e in rd.committed_entries] == [2, 3, 4]
+    s.append(list(rd.entries))
+    assert rd.hard_state is not None
+    s.set_hard_state(rd.hard_state)
+    # The leader meanwhile compacted past 4 and promoted 4: it sends a snapshot.
+    snap = Snapshot(SnapshotMetadata(index=10, term=2, conf_state=ConfState(voters=(1, 2, 3, 4))))
+    msg_snap = Message(type=MT.MSG_SNAP, frm=1, to=2, term=2, snapshot=snap)
+    n.step(msg_snap)
+    # The application applies entry 3 from the Ready it holds: the result is the
+    # configuration every member has after index 3.
+    cs = n.apply_conf_change(decode_conf_change(rd.committed_entries[1].data))
+    assert cs == ConfState(voters=(1, 2, 3), learners=(4,))
+    n.advance(rd)
+    rd2 = n.ready()
+    assert rd2.snapshot.is_empty() and rd2.committed_entries == ()
+    assert [(m.type, m.index, m.reject) for m in rd2.messages] == [(MT.MSG_APP_RESP, 4, False)]
+    n.advance(rd2)
+    # Once the apply is acknowledged the resent snapshot is restored.
+    n.step(msg_snap)
+    rd3 = n.ready()
+    assert rd3.snapshot == snap
+    assert [(m.type, m.index) for m in rd3.messages] == [(MT.MSG_APP_RESP, 10)]
+    assert n.status().conf_state == ConfState(voters=(1, 2, 3, 4))
+    n.advance(rd3)
+    assert n.raft.log.applied == n.raft.log.applying == 10
+
+
+def test_ready_does_not_hand_out_entries_being_applied_twice() -> None:
+    s = bootstrap_storage([1])
+    n = RawNode(Config(id=1, storage=s, logger=QuietLogger()))
+    n.campaign()
+    rd = n.ready()
+    s.append(list(rd.entries))
+    n.advance(rd)  # persisted: the leader's empty entry commits
+    rd = n.ready()
+    log = n.raft.log
+    assert [e.index for e in rd.committed_entries] == [2]
+    assert (log.applied, log.applying, log.committed) == (1, 2, 2)
+    assert not n.has_ready()
+    n.advance(rd)
+    assert (log.applied, log.applying) == (2, 2)

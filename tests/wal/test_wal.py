@@ -25,7 +25,7 @@ from raftkv.wal import (
     valid_snapshot_entries,
 )
 from raftkv.wal.files import list_segments, parse_segment_name, segment_name
-from raftkv.wal.record import RecordType, scan_segment
+from raftkv.wal.record import HEADER_SIZE, RecordType, scan_segment
 
 SEG = 4096
 
@@ -154,6 +154,35 @@ def test_valid_snapshot_entries_ignores_uncommitted_markers(tmp_path: Path) -> N
         w.save_snapshot(WalSnapshot(5, 1))
         w.save_snapshot(WalSnapshot(10, 1))  # not yet committed by the hard state
     assert valid_snapshot_entries(d) == [WalSnapshot(0, 0), WalSnapshot(5, 1)]
+
+
+def test_valid_snapshot_entries_after_crash_between_marker_and_hard_state(
+    tmp_path: Path,
+) -> None:
+    """etcd's rule: a marker counts only if the WAL's last hard state commits it."""
+    d = str(tmp_path / "wal")
+    with WAL.create(d, b"m", segment_size=SEG) as w:
+        w.save(HardState(1, 1, 5), ents(1, 11))
+        w.save_snapshot(WalSnapshot(10, 1))
+        w.save(HardState(1, 1, 10), [])
+    assert valid_snapshot_entries(d) == [WalSnapshot(0, 0), WalSnapshot(10, 1)]
+    # The crash tore the hard state record written after the marker.
+    tail = list_segments(d)[-1].path
+    with open(tail, "rb") as f:
+        data = f.read()
+    scan = scan_segment(data, None)
+    last = scan.records[-1]
+    assert last.type == RecordType.HARD_STATE
+    with open(tail, "r+b") as f:  # only the record's header reached the disk
+        f.seek(last.offset + HEADER_SIZE)
+        f.write(bytes(scan.end - last.offset - HEADER_SIZE))
+    assert valid_snapshot_entries(d) == [WalSnapshot(0, 0)]
+    # The last hard state decides even when the marker is in an older segment.
+    with WAL.open(d, WalSnapshot(0, 0), segment_size=SEG) as w:
+        w.read_all()
+        w.save(HardState(1, 1, 10), ents(11, 200))
+    assert len(list_segments(d)) > 1
+    assert valid_snapshot_entries(d) == [WalSnapshot(0, 0), WalSnapshot(10, 1)]
 
 
 def test_release_lock_to_drops_only_wholly_older_segments(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ the election-timeout randomness) and its validation.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
@@ -28,7 +29,12 @@ class ReadOnlyOption(IntEnum):
 
 
 class RaftLogger(Protocol):
-    """Where the core reports state changes (``info``) and dropped input (``debug``)."""
+    """Where the core reports state changes (``info``) and dropped input (``debug``).
+
+    A logger may also define ``is_enabled_for(level: int) -> bool`` (stdlib
+    level numbers): the core then builds only the lines it will record.  A
+    logger without it receives every line.
+    """
 
     def debug(self, msg: str) -> None: ...
 
@@ -43,6 +49,9 @@ class StdLogger:
     def __init__(self) -> None:
         self._log = logging.getLogger("raftkv.raft")
 
+    def is_enabled_for(self, level: int) -> bool:
+        return self._log.isEnabledFor(level)
+
     def debug(self, msg: str) -> None:
         self._log.debug(msg)
 
@@ -51,6 +60,34 @@ class StdLogger:
 
     def warning(self, msg: str) -> None:
         self._log.warning(msg)
+
+
+class LazyLogger:
+    """The core's handle on a ``RaftLogger``: ``fmt % args`` is built only for
+    a level the logger records, so silent levels cost one call and no string
+    formatting.  ``fmt`` uses %-style placeholders (node ids as ``%x``, as etcd
+    prints them)."""
+
+    __slots__ = ("_enabled", "sink")
+
+    def __init__(self, sink: RaftLogger) -> None:
+        self.sink = sink
+        self._enabled: Callable[[int], bool] | None = getattr(sink, "is_enabled_for", None)
+
+    def debug(self, fmt: str, *args: object) -> None:
+        en = self._enabled
+        if en is None or en(logging.DEBUG):
+            self.sink.debug(fmt % args if args else fmt)
+
+    def info(self, fmt: str, *args: object) -> None:
+        en = self._enabled
+        if en is None or en(logging.INFO):
+            self.sink.info(fmt % args if args else fmt)
+
+    def warning(self, fmt: str, *args: object) -> None:
+        en = self._enabled
+        if en is None or en(logging.WARNING):
+            self.sink.warning(fmt % args if args else fmt)
 
 
 @dataclass(frozen=True)

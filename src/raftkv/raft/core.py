@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from raftkv.raft.codec import decode_conf_change
-from raftkv.raft.config import Config, StdLogger
+from raftkv.raft.config import Config, LazyLogger, StdLogger
 from raftkv.raft.election import (
     CAMPAIGN_TRANSFER,
     MSG_NAMES,
@@ -61,13 +61,26 @@ from raftkv.raft.types import (
 MT = MessageType
 
 
+class _PeerList:
+    """Node ids in hex, ascending, joined by ``sep``; formatted only when logged."""
+
+    __slots__ = ("ids", "sep")
+
+    def __init__(self, ids: Iterable[int], sep: str = ",") -> None:
+        self.ids = ids
+        self.sep = sep
+
+    def __str__(self) -> str:
+        return self.sep.join(f"{i:x}" for i in sorted(self.ids))
+
+
 class Raft:
     """One node's consensus state; driven by ``step`` and ``tick``."""
 
     def __init__(self, c: Config) -> None:
         c.validate()
         self.id = c.id
-        self.logger = c.logger if c.logger is not None else StdLogger()
+        self.logger = LazyLogger(c.logger if c.logger is not None else StdLogger())
         self.log = RaftLog(c.storage, c.max_committed_size_per_ready)
         self.max_msg_size = c.max_size_per_msg
         self.max_uncommitted_size = c.max_uncommitted_entries_size
@@ -111,11 +124,16 @@ class Raft:
             self.log.applied_to(c.applied)
             self._reapply_conf_changes(c.applied)
         self.become_follower(self.term, NONE)
-        voters = ",".join(str(v) for v in sorted(self.trk.voters))
         self.logger.info(
-            f"newRaft {self.id} [peers: [{voters}], term: {self.term}, "
-            f"commit: {self.log.committed}, applied: {self.log.applied}, "
-            f"lastindex: {self.log.last_index()}, lastterm: {self.log.last_term()}]"
+            "newRaft %x [peers: [%s], term: %d, commit: %d, applied: %d, lastindex: %d, "
+            "lastterm: %d]",
+            self.id,
+            _PeerList(self.trk.voters),
+            self.term,
+            self.log.committed,
+            self.log.applied,
+            self.log.last_index(),
+            self.log.last_term(),
         )
 
     # -- state accessors ------------------------------------------------------
@@ -129,7 +147,7 @@ class Raft:
     def load_state(self, hs: HardState) -> None:
         if not (self.log.committed <= hs.commit <= self.log.last_index()):
             raise AssertionError(
-                f"{self.id} state.commit {hs.commit} is out of range "
+                f"{self.id:x} state.commit {hs.commit} is out of range "
                 f"[{self.log.committed}, {self.log.last_index()}]"
             )
         self.log.committed = hs.commit
@@ -204,7 +222,7 @@ class Raft:
         self._tick = self.tick_election
         self.lead = lead
         self.state = StateType.FOLLOWER
-        self.logger.info(f"{self.id} became follower at term {self.term}")
+        self.logger.info("%x became follower at term %d", self.id, self.term)
 
     def become_candidate(self) -> None:
         if self.state == StateType.LEADER:
@@ -214,7 +232,7 @@ class Raft:
         self._tick = self.tick_election
         self.vote = self.id
         self.state = StateType.CANDIDATE
-        self.logger.info(f"{self.id} became candidate at term {self.term}")
+        self.logger.info("%x became candidate at term %d", self.id, self.term)
 
     def become_pre_candidate(self) -> None:
         if self.state == StateType.LEADER:
@@ -225,7 +243,7 @@ class Raft:
         self._tick = self.tick_election
         self.lead = NONE
         self.state = StateType.PRE_CANDIDATE
-        self.logger.info(f"{self.id} became pre-candidate at term {self.term}")
+        self.logger.info("%x became pre-candidate at term %d", self.id, self.term)
 
     def become_leader(self) -> None:
         if self.state == StateType.FOLLOWER:
@@ -247,7 +265,7 @@ class Raft:
         # entry of its own term before changing membership (the fix to the
         # single-server membership change bug).
         self.pending_conf_index = self.log.last_index()
-        self.logger.info(f"{self.id} became leader at term {self.term}")
+        self.logger.info("%x became leader at term %d", self.id, self.term)
 
     # -- ticking ----------------------------------------------------------------
 
@@ -286,11 +304,18 @@ class Raft:
                     # Leader lease: we heard from a leader recently, so a
                     # disruptive candidate is ignored without bumping our term.
                     self.logger.info(
-                        f"{self.id} [logterm: {self.log.last_term()}, index: "
-                        f"{self.log.last_index()}, vote: {self.vote}] ignored {MSG_NAMES[t]} from "
-                        f"{m.frm} [logterm: {m.log_term}, index: {m.index}] at term "
-                        f"{self.term}: lease is not expired (remaining ticks: "
-                        f"{self.election_timeout - self.election_elapsed})"
+                        "%x [logterm: %d, index: %d, vote: %x] ignored %s from %x [logterm: %d, "
+                        "index: %d] at term %d: lease is not expired (remaining ticks: %d)",
+                        self.id,
+                        self.log.last_term(),
+                        self.log.last_index(),
+                        self.vote,
+                        MSG_NAMES[t],
+                        m.frm,
+                        m.log_term,
+                        m.index,
+                        self.term,
+                        self.election_timeout - self.election_elapsed,
                     )
                     return
             if t == MT.MSG_PRE_VOTE:
@@ -299,8 +324,12 @@ class Raft:
                 pass  # the term is bumped when the pre-vote wins
             else:
                 self.logger.info(
-                    f"{self.id} [term: {self.term}] received a {MSG_NAMES[t]} message with "
-                    f"higher term from {m.frm} [term: {m.term}]"
+                    "%x [term: %d] received a %s message with higher term from %x [term: %d]",
+                    self.id,
+                    self.term,
+                    MSG_NAMES[t],
+                    m.frm,
+                    m.term,
                 )
                 if t in (MT.MSG_APP, MT.MSG_HEARTBEAT, MT.MSG_SNAP):
                     self.become_follower(m.term, m.frm)
@@ -313,9 +342,17 @@ class Raft:
                 self.send(Message(type=MT.MSG_APP_RESP, to=m.frm, frm=self.id, term=self.term))
             elif t == MT.MSG_PRE_VOTE:
                 self.logger.info(
-                    f"{self.id} [logterm: {self.log.last_term()}, index: {self.log.last_index()}, "
-                    f"vote: {self.vote}] rejected {MSG_NAMES[t]} from {m.frm} [logterm: {m.log_term}, "
-                    f"index: {m.index}] at term {self.term}"
+                    "%x [logterm: %d, index: %d, vote: %x] rejected %s from %x [logterm: %d, "
+                    "index: %d] at term %d",
+                    self.id,
+                    self.log.last_term(),
+                    self.log.last_index(),
+                    self.vote,
+                    MSG_NAMES[t],
+                    m.frm,
+                    m.log_term,
+                    m.index,
+                    self.term,
                 )
                 self.send(
                     Message(
@@ -328,8 +365,12 @@ class Raft:
                 )
             else:
                 self.logger.debug(
-                    f"{self.id} [term: {self.term}] ignored a {MSG_NAMES[t]} message with lower term "
-                    f"from {m.frm} [term: {m.term}]"
+                    "%x [term: %d] ignored a %s message with lower term from %x [term: %d]",
+                    self.id,
+                    self.term,
+                    MSG_NAMES[t],
+                    m.frm,
+                    m.term,
                 )
             return
 
@@ -342,7 +383,7 @@ class Raft:
 
     def send(self, m: Message) -> None:
         if m.to == self.id:
-            raise AssertionError(f"{self.id} sending {MSG_NAMES[m.type]} to itself")
+            raise AssertionError(f"{self.id:x} sending {MSG_NAMES[m.type]} to itself")
         self.msgs.append(m)
 
     # -- proposals, membership ------------------------------------------------------
@@ -354,8 +395,9 @@ class Raft:
         stamped = [Entry(term, li + 1 + i, e.type, e.data) for i, e in enumerate(ents)]
         if not self.increase_uncommitted_size(stamped):
             self.logger.warning(
-                f"{self.id} appending new entries to log would exceed uncommitted entry size "
-                "limit; dropping proposal"
+                "%x appending new entries to log would exceed uncommitted entry size limit; "
+                "dropping proposal",
+                self.id,
             )
             return False
         self.log.append(stamped)
@@ -405,17 +447,24 @@ class Raft:
             self.trk.add_voter(nid, nxt)
         elif cc.type == ConfChangeType.ADD_LEARNER_NODE:
             if nid in self.trk.voters:
-                self.logger.info(f"{self.id} ignored ADD_LEARNER_NODE: {nid} is a voter")
+                self.logger.info("%x ignored ADD_LEARNER_NODE: %x is a voter", self.id, nid)
             else:
                 self.trk.add_learner(nid, nxt)
         elif cc.type == ConfChangeType.REMOVE_NODE:
             self.trk.remove(nid)
         self.is_learner = self.id in self.trk.learners
         cs = self.trk.conf_state()
-        self.logger.info(
-            f"{self.id} switched to configuration voters=({' '.join(map(str, cs.voters))})"
-            + (f" learners=({' '.join(map(str, cs.learners))})" if cs.learners else "")
-        )
+        if cs.learners:
+            self.logger.info(
+                "%x switched to configuration voters=(%s) learners=(%s)",
+                self.id,
+                _PeerList(cs.voters, " "),
+                _PeerList(cs.learners, " "),
+            )
+        else:
+            self.logger.info(
+                "%x switched to configuration voters=(%s)", self.id, _PeerList(cs.voters, " ")
+            )
         if self.state == StateType.LEADER:
             after_conf_change(self)
         return cs

@@ -45,18 +45,20 @@ def vote_resp_type(t: MessageType) -> MessageType:
 
 def hup(r: Raft, t: CampaignType) -> None:
     if r.state == StateType.LEADER:
-        r.logger.debug(f"{r.id} ignoring MsgHup because already leader")
+        r.logger.debug("%x ignoring MsgHup because already leader", r.id)
         return
     if not r.promotable():
-        r.logger.warning(f"{r.id} is unpromotable and can not campaign")
+        r.logger.warning("%x is unpromotable and can not campaign", r.id)
         return
     if has_unapplied_conf_change(r):
         r.logger.warning(
-            f"{r.id} cannot campaign at term {r.term} since there are still "
-            "pending configuration changes to apply"
+            "%x cannot campaign at term %d since there are still pending configuration "
+            "changes to apply",
+            r.id,
+            r.term,
         )
         return
-    r.logger.info(f"{r.id} is starting a new election at term {r.term}")
+    r.logger.info("%x is starting a new election at term %d", r.id, r.term)
     campaign(r, t)
 
 
@@ -71,7 +73,7 @@ def has_unapplied_conf_change(r: Raft) -> bool:
 
 def campaign(r: Raft, t: CampaignType) -> None:
     if not r.promotable():
-        r.logger.warning(f"{r.id} is unpromotable; campaign() should not be called")
+        r.logger.warning("%x is unpromotable; campaign() should not be called", r.id)
         return
     if t == CampaignType.PRE_ELECTION:
         r.become_pre_candidate()
@@ -95,8 +97,13 @@ def campaign(r: Raft, t: CampaignType) -> None:
         if vid == r.id:
             continue
         r.logger.info(
-            f"{r.id} [logterm: {last_term}, index: {last_index}] sent "
-            f"{MSG_NAMES[vote_msg]} request to {vid} at term {r.term}"
+            "%x [logterm: %d, index: %d] sent %s request to %x at term %d",
+            r.id,
+            last_term,
+            last_index,
+            MSG_NAMES[vote_msg],
+            vid,
+            r.term,
         )
         r.msgs.append(
             Message(
@@ -113,13 +120,17 @@ def campaign(r: Raft, t: CampaignType) -> None:
 
 def poll(r: Raft, node_id: int, t: MessageType, granted: bool) -> VoteResult:
     if granted:
-        r.logger.info(f"{r.id} received {MSG_NAMES[t]} from {node_id} at term {r.term}")
+        r.logger.info("%x received %s from %x at term %d", r.id, MSG_NAMES[t], node_id, r.term)
     else:
-        r.logger.info(f"{r.id} received {MSG_NAMES[t]} rejection from {node_id} at term {r.term}")
+        r.logger.info(
+            "%x received %s rejection from %x at term %d", r.id, MSG_NAMES[t], node_id, r.term
+        )
     r.trk.record_vote(node_id, granted)
     gr, rj, res = r.trk.tally_votes()
     if res == VoteResult.PENDING and node_id != r.id:
-        r.logger.info(f"{r.id} has received {gr} {MSG_NAMES[t]} votes and {rj} vote rejections")
+        r.logger.info(
+            "%x has received %d %s votes and %d vote rejections", r.id, gr, MSG_NAMES[t], rj
+        )
     return res
 
 
@@ -129,12 +140,20 @@ def handle_vote_request(r: Raft, m: Message) -> None:
         or (r.vote == NONE and r.lead == NONE)
         or (m.type == MT.MSG_PRE_VOTE and m.term > r.term)
     )
-    desc = f"{r.id} [logterm: {r.log.last_term()}, index: {r.log.last_index()}, vote: {r.vote}]"
     resp = vote_resp_type(m.type)
     if can_vote and r.log.is_up_to_date(m.index, m.log_term):
         r.logger.info(
-            f"{desc} cast {MSG_NAMES[m.type]} for {m.frm} [logterm: {m.log_term}, "
-            f"index: {m.index}] at term {r.term}"
+            "%x [logterm: %d, index: %d, vote: %x] cast %s for %x [logterm: %d, index: %d] "
+            "at term %d",
+            r.id,
+            r.log.last_term(),
+            r.log.last_index(),
+            r.vote,
+            MSG_NAMES[m.type],
+            m.frm,
+            m.log_term,
+            m.index,
+            r.term,
         )
         # The response carries the request's term: a pre-vote is granted
         # for the future term without adopting it.
@@ -144,7 +163,16 @@ def handle_vote_request(r: Raft, m: Message) -> None:
             r.vote = m.frm
     else:
         r.logger.info(
-            f"{desc} rejected {MSG_NAMES[m.type]} from {m.frm} [logterm: {m.log_term}, "
-            f"index: {m.index}] at term {r.term}"
+            "%x [logterm: %d, index: %d, vote: %x] rejected %s from %x [logterm: %d, "
+            "index: %d] at term %d",
+            r.id,
+            r.log.last_term(),
+            r.log.last_index(),
+            r.vote,
+            MSG_NAMES[m.type],
+            m.frm,
+            m.log_term,
+            m.index,
+            r.term,
         )
         r.send(Message(type=resp, to=m.frm, frm=r.id, term=r.term, reject=True))

@@ -9,7 +9,8 @@ Contracts:
 - a follower acknowledges entries only in messages of the Ready that also
   carries them for persistence, so acks are sent after the entries are durable;
 - a committed entry is never truncated; a snapshot not newer than the commit
-  index is ignored (answered with the commit index).
+  index, or arriving while committed entries handed out in a Ready are still
+  being applied, is ignored (answered with the commit index).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def step_candidate(r: Raft, m: Message) -> None:
     t = m.type
     my_resp = MT.MSG_PRE_VOTE_RESP if r.state == StateType.PRE_CANDIDATE else MT.MSG_VOTE_RESP
     if t == MT.MSG_PROP:
-        r.logger.info(f"{r.id} no leader at term {r.term}; dropping proposal")
+        r.logger.info("%x no leader at term %d; dropping proposal", r.id, r.term)
         raise ProposalDroppedError()
     if t == MT.MSG_APP:
         r.become_follower(m.term, m.frm)
@@ -56,18 +57,18 @@ def step_candidate(r: Raft, m: Message) -> None:
             # become a follower without a known leader.
             r.become_follower(r.term, NONE)
     elif t == MT.MSG_TIMEOUT_NOW:
-        r.logger.debug(f"{r.id} ignored MsgTimeoutNow from {m.frm} as not follower")
+        r.logger.debug("%x ignored MsgTimeoutNow from %x as not follower", r.id, m.frm)
 
 
 def step_follower(r: Raft, m: Message) -> None:
     t = m.type
     if t == MT.MSG_PROP:
         if r.lead == NONE:
-            r.logger.info(f"{r.id} no leader at term {r.term}; dropping proposal")
+            r.logger.info("%x no leader at term %d; dropping proposal", r.id, r.term)
             raise ProposalDroppedError()
         if r.disable_proposal_forwarding:
             r.logger.info(
-                f"{r.id} not forwarding to leader {r.lead} at term {r.term}; dropping proposal"
+                "%x not forwarding to leader %x at term %d; dropping proposal", r.id, r.lead, r.term
             )
             raise ProposalDroppedError()
         r.send(Message(type=MT.MSG_PROP, to=r.lead, frm=m.frm or r.id, entries=m.entries))
@@ -85,19 +86,21 @@ def step_follower(r: Raft, m: Message) -> None:
         handle_snapshot(r, m)
     elif t == MT.MSG_TRANSFER_LEADER:
         if r.lead == NONE:
-            r.logger.info(f"{r.id} no leader at term {r.term}; dropping leader transfer")
+            r.logger.info("%x no leader at term %d; dropping leader transfer", r.id, r.term)
             return
         r.send(Message(type=t, to=r.lead, frm=m.frm))
     elif t == MT.MSG_TIMEOUT_NOW:
         r.logger.info(
-            f"{r.id} [term {r.term}] received MsgTimeoutNow from {m.frm} and starts "
-            "an election to get leadership"
+            "%x [term %d] received MsgTimeoutNow from %x and starts an election to get leadership",
+            r.id,
+            r.term,
+            m.frm,
         )
         # Leadership transfer never uses pre-vote: we know we are wanted.
         hup(r, CampaignType.TRANSFER)
     elif t == MT.MSG_READ_INDEX:
         if r.lead == NONE:
-            r.logger.info(f"{r.id} no leader at term {r.term}; dropping index reading")
+            r.logger.info("%x no leader at term %d; dropping index reading", r.id, r.term)
             return
         r.send(Message(type=t, to=r.lead, frm=m.frm or r.id, context=m.context))
     elif t == MT.MSG_READ_INDEX_RESP:
@@ -121,8 +124,13 @@ def handle_append_entries(r: Raft, m: Message) -> None:
     hint_index = min(m.index, log.last_index())
     hint_index, hint_term = log.find_conflict_by_term(hint_index, m.log_term)
     r.logger.debug(
-        f"{r.id} [logterm: {log.zero_term_on_compacted(m.index)}, index: {m.index}] "
-        f"rejected MsgApp [logterm: {m.log_term}, index: {m.index}] from {m.frm}"
+        "%x [logterm: %d, index: %d] rejected MsgApp [logterm: %d, index: %d] from %x",
+        r.id,
+        log.zero_term_on_compacted(m.index),
+        m.index,
+        m.log_term,
+        m.index,
+        m.frm,
     )
     r.send(
         Message(
@@ -150,12 +158,20 @@ def handle_snapshot(r: Raft, m: Message) -> None:
     sindex, sterm = snap.metadata.index, snap.metadata.term
     if restore(r, snap):
         r.logger.info(
-            f"{r.id} [commit: {r.log.committed}] restored snapshot [index: {sindex}, term: {sterm}]"
+            "%x [commit: %d] restored snapshot [index: %d, term: %d]",
+            r.id,
+            r.log.committed,
+            sindex,
+            sterm,
         )
         index = r.log.last_index()
     else:
         r.logger.info(
-            f"{r.id} [commit: {r.log.committed}] ignored snapshot [index: {sindex}, term: {sterm}]"
+            "%x [commit: %d] ignored snapshot [index: %d, term: %d]",
+            r.id,
+            r.log.committed,
+            sindex,
+            sterm,
         )
         index = r.log.committed
     r.send(Message(type=MT.MSG_APP_RESP, to=m.frm, frm=r.id, term=r.term, index=index))
@@ -168,16 +184,34 @@ def restore(r: Raft, snap: Snapshot) -> bool:
         return False
     if r.state != StateType.FOLLOWER:
         # Defence in depth: only a follower may install a snapshot.
-        r.logger.warning(f"{r.id} attempted to restore snapshot as leader; should never happen")
+        r.logger.warning("%x attempted to restore snapshot as leader; should never happen", r.id)
         r.become_follower(r.term + 1, NONE)
         return False
     if r.log.match_term(meta.index, meta.term):
         # We already have the snapshot's entries: just fast-forward the commit.
         r.logger.info(
-            f"{r.id} [commit: {r.log.committed}] fast-forwarded commit to "
-            f"snapshot [index: {meta.index}, term: {meta.term}]"
+            "%x [commit: %d] fast-forwarded commit to snapshot [index: %d, term: %d]",
+            r.id,
+            r.log.committed,
+            meta.index,
+            meta.term,
         )
         r.log.commit_to(meta.index)
+        return False
+    if r.log.is_applying():
+        # Entries handed out in an earlier Ready are still being applied, and
+        # their conf changes must run against the configuration they were
+        # committed in, not the snapshot's newer one: refuse the snapshot (the
+        # leader sends it again after its next probe).
+        r.logger.info(
+            "%x [applied: %d, applying: %d] cannot restore snapshot [index: %d, term: %d] "
+            "while entries are being applied",
+            r.id,
+            r.log.applied,
+            r.log.applying,
+            meta.index,
+            meta.term,
+        )
         return False
     # A joining node may not be in the snapshot's configuration yet: the
     # conf change adding it follows in the log, so the snapshot is accepted.

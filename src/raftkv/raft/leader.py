@@ -92,19 +92,25 @@ def maybe_send_append(r: Raft, to: int, send_if_empty: bool) -> bool:
 
 def _send_snapshot(r: Raft, to: int, pr: Progress) -> bool:
     if not pr.recent_active:
-        r.logger.debug(f"ignore sending snapshot to {to} since it is not recently active")
+        r.logger.debug("ignore sending snapshot to %x since it is not recently active", to)
         return False
     try:
         snap = r.log.snapshot()
     except SnapshotTemporarilyUnavailableError:
-        r.logger.debug(f"{r.id} failed to send snapshot to {to}: temporarily unavailable")
+        r.logger.debug("%x failed to send snapshot to %x: temporarily unavailable", r.id, to)
         return False
     if snap.is_empty():
         raise AssertionError("need non-empty snapshot")
     meta = snap.metadata
     r.logger.info(
-        f"{r.id} [firstindex: {r.log.first_index()}, commit: {r.log.committed}] sent snapshot"
-        f"[index: {meta.index}, term: {meta.term}] to {to} [{pr!r}]"
+        "%x [firstindex: %d, commit: %d] sent snapshot[index: %d, term: %d] to %x [%r]",
+        r.id,
+        r.log.first_index(),
+        r.log.committed,
+        meta.index,
+        meta.term,
+        to,
+        pr,
     )
     pr.become_snapshot(meta.index)
     r.msgs.append(Message(type=MT.MSG_SNAP, to=to, frm=r.id, term=r.term, snapshot=snap))
@@ -167,7 +173,7 @@ def tick_heartbeat(r: Raft) -> None:
             r.step(Message(type=MT.MSG_CHECK_QUORUM, frm=r.id))
         # A transfer that did not finish within an election timeout is abandoned.
         if r.state == StateType.LEADER and r.lead_transferee != NONE:
-            r.logger.info(f"{r.id} aborted leadership transfer to {r.lead_transferee}")
+            r.logger.info("%x aborted leadership transfer to %x", r.id, r.lead_transferee)
             abort_leader_transfer(r)
     if r.state != StateType.LEADER:
         return
@@ -232,7 +238,7 @@ def step_leader(r: Raft, m: Message) -> None:
         if own is not None:
             own.recent_active = True
         if not r.trk.quorum_active():
-            r.logger.warning(f"{r.id} stepped down to follower since quorum is not active")
+            r.logger.warning("%x stepped down to follower since quorum is not active", r.id)
             r.become_follower(r.term, NONE)
         for pid, other in r.trk.progress.items():
             if pid != r.id:
@@ -254,7 +260,7 @@ def step_leader(r: Raft, m: Message) -> None:
 
     pr = r.trk.progress.get(m.frm)
     if pr is None:
-        r.logger.debug(f"{r.id} no progress available for {m.frm}")
+        r.logger.debug("%x no progress available for %x", r.id, m.frm)
         return
     if t == MT.MSG_APP_RESP:
         _handle_append_response(r, m, pr)
@@ -269,11 +275,11 @@ def step_leader(r: Raft, m: Message) -> None:
         pr.become_probe()
         # Wait for a heartbeat response (or MsgAppResp) before probing again.
         pr.probe_sent = True
-        r.logger.debug(f"{r.id} snapshot to {m.frm} {'failed' if m.reject else 'succeeded'}")
+        r.logger.debug("%x snapshot to %x %s", r.id, m.frm, "failed" if m.reject else "succeeded")
     elif t == MT.MSG_UNREACHABLE:
         if pr.state == ProgressState.REPLICATE:
             pr.become_probe()
-        r.logger.debug(f"{r.id} failed to send message to {m.frm} because it is unreachable")
+        r.logger.debug("%x failed to send message to %x because it is unreachable", r.id, m.frm)
     elif t == MT.MSG_TRANSFER_LEADER:
         _handle_transfer_leader(r, m, pr)
 
@@ -285,8 +291,10 @@ def _handle_propose(r: Raft, m: Message) -> None:
         raise ProposalDroppedError("raft proposal dropped: leader was removed")
     if r.lead_transferee != NONE:
         r.logger.debug(
-            f"{r.id} [term {r.term}] transfer leadership to {r.lead_transferee} is in "
-            "progress; dropping proposal"
+            "%x [term %d] transfer leadership to %x is in progress; dropping proposal",
+            r.id,
+            r.term,
+            r.lead_transferee,
         )
         raise ProposalDroppedError("raft proposal dropped: leadership transfer in progress")
     ents = list(m.entries)
@@ -301,8 +309,11 @@ def _handle_propose(r: Raft, m: Message) -> None:
                     "raft proposal dropped: a configuration change is already pending"
                 )
             r.logger.info(
-                f"{r.id} propose conf change ignored since pending unapplied configuration "
-                f"[index {pending}, applied {r.log.applied}]"
+                "%x propose conf change ignored since pending unapplied configuration "
+                "[index %d, applied %d]",
+                r.id,
+                pending,
+                r.log.applied,
             )
             ents[i] = Entry(term=0, index=0)
         else:
@@ -317,8 +328,12 @@ def _handle_append_response(r: Raft, m: Message, pr: Progress) -> None:
     pr.recent_active = True
     if m.reject:
         r.logger.debug(
-            f"{r.id} received MsgAppResp(rejected, hint: (index {m.reject_hint}, term "
-            f"{m.log_term})) from {m.frm} for index {m.index}"
+            "%x received MsgAppResp(rejected, hint: (index %d, term %d)) from %x for index %d",
+            r.id,
+            m.reject_hint,
+            m.log_term,
+            m.frm,
+            m.index,
         )
         next_probe = m.reject_hint
         if m.log_term > 0:
@@ -326,7 +341,7 @@ def _handle_append_response(r: Raft, m: Message, pr: Progress) -> None:
             # the hint: none of them can match.
             next_probe, _ = r.log.find_conflict_by_term(m.reject_hint, m.log_term)
         if pr.maybe_decr_to(m.index, next_probe):
-            r.logger.debug(f"{r.id} decreased progress of {m.frm} to [{pr!r}]")
+            r.logger.debug("%x decreased progress of %x to [%r]", r.id, m.frm, pr)
             if pr.state == ProgressState.REPLICATE:
                 pr.become_probe()
             send_append(r, m.frm)
@@ -337,7 +352,7 @@ def _handle_append_response(r: Raft, m: Message, pr: Progress) -> None:
     if pr.state == ProgressState.PROBE:
         pr.become_replicate()
     elif pr.state == ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot:
-        r.logger.debug(f"{r.id} recovered from needing snapshot, resumed sending to {m.frm}")
+        r.logger.debug("%x recovered from needing snapshot, resumed sending to %x", r.id, m.frm)
         pr.become_probe()
         pr.become_replicate()
     elif pr.state == ProgressState.REPLICATE:
@@ -351,7 +366,7 @@ def _handle_append_response(r: Raft, m: Message, pr: Progress) -> None:
     while maybe_send_append(r, m.frm, False):
         pass
     if m.frm == r.lead_transferee and pr.match == r.log.last_index():
-        r.logger.info(f"{r.id} sent MsgTimeoutNow to {m.frm} after received MsgAppResp")
+        r.logger.info("%x sent MsgTimeoutNow to %x after received MsgAppResp", r.id, m.frm)
         send_timeout_now(r, m.frm)
 
 
@@ -378,31 +393,38 @@ def _handle_heartbeat_response(r: Raft, m: Message, pr: Progress) -> None:
 
 def _handle_transfer_leader(r: Raft, m: Message, pr: Progress) -> None:
     if pr.is_learner:
-        r.logger.debug(f"{r.id} is learner. Ignored transferring leadership")
+        r.logger.debug("%x is learner. Ignored transferring leadership", r.id)
         return
     transferee = m.frm
     last = r.lead_transferee
     if last != NONE:
         if last == transferee:
             r.logger.info(
-                f"{r.id} [term {r.term}] transfer leadership to {transferee} is in progress, "
-                "ignores request to same node"
+                "%x [term %d] transfer leadership to %x is in progress, ignores request to "
+                "same node",
+                r.id,
+                r.term,
+                transferee,
             )
             return
         abort_leader_transfer(r)
-        r.logger.info(f"{r.id} [term {r.term}] abort previous transferring leadership to {last}")
+        r.logger.info(
+            "%x [term %d] abort previous transferring leadership to %x", r.id, r.term, last
+        )
     if transferee == r.id:
-        r.logger.debug(f"{r.id} is already leader. Ignored transferring leadership to self")
+        r.logger.debug("%x is already leader. Ignored transferring leadership to self", r.id)
         return
-    r.logger.info(f"{r.id} [term {r.term}] starts to transfer leadership to {transferee}")
+    r.logger.info("%x [term %d] starts to transfer leadership to %x", r.id, r.term, transferee)
     # The transfer must finish within one election timeout.
     r.election_elapsed = 0
     r.lead_transferee = transferee
     if pr.match == r.log.last_index():
         send_timeout_now(r, transferee)
         r.logger.info(
-            f"{r.id} sends MsgTimeoutNow to {transferee} immediately as {transferee} "
-            "already has up-to-date log"
+            "%x sends MsgTimeoutNow to %x immediately as %x already has up-to-date log",
+            r.id,
+            transferee,
+            transferee,
         )
     else:
         send_append(r, transferee)
@@ -411,7 +433,7 @@ def _handle_transfer_leader(r: Raft, m: Message, pr: Progress) -> None:
 def after_conf_change(r: Raft) -> None:
     """Leader duties after a membership change was applied."""
     if r.id not in r.trk.progress:
-        r.logger.info(f"{r.id} was removed from the configuration; stepping down")
+        r.logger.info("%x was removed from the configuration; stepping down", r.id)
         r.become_follower(r.term, NONE)
         return
     if r.lead_transferee != NONE and r.lead_transferee not in r.trk.progress:

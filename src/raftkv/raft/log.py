@@ -1,11 +1,13 @@
 """The Raft log: durable entries in storage followed by an unstable tail.
 
 Owns: ``Unstable`` (entries and at most one snapshot not yet persisted) and
-``RaftLog`` (commit and applied indices, conflict detection, slicing across
-the storage/unstable boundary).
+``RaftLog`` (commit, applying and applied indices, conflict detection, slicing
+across the storage/unstable boundary).
 
 Contracts:
-- ``applied <= committed <= last_index()`` at all times; violating it crashes;
+- ``applied <= applying <= committed <= last_index()`` at all times; violating
+  it crashes; ``applying`` is the last index handed to the application in a
+  Ready, ``applied`` the last one it acknowledged with ``advance``;
 - entries below ``unstable.offset`` live in storage, the others in
   ``unstable.entries`` (``entries[i]`` has index ``offset + i``);
 - a committed entry is never truncated (an attempt crashes).
@@ -97,11 +99,12 @@ class RaftLog:
         last = storage.last_index()
         self.unstable = Unstable(last + 1)
         self.committed = first - 1
+        self.applying = first - 1
         self.applied = first - 1
 
     def __repr__(self) -> str:
         return (
-            f"committed={self.committed}, applied={self.applied}, "
+            f"committed={self.committed}, applied={self.applied}, applying={self.applying}, "
             f"unstable.offset={self.unstable.offset}, len(unstable.entries)={len(self.unstable.entries)}"
         )
 
@@ -235,6 +238,21 @@ class RaftLog:
                 f"applied({i}) is out of range [prevApplied({self.applied}), committed({self.committed})]"
             )
         self.applied = i
+        if self.applying < i:
+            self.applying = i
+
+    def accept_applying(self, i: int) -> None:
+        """Entries up to ``i`` were handed to the application (and are not yet applied)."""
+        if not (self.applying <= i <= self.committed):
+            raise AssertionError(
+                f"applying({i}) is out of range [prevApplying({self.applying}), "
+                f"committed({self.committed})]"
+            )
+        self.applying = i
+
+    def is_applying(self) -> bool:
+        """Whether committed entries handed out in a Ready are still being applied."""
+        return self.applying > self.applied
 
     def stable_to(self, i: int, t: int) -> None:
         self.unstable.stable_to(i, t)
@@ -254,11 +272,11 @@ class RaftLog:
         return self.unstable.entries
 
     def has_next_ents(self) -> bool:
-        return self.committed + 1 > max(self.applied + 1, self.first_index())
+        return self.committed + 1 > max(self.applying + 1, self.first_index())
 
     def next_ents(self) -> list[Entry]:
-        """Committed entries not yet applied, at most ``max_next_ents_size`` bytes (>= 1 entry)."""
-        off = max(self.applied + 1, self.first_index())
+        """Committed entries not yet handed out, at most ``max_next_ents_size`` bytes (>= 1 entry)."""
+        off = max(self.applying + 1, self.first_index())
         if self.committed + 1 > off:
             return self.slice(off, self.committed + 1, self.max_next_ents_size)
         return []
@@ -304,6 +322,11 @@ class RaftLog:
         return limit_size(ents, max_size)
 
     def restore(self, snap: Snapshot) -> None:
-        """Replace the log by ``snap`` (which must be newer than the commit index)."""
+        """Replace the log by ``snap`` (newer than the commit index; no apply in flight)."""
+        if self.is_applying():
+            raise AssertionError(
+                f"restore of snapshot {snap.metadata.index} while entries "
+                f"({self.applied}, {self.applying}] are being applied"
+            )
         self.committed = snap.metadata.index
         self.unstable.restore(snap)

@@ -8,7 +8,9 @@ Contracts (see ``Ready``'s docstring for the caller's duties):
   the caller must call ``advance(rd)`` with that Ready before the next
   ``ready()``;
 - ``advance`` tells the core that ``rd.entries``/``rd.snapshot`` are durable
-  and that ``rd.committed_entries`` were applied;
+  and that ``rd.committed_entries`` were applied; until then those entries are
+  "being applied" and the node refuses a leader's snapshot (its conf changes
+  must be applied against the configuration they were committed in);
 - messages to the node itself never appear in ``Ready.messages``;
 - appends are broadcast when the Ready is assembled, so proposals made
   between two Readys share one MsgApp per follower;
@@ -189,13 +191,16 @@ class RawNode:
         entries = tuple(log.unstable.entries)
         snap = log.unstable.snapshot
         ph = self._prev_hard
+        committed = tuple(log.next_ents())
+        if committed:
+            log.accept_applying(committed[-1].index)
         rd = Ready(
             soft_state=soft,
             hard_state=hard,
             read_states=tuple(r.read_states),
             entries=entries,
             snapshot=snap if snap is not None else EMPTY_SNAPSHOT,
-            committed_entries=tuple(log.next_ents()),
+            committed_entries=committed,
             messages=tuple(r.msgs),
             must_sync=bool(entries) or snap is not None or hs.term != ph.term or hs.vote != ph.vote,
         )
