@@ -9,7 +9,12 @@ Contracts (the order the Raft contract demands):
   before any of its messages leave, except the leader's own MsgApp messages, which may go out
   while the leader persists (Raft thesis §10.2.1: the leader counts itself only once persisted);
 - committed entries are applied in index order, exactly once per member lifetime (the state
-  machine skips entries at or below its durable consistent index after a restart);
+  machine skips entries at or below its durable consistent index after a restart), by one
+  apply task fed through a queue: as in etcd, a Ready is acknowledged (``advance``) once it is
+  persisted and sent, so the next Ready's WAL write overlaps this one's apply; queued entry
+  batches are merged into one backend transaction.  A Ready carrying a conf change or a
+  snapshot waits for the queue to drain before ``advance``, so the core never sees a
+  membership change out of order with its own;
 - the RawNode is touched only from the event loop thread; the WAL and snapshot files only from
   the one thread doing the current Ready's persistence, so they are never used concurrently;
 - before the log is compacted to a snapshot index, the state machine has durably committed
@@ -22,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -32,6 +38,7 @@ from raftkv.raft.types import (
     ConfChange,
     ConfState,
     Entry,
+    EntryType,
     Message,
     MessageType,
     ReadState,
@@ -108,6 +115,10 @@ class RaftNode:
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._received_snapshots: dict[int, str] = {}
         self._leader_waiters: list[asyncio.Future[None]] = []
+        self._apply_queue: deque[tuple[Snapshot | None, Sequence[Entry]]] = deque()
+        self._apply_wake = asyncio.Event()
+        self._apply_idle = asyncio.Event()
+        self._apply_idle.set()
         self.on_fatal: Callable[[BaseException], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -118,6 +129,7 @@ class RaftNode:
         self._tasks = [
             asyncio.create_task(self._tick_loop(), name="raft-tick"),
             asyncio.create_task(self._ready_loop(), name="raft-ready"),
+            asyncio.create_task(self._apply_loop(), name="raft-apply"),
         ]
 
     async def stop(self) -> None:
@@ -219,9 +231,40 @@ class RaftNode:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            log.critical("raft ready loop failed: %r", exc, exc_info=True)
-            if self.on_fatal is not None:
-                self.on_fatal(exc)
+            self._fail("raft ready loop", exc)
+            raise
+
+    def _fail(self, where: str, exc: BaseException) -> None:
+        log.critical("%s failed: %r", where, exc, exc_info=True)
+        if self.on_fatal is not None:
+            self.on_fatal(exc)
+
+    async def _apply_loop(self) -> None:
+        assert self.state_machine is not None
+        try:
+            while True:
+                if not self._apply_queue:
+                    self._apply_idle.set()
+                    await self._apply_wake.wait()
+                    self._apply_wake.clear()
+                    continue
+                snap, entries = self._apply_queue.popleft()
+                if snap is not None:
+                    db_path = self._received_snapshots.pop(snap.metadata.index, None)
+                    self.state_machine.install_snapshot(snap, db_path)
+                    self.conf_state = snap.metadata.conf_state
+                    self.snapshot_index = snap.metadata.index
+                batch = list(entries)
+                while self._apply_queue and self._apply_queue[0][0] is None:
+                    batch.extend(self._apply_queue.popleft()[1])
+                if batch:
+                    self.state_machine.apply_entries(batch)
+                self._release_applied_waiters()
+                await asyncio.sleep(0)  # let the loop serve requests between batches
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._fail("apply loop", exc)
             raise
 
     async def _process_ready(self, rd: Ready) -> None:
@@ -233,14 +276,14 @@ class RaftNode:
         await self._persist(rd)
         if not self.is_leader:
             self._send(rd.messages)
-        if not rd.snapshot.is_empty():
-            db_path = self._received_snapshots.pop(rd.snapshot.metadata.index, None)
-            self.state_machine.install_snapshot(rd.snapshot, db_path)
-            self.conf_state = rd.snapshot.metadata.conf_state
-            self.snapshot_index = rd.snapshot.metadata.index
-        if rd.committed_entries:
-            self.state_machine.apply_entries(rd.committed_entries)
-        self._release_waiters(rd.read_states)
+        has_snapshot = not rd.snapshot.is_empty()
+        if rd.committed_entries or has_snapshot:
+            self._apply_queue.append((rd.snapshot if has_snapshot else None, rd.committed_entries))
+            self._apply_idle.clear()
+            self._apply_wake.set()
+            if has_snapshot or any(e.type == EntryType.CONF_CHANGE for e in rd.committed_entries):
+                await self._apply_idle.wait()
+        self._release_read_states(rd.read_states)
         self.node.advance(rd)
         await self._maybe_snapshot()
 
@@ -298,12 +341,14 @@ class RaftNode:
                     fut.set_result(None)
             self._leader_waiters.clear()
 
-    def _release_waiters(self, read_states: Sequence[ReadState]) -> None:
-        assert self.state_machine is not None
+    def _release_read_states(self, read_states: Sequence[ReadState]) -> None:
         for rs in read_states:
             read_fut = self._read_waiters.get(rs.request_ctx)
             if read_fut is not None and not read_fut.done():
                 read_fut.set_result(rs.index)
+
+    def _release_applied_waiters(self) -> None:
+        assert self.state_machine is not None
         if self._applied_waiters:
             applied = self.state_machine.applied_index()
             still: list[tuple[int, asyncio.Future[None]]] = []
