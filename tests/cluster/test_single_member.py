@@ -200,3 +200,26 @@ def test_defrag_shrinks_and_keeps_data_and_watchers(make_cluster: Callable[..., 
         watch.wait(5)
         if watch.stdout is not None:
             watch.stdout.close()
+
+
+def test_health_and_metrics_endpoints(make_cluster: Callable[..., Cluster]) -> None:
+    import urllib.request
+
+    from tests.cluster.harness import free_ports
+
+    port = free_ports(1)[0]
+    c = make_cluster(1, extra_args=["--listen-metrics-urls", f"http://127.0.0.1:{port}"])
+    c.etcdctl("put", "m", "1")
+    c.etcdctl("put", "m", "2")
+    c.etcdctl("del", "m")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
+        assert json.loads(resp.read()) == {"health": "true", "reason": ""}
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    metrics = dict(
+        line.split(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
+    assert metrics["etcd_server_has_leader"] == "1"
+    assert int(metrics["etcd_mvcc_put_total"]) >= 2
+    assert int(metrics["etcd_mvcc_delete_total"]) >= 1
+    assert int(metrics["etcd_debugging_mvcc_current_revision"]) == 4

@@ -95,6 +95,8 @@ class Applier:
         self._on_members_changed = on_members_changed
         self.waiters: dict[int, asyncio.Future[Any]] = {}
         self.compaction_waiters: list[asyncio.Future[None]] = []
+        # etcd's etcd_mvcc_{put,delete,txn}_total: requests applied on this member.
+        self.counters = {"put": 0, "delete": 0, "txn": 0}
         self._open()
 
     # -- opening and snapshots ----------------------------------------------------------
@@ -225,12 +227,15 @@ class Applier:
     def _apply_request(self, batch: WriteBatch, kind: RequestKind, body: bytes) -> Any:
         try:
             if kind == RequestKind.PUT:
+                self.counters["put"] += 1
                 req = pb.PutRequest.FromString(body)
                 return self._write(batch, batch.put, convert.put_to_mvcc(req))
             if kind == RequestKind.DELETE_RANGE:
+                self.counters["delete"] += 1
                 dreq = pb.DeleteRangeRequest.FromString(body)
                 return self._write(batch, batch.delete_range, convert.delete_to_mvcc(dreq))
             if kind == RequestKind.TXN:
+                self.counters["txn"] += 1
                 treq = pb.TxnRequest.FromString(body)
                 return self._write(batch, batch.txn, convert.txn_to_mvcc(treq))
             if kind == RequestKind.COMPACTION:

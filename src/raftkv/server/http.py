@@ -29,7 +29,12 @@ def metrics_text(member: Member) -> str:
     store = member.applier.store
     backend = member.applier.backend
     hs = member.raft.storage.hard_state()
+    counters = member.applier.counters
     lines = [
+        ("etcd_mvcc_put_total", "counter", counters["put"]),
+        ("etcd_mvcc_delete_total", "counter", counters["delete"]),
+        ("etcd_mvcc_txn_total", "counter", counters["txn"]),
+        ("etcd_mvcc_range_total", "counter", member.range_count),
         ("etcd_server_has_leader", "gauge", 1 if member.raft.lead else 0),
         ("etcd_server_is_leader", "gauge", 1 if member.raft.is_leader else 0),
         ("etcd_server_proposals_committed_total", "gauge", hs.commit),

@@ -68,6 +68,7 @@ class Member:
         self._read_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._published = False
+        self.range_count = 0
         self._peers: dict[int, tuple[str, ...]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.stopped = asyncio.Event()
@@ -300,6 +301,7 @@ class Member:
     # -- reads --------------------------------------------------------------------------------
 
     async def range(self, req: pb.RangeRequest) -> pb.RangeResponse:
+        self.range_count += 1
         if not req.serializable:
             await self.linearizable_barrier()
         try:
