@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import secrets
 import time
@@ -436,9 +437,13 @@ class Member:
 
     async def lease_leases(self) -> pb.LeaseLeasesResponse:
         await self.linearizable_barrier()
+        # etcd lists leases by expiry (soonest first); followers have none, so ID order.
+        leases = sorted(
+            self.applier.lessor.leases(),
+            key=lambda lease: (lease.expiry if lease.expiry is not None else math.inf, lease.id),
+        )
         return pb.LeaseLeasesResponse(
-            header=self.header(),
-            leases=[pb.LeaseStatus(ID=lease.id) for lease in self.applier.lessor.leases()],
+            header=self.header(), leases=[pb.LeaseStatus(ID=lease.id) for lease in leases]
         )
 
     async def _lease_loop(self) -> None:
