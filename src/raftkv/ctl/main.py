@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "raftkv.ctl.cmd_serve",
     "raftkv.ctl.cmd_client",
     "raftkv.ctl.cmd_tools",
+    "raftkv.ctl.cmd_check",
     "raftkv.ctl.cmd_benchmark",
 )
 

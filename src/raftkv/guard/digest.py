@@ -1,0 +1,344 @@
+"""The apply digest: a hash chain over the effects of every applied Raft entry.
+
+Owns: the effect encoding, the chain (``d_i = BLAKE2b-128(d_{i-1} || u64 i || effects_i)``,
+``d_0 = GENESIS``), the bounded history index → digest, the persisted chain head, locating the
+first diverging index between two members, and the quorum rule naming outliers.
+
+Two members that applied the same entries to the same state hold the same digest at every index;
+since each digest covers its predecessor, once two chains differ they differ at every later
+index, which is what lets ``first_divergence`` binary-search for the first bad entry.
+
+Wiring (the applier owns one ``ApplyDigest``; every call below runs on the apply thread):
+
+- open / snapshot install: ``ApplyDigest.from_record(backend meta META_APPLY_DIGEST)`` (a missing
+  record: ``ApplyDigest(consistent_index, GENESIS)`` on a fresh data dir);
+- for every entry for which ``batch.begin_entry`` returned True, including entries with no data
+  and entries whose request failed, call the ``recorder`` methods for each effect in the order
+  the state changed, then ``recorder.finish(entry.index)``; indexes must be consecutive;
+- before the batch transaction commits: ``tx.put(BUCKET_META, META_APPLY_DIGEST,
+  digest.encode_head())``, so the chain head is durable together with the consistent index;
+- after it committed: ``digest.commit()``; if the batch raised: ``digest.rollback()``.
+
+``latest()``/``digest_at()`` only show committed entries: what a member reports to its peers is
+always state that is durable in its backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections import deque
+from collections.abc import Callable, Collection, Hashable, Mapping
+from typing import TypeVar
+
+import crc32c
+
+DIGEST_SIZE = 16
+GENESIS = bytes(DIGEST_SIZE)
+"""The digest before index 1 (and of any chain head without a predecessor)."""
+
+DEFAULT_HISTORY = 10_000
+"""Committed indexes whose digest is kept for comparison (about 0.5 MB)."""
+
+META_APPLY_DIGEST = b"applyDigest"
+"""The backend meta-bucket key of the persisted chain head (``encode_head``)."""
+
+_PERSON = b"raftkv/apply/v1"
+_INDEX = struct.Struct(">Q")
+_PUT = struct.Struct(">BIIqqqq")
+_DELETE = struct.Struct(">BIq")
+_LEASE2 = struct.Struct(">Bqq")
+_LEASE1 = struct.Struct(">Bq")
+_MEMBER_SET = struct.Struct(">BQI")
+_MEMBER_REMOVE = struct.Struct(">BQ")
+_ALARM = struct.Struct(">BQI?")
+_AUTH = struct.Struct(">BI?I")
+
+_T_PUT = 1
+_T_DELETE = 2
+_T_LEASE_GRANT = 3
+_T_LEASE_REVOKE = 4
+_T_LEASE_CHECKPOINT = 5
+_T_MEMBER_SET = 6
+_T_MEMBER_REMOVE = 7
+_T_ALARM = 8
+_T_COMPACT = 9
+_T_AUTH = 10
+
+_RECORD_MAGIC = b"RKAD"
+_RECORD_VERSION = 1
+_RECORD = struct.Struct(">4sBQ16s")
+_CRC = struct.Struct(">I")
+
+
+class DigestRecordError(ValueError):
+    """A persisted chain head that does not decode (bad magic, version, length or CRC)."""
+
+
+class NoOverlapError(ValueError):
+    """Two digest histories share no index, so they cannot be compared."""
+
+
+class EffectRecorder:
+    """Encodes the effects of the entry being applied; ``finish`` folds them into the chain.
+
+    Each effect is a tag byte and fixed-width fields, variable fields length-prefixed, so the
+    encoding of a sequence of effects is injective.  Lease IDs, revisions, TTLs are int64;
+    member IDs uint64; alarm types uint32.
+    """
+
+    __slots__ = ("_buf", "_chain")
+
+    def __init__(self, chain: ApplyDigest) -> None:
+        self._chain = chain
+        self._buf = bytearray()
+
+    def put(
+        self, key: bytes, value: bytes, lease: int, mod_rev: int, create_rev: int, version: int
+    ) -> None:
+        """A key written (as stored: the value and lease kept, its revisions and version)."""
+        buf = self._buf
+        buf += _PUT.pack(_T_PUT, len(key), len(value), lease, mod_rev, create_rev, version)
+        buf += key
+        buf += value
+
+    def delete(self, key: bytes, rev: int) -> None:
+        """A key deleted (a tombstone written at main revision ``rev``)."""
+        buf = self._buf
+        buf += _DELETE.pack(_T_DELETE, len(key), rev)
+        buf += key
+
+    def compact(self, rev: int) -> None:
+        """Compaction scheduled at main revision ``rev``."""
+        self._buf += _LEASE1.pack(_T_COMPACT, rev)
+
+    def lease_grant(self, lease_id: int, ttl: int) -> None:
+        """A lease created with its granted TTL (after the minimum TTL was applied)."""
+        self._buf += _LEASE2.pack(_T_LEASE_GRANT, lease_id, ttl)
+
+    def lease_revoke(self, lease_id: int) -> None:
+        """A lease deleted; its keys' deletions are recorded separately, after it."""
+        self._buf += _LEASE1.pack(_T_LEASE_REVOKE, lease_id)
+
+    def lease_checkpoint(self, lease_id: int, remaining: int) -> None:
+        """A checkpoint recorded for an existing lease (remaining TTL as stored, >= 0)."""
+        self._buf += _LEASE2.pack(_T_LEASE_CHECKPOINT, lease_id, remaining)
+
+    def member_set(self, member_id: int, json_bytes: bytes) -> None:
+        """A member added or updated; ``json_bytes`` is the record as stored in the bucket."""
+        buf = self._buf
+        buf += _MEMBER_SET.pack(_T_MEMBER_SET, member_id, len(json_bytes))
+        buf += json_bytes
+
+    def member_remove(self, member_id: int) -> None:
+        """A member removed."""
+        self._buf += _MEMBER_REMOVE.pack(_T_MEMBER_REMOVE, member_id)
+
+    def alarm(self, member_id: int, alarm_type: int, active: bool) -> None:
+        """An alarm raised (``active``) or cleared; only changes that altered the set."""
+        self._buf += _ALARM.pack(_T_ALARM, member_id, alarm_type, active)
+
+    def auth(self, key: bytes, value: bytes | None) -> None:
+        """An auth-bucket record written (``value``) or deleted (None)."""
+        buf = self._buf
+        data = value if value is not None else b""
+        buf += _AUTH.pack(_T_AUTH, len(key), value is not None, len(data))
+        buf += key
+        buf += data
+
+    def discard(self) -> None:
+        """Drop the effects recorded since the last ``finish`` (the entry is not applied)."""
+        self._buf.clear()
+
+    def finish(self, index: int) -> bytes:
+        """Fold the recorded effects of entry ``index`` into the chain; returns its digest.
+
+        ``index`` must be the chain head's index + 1 (``ValueError`` otherwise).
+        """
+        chain = self._chain
+        if index != chain._head_index + 1:
+            raise ValueError(
+                f"apply digest: entry {index} finished after entry {chain._head_index}"
+            )
+        h = hashlib.blake2b(chain._head, digest_size=DIGEST_SIZE, person=_PERSON)
+        h.update(_INDEX.pack(index))
+        h.update(self._buf)
+        digest = h.digest()
+        self._buf.clear()
+        chain._head_index = index
+        chain._head = digest
+        chain._pending.append((index, digest))
+        return digest
+
+
+class ApplyDigest:
+    """The chain head (including entries applied in the open batch) and committed history."""
+
+    def __init__(
+        self, index: int = 0, digest: bytes = GENESIS, *, capacity: int = DEFAULT_HISTORY
+    ) -> None:
+        """A chain whose head is ``digest`` at ``index`` (a fresh member: 0, ``GENESIS``)."""
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self.recorder = EffectRecorder(self)
+        self._pending: list[tuple[int, bytes]] = []
+        self._order: deque[int] = deque()
+        self._history: dict[int, bytes] = {}
+        self._head_index = 0
+        self._head = GENESIS
+        self.reset(index, digest)
+
+    @classmethod
+    def from_record(
+        cls, record: bytes | None, *, fallback_index: int = 0, capacity: int = DEFAULT_HISTORY
+    ) -> ApplyDigest:
+        """The chain restored from a persisted head; ``(fallback_index, GENESIS)`` if None."""
+        if record is None:
+            return cls(fallback_index, GENESIS, capacity=capacity)
+        index, digest = decode_head(record)
+        return cls(index, digest, capacity=capacity)
+
+    def reset(self, index: int, digest: bytes) -> None:
+        """Forget everything and continue the chain from ``digest`` at ``index``.
+
+        For a snapshot install: the received backend carries the sender's head.
+        """
+        if len(digest) != DIGEST_SIZE or index < 0:
+            raise ValueError("apply digest head needs a 16-byte digest and an index >= 0")
+        self.recorder.discard()
+        self._pending.clear()
+        self._order.clear()
+        self._history.clear()
+        self._head_index = index
+        self._head = digest
+        self._remember(index, digest)
+
+    # -- batches ------------------------------------------------------------------------
+
+    def commit(self) -> None:
+        """The batch holding the entries finished since the last commit is durable."""
+        for index, digest in self._pending:
+            self._remember(index, digest)
+        self._pending.clear()
+
+    def rollback(self) -> None:
+        """The batch was aborted: the head goes back to the last committed entry."""
+        self.recorder.discard()
+        self._pending.clear()
+        self._head_index = self._order[-1]
+        self._head = self._history[self._head_index]
+
+    def encode_head(self) -> bytes:
+        """The chain head (pending entries included), for the batch's meta-bucket record."""
+        return encode_head(self._head_index, self._head)
+
+    # -- queries (committed entries only) -----------------------------------------------
+
+    def latest(self) -> tuple[int, bytes]:
+        """(index, digest) of the last committed entry."""
+        index = self._order[-1]
+        return index, self._history[index]
+
+    def oldest_index(self) -> int:
+        """The first index whose digest is still kept."""
+        return self._order[0]
+
+    def digest_at(self, index: int) -> bytes | None:
+        """The digest after applying entry ``index``; None if evicted, pending or not applied."""
+        return self._history.get(index)
+
+    def _remember(self, index: int, digest: bytes) -> None:
+        self._history[index] = digest
+        self._order.append(index)
+        if len(self._order) > self.capacity:
+            del self._history[self._order.popleft()]
+
+
+# -- persistence ------------------------------------------------------------------------
+
+
+def encode_head(index: int, digest: bytes) -> bytes:
+    """33 bytes: magic ``RKAD``, version 1, u64 index, 16-byte digest, CRC32C of the rest."""
+    body = _RECORD.pack(_RECORD_MAGIC, _RECORD_VERSION, index, digest)
+    return body + _CRC.pack(crc32c.crc32c(body))
+
+
+def decode_head(data: bytes) -> tuple[int, bytes]:
+    """(index, digest) of an ``encode_head`` record; raises ``DigestRecordError`` only."""
+    if len(data) != _RECORD.size + _CRC.size:
+        raise DigestRecordError(f"apply digest record of {len(data)} bytes")
+    body = data[: _RECORD.size]
+    if _CRC.unpack(data[_RECORD.size :])[0] != crc32c.crc32c(body):
+        raise DigestRecordError("apply digest record fails its CRC")
+    magic, version, index, digest = _RECORD.unpack(body)
+    if magic != _RECORD_MAGIC or version != _RECORD_VERSION:
+        raise DigestRecordError(f"apply digest record magic {magic!r} version {version}")
+    return index, digest
+
+
+# -- comparison -------------------------------------------------------------------------
+
+
+def first_divergence(
+    local: ApplyDigest,
+    remote_lookup: Callable[[int], bytes | None],
+    remote_range: tuple[int, int] | None = None,
+) -> int | None:
+    """The first index at which ``local`` and a remote chain differ; None if they agree.
+
+    ``remote_lookup(i)`` is the remote's digest at ``i``; ``remote_range`` (oldest, latest) the
+    indexes it knows (default: the same as ``local``'s).  Only the overlap is compared, with
+    O(log n) lookups.  When the chains already differ at the overlap's first index, that index
+    is returned: the divergence happened there or earlier (exact when the overlap starts at the
+    local chain's first kept index and that is the chain origin).  Raises ``NoOverlapError``
+    when the ranges do not overlap or a lookup inside them returns None.
+    """
+    lo, hi = local.oldest_index(), local.latest()[0]
+    if remote_range is not None:
+        lo, hi = max(lo, remote_range[0]), min(hi, remote_range[1])
+    if lo > hi:
+        raise NoOverlapError(f"no common index (overlap {lo}..{hi})")
+
+    def same(i: int) -> bool:
+        mine, theirs = local.digest_at(i), remote_lookup(i)
+        if mine is None or theirs is None:
+            raise NoOverlapError(f"digest of index {i} missing while comparing {lo}..{hi}")
+        return mine == theirs
+
+    if same(hi):
+        return None
+    if not same(lo):
+        return lo
+    while hi - lo > 1:  # invariant: same at lo, different at hi
+        mid = (lo + hi) // 2
+        if same(mid):
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+D = TypeVar("D", bound=Hashable)
+
+
+def judge(
+    reports: Mapping[int, D], voters: Collection[int] | None = None
+) -> tuple[D | None, list[int]]:
+    """Which value (digest or state hash, all for the same index) is the truth, and who is not.
+
+    The truth is the value reported by a majority of ALL voters (default: every reporter is a
+    voter); a voter that did not report counts against every value.  Returns (truth, sorted IDs
+    of reporters holding another value) — learners included — or, without a majority,
+    (None, every reporter sorted): nobody can be trusted.
+    """
+    voter_set = set(reports) if voters is None else set(voters)
+    votes: dict[D, int] = {}
+    for member, value in reports.items():
+        if member in voter_set:
+            votes[value] = votes.get(value, 0) + 1
+    quorum = len(voter_set) // 2 + 1
+    truth = next((v for v, n in votes.items() if n >= quorum), None)
+    if truth is None:
+        return None, sorted(reports)
+    return truth, sorted(m for m, v in reports.items() if v != truth)
