@@ -11,7 +11,11 @@ Contracts:
 - request errors (compacted revision, missing lease, ...) are answers, given to the waiting
   client; anything else raised while applying is a fatal bug: the batch is aborted and the error
   propagates to the Ready loop, which stops the member rather than let it diverge;
-- waiters are resolved only after the batch committed.
+- waiters are resolved only after the batch committed;
+- every applied entry's effects (keys written and deleted with revisions, values and leases;
+  lease, membership, alarm and compaction changes) are folded into the apply digest chain
+  (``raftkv.guard.digest``), whose head is stored in the same transaction, so members that
+  applied the same entries the same way hold the same digest at every index.
 """
 
 from __future__ import annotations
@@ -24,10 +28,19 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from raftkv import errors
+from raftkv.guard import failpoints
+from raftkv.guard.digest import META_APPLY_DIGEST, ApplyDigest
 from raftkv.lease import errors as lease_errors
 from raftkv.lease.lessor import Lessor
 from raftkv.mvcc import types as m
-from raftkv.mvcc.backend import BUCKET_ALARM, BUCKET_LEASE, BUCKET_MEMBERS, Backend, BackendConfig
+from raftkv.mvcc.backend import (
+    BUCKET_ALARM,
+    BUCKET_LEASE,
+    BUCKET_MEMBERS,
+    BUCKET_META,
+    Backend,
+    BackendConfig,
+)
 from raftkv.mvcc.errors import MVCCRequestError
 from raftkv.mvcc.kvstore import KVStore, WriteBatch
 from raftkv.mvcc.watchable import WatchableStore
@@ -108,6 +121,7 @@ class Applier:
         )
         self.watchable = WatchableStore(self.store)
         self._load_side_state()
+        self._load_digest()
 
     def _load_side_state(self) -> None:
         """Lessor, member list and alarms from the current backend (start-up, snapshot)."""
@@ -126,15 +140,28 @@ class Applier:
         self.alarms = {_ALARM_KEY.unpack(k) for k, _v in self.backend.items(BUCKET_ALARM)}
         self._applied = self.store.consistent_index
 
+    def _load_digest(self) -> None:
+        self.digest = ApplyDigest.from_record(
+            self.backend.get(BUCKET_META, META_APPLY_DIGEST),
+            fallback_index=self.store.consistent_index,
+        )
+
     def close(self) -> None:
         self.backend.close()
 
     def write_initial_members(self, members: Sequence[MemberInfo]) -> None:
         """Bootstrap: the initial member list, committed at consistent index 1."""
-        with self.store.write_batch() as batch:
-            if batch.begin_entry(1, 1):
-                for info in members:
-                    self._put_member(batch, info)
+        try:
+            with self.store.write_batch() as batch:
+                if batch.begin_entry(1, 1):
+                    for info in sorted(members, key=lambda m: m.id):
+                        self._put_member(batch, info)
+                    self.digest.recorder.finish(1)
+                    batch.tx.put(BUCKET_META, META_APPLY_DIGEST, self.digest.encode_head())
+        except BaseException:
+            self.digest.rollback()
+            raise
+        self.digest.commit()
         self._applied = max(self._applied, 1)
         self._on_members_changed(dict(self.members))
 
@@ -168,6 +195,7 @@ class Applier:
         self.backend = Backend(self.data_dir.db, self.backend_config)
         self.watchable.restore(self.backend)  # keeps the watchers; they catch up
         self._load_side_state()
+        self._load_digest()  # the sender's chain head travels in its backend
         if self._applied < snap.metadata.index:
             raise RuntimeError(
                 f"received backend is at index {self._applied}, behind snapshot "
@@ -195,22 +223,38 @@ class Applier:
     def apply_entries(self, entries: Sequence[Entry]) -> None:
         answers: list[tuple[int, Any]] = []
         members_changed = False
-        with self.store.write_batch() as batch:
-            self.lease_bucket.tx = batch.tx
-            try:
-                for e in entries:
-                    if not batch.begin_entry(e.index, e.term):
-                        continue
-                    if e.type == EntryType.CONF_CHANGE:
-                        self._apply_conf_change_entry(batch, e)
-                        members_changed = True
-                    elif e.data:
-                        kind, request_id, body = decode_request(e.data)
-                        answer = self._apply_request(batch, kind, body)
-                        members_changed |= kind == RequestKind.MEMBER_ATTRIBUTES
-                        answers.append((request_id, answer))
-            finally:
-                self.lease_bucket.tx = None
+        recorder = self.digest.recorder
+        try:
+            with self.store.write_batch() as batch:
+                self.lease_bucket.tx = batch.tx
+                try:
+                    for e in entries:
+                        if not batch.begin_entry(e.index, e.term):
+                            continue
+                        if failpoints.ENABLED and failpoints.hit("applySkipEntry"):
+                            log.warning("failpoint applySkipEntry: skipping entry %d", e.index)
+                            recorder.finish(e.index)
+                            continue
+                        if e.type == EntryType.CONF_CHANGE:
+                            self._apply_conf_change_entry(batch, e)
+                            members_changed = True
+                        elif e.data:
+                            kind, request_id, body = decode_request(e.data)
+                            answer = self._apply_request(batch, kind, body)
+                            members_changed |= kind == RequestKind.MEMBER_ATTRIBUTES
+                            answers.append((request_id, answer))
+                        recorder.finish(e.index)
+                    batch.tx.put(BUCKET_META, META_APPLY_DIGEST, self.digest.encode_head())
+                    if failpoints.ENABLED and failpoints.hit("crashBeforeConsistentIndex"):
+                        log.warning("failpoint crashBeforeConsistentIndex")
+                finally:
+                    self.lease_bucket.tx = None
+        except BaseException:
+            self.digest.rollback()
+            raise
+        self.digest.commit()
+        if failpoints.ENABLED and failpoints.hit("crashAfterBackendCommit"):
+            log.warning("failpoint crashAfterBackendCommit")
         if entries:
             self._applied = max(self._applied, entries[-1].index)
         if members_changed:
@@ -229,6 +273,8 @@ class Applier:
             if kind == RequestKind.PUT:
                 self.counters["put"] += 1
                 req = pb.PutRequest.FromString(body)
+                if failpoints.ENABLED and failpoints.hit("applyCorruptValue"):
+                    req.value = req.value + b"\x00corrupted"
                 return self._write(batch, batch.put, convert.put_to_mvcc(req))
             if kind == RequestKind.DELETE_RANGE:
                 self.counters["delete"] += 1
@@ -241,16 +287,24 @@ class Applier:
             if kind == RequestKind.COMPACTION:
                 creq = pb.CompactionRequest.FromString(body)
                 batch.compact(m.CompactionRequest(creq.revision, creq.physical))
+                self.digest.recorder.compact(creq.revision)
                 return pb.CompactionResponse(header=self.header(batch.revision))
             if kind == RequestKind.LEASE_GRANT:
                 greq = pb.LeaseGrantRequest.FromString(body)
+                if failpoints.ENABLED and failpoints.hit("applyDropLease"):
+                    log.warning("failpoint applyDropLease: not granting lease %x", greq.ID)
+                    return pb.LeaseGrantResponse(
+                        header=self.header(batch.revision), ID=greq.ID, TTL=greq.TTL
+                    )
                 lease = self.lessor.grant(greq.ID, greq.TTL, _now_if(self.lessor.is_primary))
+                self.digest.recorder.lease_grant(lease.id, lease.ttl)
                 return pb.LeaseGrantResponse(
                     header=self.header(batch.revision), ID=lease.id, TTL=lease.ttl
                 )
             if kind == RequestKind.LEASE_REVOKE:
                 rreq = pb.LeaseRevokeRequest.FromString(body)
                 keys = self.lessor.revoke(rreq.ID)
+                self.digest.recorder.lease_revoke(rreq.ID)
                 if keys:
                     deletes = tuple(m.DeleteRangeRequest(key=k) for k in keys)
                     self._write(batch, batch.txn, m.TxnRequest(success=deletes))
@@ -258,6 +312,8 @@ class Applier:
             if kind == RequestKind.LEASE_CHECKPOINT:
                 cp = pb.LeaseCheckpointRequest.FromString(body)
                 for c in cp.checkpoints:
+                    if self.lessor.lookup(c.ID) is not None:
+                        self.digest.recorder.lease_checkpoint(c.ID, max(0, c.remaining_TTL))
                     self.lessor.apply_checkpoint(c.ID, c.remaining_TTL)
                 return pb.LeaseCheckpointResponse(header=self.header(batch.revision))
             if kind == RequestKind.ALARM:
@@ -277,7 +333,15 @@ class Applier:
         """Apply one KV write and keep lease attachments in step with the keys it changed."""
         mark = batch.event_count()
         resp = op(req)
+        recorder = self.digest.recorder
         for ev in batch.events_since(mark):
+            kv = ev.kv
+            if ev.type == m.EventType.PUT:
+                recorder.put(
+                    kv.key, kv.value, kv.lease, kv.mod_revision, kv.create_revision, kv.version
+                )
+            else:
+                recorder.delete(kv.key, kv.mod_revision)
             key = ev.kv.key
             old = self.lessor.get_lease(key)
             new = ev.kv.lease if ev.type == m.EventType.PUT else 0
@@ -292,12 +356,14 @@ class Applier:
         resp = pb.AlarmResponse()  # etcd sends alarm responses without a header
         if req.action == pb.AlarmRequest.ACTIVATE and req.alarm != pb.NONE:
             if key not in self.alarms:
-                self.alarms.add(key)
+                self.alarms = self.alarms | {key}
                 batch.tx.put(BUCKET_ALARM, _ALARM_KEY.pack(*key), b"")
+                self.digest.recorder.alarm(key[0], key[1], True)
             resp.alarms.add(memberID=req.memberID, alarm=req.alarm)
         elif req.action == pb.AlarmRequest.DEACTIVATE and key in self.alarms:
-            self.alarms.discard(key)
+            self.alarms = self.alarms - {key}
             batch.tx.delete(BUCKET_ALARM, _ALARM_KEY.pack(*key))
+            self.digest.recorder.alarm(key[0], key[1], False)
             resp.alarms.add(memberID=req.memberID, alarm=req.alarm)
         return resp
 
@@ -315,8 +381,10 @@ class Applier:
         cc = decode_conf_change(e.data)
         self._apply_conf_change(cc)
         if cc.type == ConfChangeType.REMOVE_NODE:
-            if self.members.pop(cc.node_id, None) is not None:
+            if cc.node_id in self.members:
+                self.members = {k: v for k, v in self.members.items() if k != cc.node_id}
                 batch.tx.delete(BUCKET_MEMBERS, _U64.pack(cc.node_id))
+                self.digest.recorder.member_remove(cc.node_id)
             return
         if cc.context:
             info = MemberInfo.from_json(_json_obj(cc.context))
@@ -325,8 +393,10 @@ class Applier:
             self._put_member(batch, info)
 
     def _put_member(self, batch: WriteBatch, info: MemberInfo) -> None:
-        self.members[info.id] = info
-        batch.tx.put(BUCKET_MEMBERS, _U64.pack(info.id), encode_members([info])[1:-1])
+        record = encode_members([info])[1:-1]
+        self.members = {**self.members, info.id: info}
+        batch.tx.put(BUCKET_MEMBERS, _U64.pack(info.id), record)
+        self.digest.recorder.member_set(info.id, record)
 
     # -- compaction -----------------------------------------------------------------------
 

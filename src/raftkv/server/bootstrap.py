@@ -111,11 +111,12 @@ class DataDir:
 
 
 def initial_members(cfg: ServerConfig) -> list[MemberInfo]:
+    # Client URLs are not known for the other members; every member must write the same list
+    # at index 1, so none has them yet: each member publishes its own through Raft.
     members = []
     for name, urls in cfg.initial_cluster_map().items():
-        client_urls = cfg.advertise_client_urls if name == cfg.name else ()
         mid = make_member_id(urls, cfg.initial_cluster_token)
-        members.append(MemberInfo(mid, name, tuple(sorted(urls)), tuple(client_urls)))
+        members.append(MemberInfo(mid, name, tuple(sorted(urls))))
     ids = [m.id for m in members]
     if len(set(ids)) != len(ids):
         raise BootstrapError("--initial-cluster: two members share the same peer URLs")

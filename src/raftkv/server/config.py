@@ -50,6 +50,8 @@ class ServerConfig:
     log_format: str = "text"
     initial_corrupt_check: bool = False
     corrupt_check_time_s: float = 0.0
+    corrupt_alarm_policy: str = "member"
+    apply_digest_check_interval_ms: int = 100
 
     @property
     def resolved_data_dir(self) -> str:
@@ -154,6 +156,17 @@ _FLAGS: dict[str, tuple[str, str, str]] = {
         "initial_corrupt_check",
         "bool",
         "Check state against the other members before serving clients.",
+    ),
+    "corrupt-alarm-policy": (
+        "corrupt_alarm_policy",
+        "str",
+        "Who stops serving on a CORRUPT alarm: 'member' (the diverged member only) or "
+        "'cluster' (every member refuses requests, as etcd does).",
+    ),
+    "apply-digest-check-interval": (
+        "apply_digest_check_interval_ms",
+        "int",
+        "Time (in ms) between the leader's comparisons of the members' apply digests.",
     ),
     "corrupt-check-time": (
         "corrupt_check_time_s",
@@ -286,6 +299,10 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError(f"--log-level: must be one of {', '.join(_LOG_LEVELS)}")
     if cfg.log_format not in ("text", "json"):
         raise ConfigError("--log-format: must be 'text' or 'json'")
+    if cfg.corrupt_alarm_policy not in ("member", "cluster"):
+        raise ConfigError("--corrupt-alarm-policy: must be 'member' or 'cluster'")
+    if cfg.apply_digest_check_interval_ms <= 0:
+        raise ConfigError("--apply-digest-check-interval: must be positive")
     if cfg.corrupt_check_time_s < 0:
         raise ConfigError("--corrupt-check-time: must not be negative")
     cfg.initial_cluster_map()

@@ -30,7 +30,11 @@ def metrics_text(member: Member) -> str:
     backend = member.applier.backend
     hs = member.raft.storage.hard_state()
     counters = member.applier.counters
+    guard = member.guard.counters
     lines = [
+        ("raftkv_apply_digest_checks_total", "counter", guard.checks),
+        ("raftkv_apply_digest_mismatch_total", "counter", guard.apply_digest_mismatch),
+        ("raftkv_corruption_detected_total", "counter", guard.corruption_detected),
         ("etcd_mvcc_put_total", "counter", counters["put"]),
         ("etcd_mvcc_delete_total", "counter", counters["delete"]),
         ("etcd_mvcc_txn_total", "counter", counters["txn"]),

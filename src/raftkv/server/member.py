@@ -41,6 +41,7 @@ from raftkv.server.applier import Applier
 from raftkv.server.bootstrap import DataDir, MemberInfo, open_raft_side
 from raftkv.server.compactor import AutoCompactor, parse_retention
 from raftkv.server.config import ServerConfig
+from raftkv.server.guard import ConsistencyGuard
 from raftkv.server.raft_node import RaftNode
 from raftkv.server.requests import RequestIdGenerator, RequestKind, encode_request
 
@@ -141,6 +142,15 @@ class Member:
             on_snapshot_status=self.raft.report_snapshot,
             snapshot_dir=self.data_dir.snap,
         )
+        self.guard = ConsistencyGuard(
+            member_id=self.member_id,
+            applier=self.applier,
+            transport=self.transport,
+            voters=lambda: self.raft.conf_state.voters,
+            is_leader=lambda: self.raft.is_leader,
+            raise_alarm=self._raise_corrupt_alarm,
+            interval=cfg.apply_digest_check_interval_ms / 1000,
+        )
         self.transport.register_handler("lease-renew", self._handle_remote_renew)
         self.transport.register_handler("lease-ttl", self._handle_remote_ttl)
         await self.transport.start()
@@ -155,6 +165,7 @@ class Member:
             asyncio.create_task(self._auto_compaction_loop(), name="auto-compaction"),
             asyncio.create_task(self._watch_sync_loop(), name="watch-sync"),
             asyncio.create_task(self._publish(), name="publish"),
+            asyncio.create_task(self.guard.run(), name="consistency-guard"),
         ]
         log.info(
             "member %x of cluster %x started (data dir %s)",
@@ -245,6 +256,26 @@ class Member:
             cluster_id=self.cluster_id, member_id=self.member_id, raft_term=self.raft.node.term
         )
 
+    # -- fencing ----------------------------------------------------------------------------
+
+    def check_fence(self) -> None:
+        """Refuse client requests with etcd's ``corrupt cluster`` (DataLoss) when fenced.
+
+        Policy ``member``: only a member named by a CORRUPT alarm stops serving; ``cluster``:
+        any CORRUPT alarm stops every member, as etcd does.
+        """
+        corrupt = {m for m, alarm in self.applier.alarms if alarm == pb.CORRUPT}
+        if not corrupt:
+            return
+        if self.member_id in corrupt or self.config.corrupt_alarm_policy == "cluster":
+            raise errors.ERR_CORRUPT
+
+    async def _raise_corrupt_alarm(self, member_id: int) -> None:
+        body = pb.AlarmRequest(
+            action=pb.AlarmRequest.ACTIVATE, memberID=member_id, alarm=pb.CORRUPT
+        ).SerializeToString()
+        await self._propose_quietly(RequestKind.ALARM, body)
+
     # -- proposals ----------------------------------------------------------------------------
 
     async def _propose(self, kind: RequestKind, body: bytes) -> Any:
@@ -268,16 +299,19 @@ class Member:
             self.applier.waiters.pop(request_id, None)
 
     async def put(self, req: pb.PutRequest) -> pb.PutResponse:
+        self.check_fence()
         resp: pb.PutResponse = await self._propose(RequestKind.PUT, req.SerializeToString())
         return resp
 
     async def delete_range(self, req: pb.DeleteRangeRequest) -> pb.DeleteRangeResponse:
+        self.check_fence()
         resp: pb.DeleteRangeResponse = await self._propose(
             RequestKind.DELETE_RANGE, req.SerializeToString()
         )
         return resp
 
     async def txn(self, req: pb.TxnRequest) -> pb.TxnResponse:
+        self.check_fence()
         if _txn_is_read_only(req):
             if not _txn_serializable(req):
                 await self.linearizable_barrier()
@@ -290,6 +324,7 @@ class Member:
         return tresp
 
     async def compact(self, req: pb.CompactionRequest) -> pb.CompactionResponse:
+        self.check_fence()
         resp: pb.CompactionResponse = await self._propose(
             RequestKind.COMPACTION, req.SerializeToString()
         )
@@ -303,6 +338,7 @@ class Member:
 
     async def range(self, req: pb.RangeRequest) -> pb.RangeResponse:
         self.range_count += 1
+        self.check_fence()
         if not req.serializable:
             await self.linearizable_barrier()
         try:
@@ -342,6 +378,7 @@ class Member:
     # -- leases -------------------------------------------------------------------------------
 
     async def lease_grant(self, req: pb.LeaseGrantRequest) -> pb.LeaseGrantResponse:
+        self.check_fence()
         lease_id = req.ID
         while lease_id == 0:
             candidate = secrets.randbits(63)
@@ -352,6 +389,7 @@ class Member:
         return resp
 
     async def lease_revoke(self, req: pb.LeaseRevokeRequest) -> pb.LeaseRevokeResponse:
+        self.check_fence()
         resp: pb.LeaseRevokeResponse = await self._propose(
             RequestKind.LEASE_REVOKE, req.SerializeToString()
         )
