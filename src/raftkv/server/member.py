@@ -167,6 +167,11 @@ class Member:
             asyncio.create_task(self._publish(), name="publish"),
             asyncio.create_task(self.guard.run(), name="consistency-guard"),
         ]
+        if cfg.initial_corrupt_check or cfg.corrupt_check_time_s:
+            log.warning(
+                "--initial-corrupt-check and --corrupt-check-time (state hash checks) are not "
+                "implemented yet and have no effect; the apply digest guard is active"
+            )
         log.info(
             "member %x of cluster %x started (data dir %s)",
             self.member_id,
