@@ -21,9 +21,11 @@ Contracts:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import struct
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -412,8 +414,6 @@ class Applier:
 
 
 def _json_obj(data: bytes) -> dict[str, Any]:
-    import json
-
     obj = json.loads(data.decode())
     if not isinstance(obj, dict):
         raise ValueError("member record is not a JSON object")
@@ -421,6 +421,4 @@ def _json_obj(data: bytes) -> dict[str, Any]:
 
 
 def _now_if(primary: bool) -> float | None:
-    import time
-
     return time.monotonic() if primary else None

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from raftkv.server.compactor import parse_retention
+
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the flag."""
@@ -289,8 +291,6 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError("--max-request-bytes and --max-txn-ops must be positive")
     if cfg.auto_compaction_mode not in ("periodic", "revision"):
         raise ConfigError("--auto-compaction-mode: must be 'periodic' or 'revision'")
-    from raftkv.server.compactor import parse_retention
-
     try:
         parse_retention(cfg.auto_compaction_mode, cfg.auto_compaction_retention)
     except ValueError as exc:

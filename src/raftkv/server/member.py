@@ -28,9 +28,11 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from raftkv import __version__, errors
+from raftkv.lease.errors import LeaseNotFoundError
+from raftkv.lease.lessor import min_lease_ttl
 from raftkv.mvcc.backend import BackendConfig
 from raftkv.mvcc.errors import CompactedError, FutureRevError
-from raftkv.peer.transport import PeerTransport
+from raftkv.peer.transport import PeerRequestError, PeerTransport
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.raft import RawNode
 from raftkv.raft.config import Config as RaftConfig
@@ -111,8 +113,6 @@ class Member:
             snapshot_catchup_entries=cfg.snapshot_catchup_entries,
         )
         self.raft.on_fatal = self._fatal
-        from raftkv.lease.lessor import min_lease_ttl
-
         self.applier = Applier(
             data_dir=self.data_dir,
             backend_config=BackendConfig(map_size=cfg.quota_backend_bytes),
@@ -412,8 +412,6 @@ class Member:
         return ttl
 
     def _renew_local(self, lease_id: int) -> int:
-        from raftkv.lease.errors import LeaseNotFoundError
-
         try:
             return self.applier.lessor.renew(lease_id, time.monotonic())
         except LeaseNotFoundError:
@@ -450,8 +448,6 @@ class Member:
         return resp
 
     def _ttl_local(self, lease_id: int) -> tuple[int, int, list[bytes]]:
-        from raftkv.lease.errors import LeaseNotFoundError
-
         try:
             return self.applier.lessor.time_to_live(lease_id, time.monotonic())
         except LeaseNotFoundError:
@@ -467,8 +463,6 @@ class Member:
         ).encode()
 
     async def _ask_leader(self, kind: str, payload: bytes) -> bytes:
-        from raftkv.peer.transport import PeerRequestError
-
         async with asyncio.timeout(self.request_timeout):
             await self.raft.wait_leader()
         try:
