@@ -137,7 +137,13 @@ def test_endpoint_status_and_member_list(make_cluster: Callable[..., Cluster]) -
     st = c.status(0)
     assert st is not None
     assert st["leader"] == st["header"]["member_id"]  # type: ignore[index]
-    members = json.loads(c.etcdctl("member", "list", "-w", "json").stdout)["members"]
+    # client URLs arrive with the member's published attributes, an entry of its own
+    deadline = time.monotonic() + 10
+    while True:
+        members = json.loads(c.etcdctl("member", "list", "-w", "json").stdout)["members"]
+        if members[0].get("clientURLs") or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert [m["name"] for m in members] == ["m1"]
     assert members[0]["clientURLs"] == [f"http://{c.members[0].endpoint}"]
     health = c.etcdctl("endpoint", "health")
