@@ -27,7 +27,7 @@ import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
-from raftkv import __version__, errors
+from raftkv import errors
 from raftkv.lease.errors import LeaseNotFoundError
 from raftkv.lease.lessor import min_lease_ttl
 from raftkv.mvcc.backend import BackendConfig
@@ -37,7 +37,6 @@ from raftkv.proto import rpc_pb2 as pb
 from raftkv.raft import RawNode
 from raftkv.raft.config import Config as RaftConfig
 from raftkv.raft.errors import ProposalDroppedError
-from raftkv.raft.types import StateType
 from raftkv.server import convert
 from raftkv.server.applier import Applier
 from raftkv.server.bootstrap import DataDir, MemberInfo, open_raft_side
@@ -695,6 +694,3 @@ def _txn_serializable(req: pb.TxnRequest) -> bool:
 def _etcd_compatible_version() -> str:
     """The server version etcd clients see: the etcd API level raftkv implements."""
     return "3.5.0"
-
-
-__all__ = ["Member", "StateType", "__version__"]

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from raftkv.raft import RawNode
-from raftkv.raft.errors import ProposalDroppedError, RaftError
+from raftkv.raft.errors import RaftError
 from raftkv.raft.storage import MemoryStorage
 from raftkv.raft.types import (
     ConfChange,
@@ -385,6 +385,3 @@ class RaftNode:
             self.storage.compact(compact_to)
         await asyncio.to_thread(self.wal.release_lock_to, md.index)
         log.info("saved snapshot at index %d, log compacted to %d", applied, max(compact_to, 0))
-
-
-__all__ = ["ProposalDroppedError", "RaftNode", "StateMachine", "Transport"]
