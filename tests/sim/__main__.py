@@ -2,7 +2,9 @@
 
 Owns: argument parsing, running a range of seeds (optionally under a mutation),
 the per-failure replay line, the summary line and the exit status (1 when any
-seed failed), and the no-fault throughput mode.
+seed failed), the no-fault throughput mode and the apply-fault mode (one apply fault
+per seed: exit 1 unless every applicable seed names exactly the faulty member and the
+entry the fault hit, with no false positive).
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ import time
 from collections.abc import Sequence
 
 from tests.sim.cluster import DEFAULT_STEPS, SeedResult, Simulation
+from tests.sim.guard import ApplyVerdict, summarize
 from tests.sim.mutations import MUTATIONS, mutation
 
 
-def replay_command(seed: int, nodes: int, steps: int, mutation_name: str | None) -> str:
+def replay_command(
+    seed: int, nodes: int, steps: int, mutation_name: str | None, mode: str = "faults"
+) -> str:
     cmd = f"python -m tests.sim --seeds 1 --start {seed} --nodes {nodes}"
+    if mode != "faults":
+        cmd += f" --mode {mode}"
     if steps != DEFAULT_STEPS:
         cmd += f" --steps {steps}"
     if mutation_name:
@@ -31,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--start", type=int, default=1, help="first seed")
     ap.add_argument("--nodes", type=int, choices=(3, 5), default=3)
     ap.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="ticks of the fault phase")
-    ap.add_argument("--mode", choices=("faults", "noop-faults"), default="faults")
+    ap.add_argument("--mode", choices=("faults", "noop-faults", "apply-faults"), default="faults")
     ap.add_argument("--mutation", choices=sorted(MUTATIONS), default=None)
     ap.add_argument("--verbose", action="store_true", help="print the trace of each seed")
     ap.add_argument("--quiet", action="store_true", help="print only failures and the summary")
@@ -60,10 +67,39 @@ def _throughput(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _apply_faults(args: argparse.Namespace) -> int:
+    verdicts: list[ApplyVerdict] = []
+    violations = 0
+    cpu = 0.0
+    with mutation(args.mutation):
+        for seed in range(args.start, args.start + args.seeds):
+            sim = Simulation(seed, args.nodes, args.steps, apply_faults=True)
+            sim.verbose = args.verbose
+            res = sim.run()
+            cpu += res.cpu_seconds
+            assert res.apply is not None
+            verdict = res.apply
+            verdicts.append(verdict)
+            replay = replay_command(seed, args.nodes, args.steps, args.mutation, "apply-faults")
+            if res.failure:
+                violations += 1
+                print(f"FAIL seed {seed}: {replay}\n    {res.failure.splitlines()[0]}")
+            if not verdict.ok:
+                print(f"FAIL seed {seed}: {replay}\n    {verdict.why}")
+            elif not args.quiet:
+                state = "ok  " if verdict.applicable else "n/a "
+                print(f"{state} seed {seed}: {verdict.why}")
+    line, ok = summarize(verdicts)
+    print(f"{line}; other violations {violations}; cpu per seed {cpu / max(args.seeds, 1):.2f}s")
+    return 0 if ok and not violations else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.mode == "noop-faults":
         return _throughput(args)
+    if args.mode == "apply-faults":
+        return _apply_faults(args)
     results: list[SeedResult] = []
     wall = time.perf_counter()
     with mutation(args.mutation):

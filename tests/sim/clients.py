@@ -42,10 +42,11 @@ class OpRecord:
     result: str | bool | None = None
     final: bool = False
     gave_up: bool = False
+    untrusted: bool = False  # answered by a diverged state machine
 
     def to_operation(self, effect: int | None) -> Operation | None:
         """The checker's view; a pending write is bounded by its first apply, or dropped."""
-        ret = self.ret
+        ret = None if self.untrusted else self.ret
         result = self.result
         if ret is None:
             if self.kind == "get" or effect is None:
@@ -148,12 +149,15 @@ class Client:
         self.leader_hint = 0
         self.sim.sched.after(self.sim.params.retry_backoff, lambda: self._timeout(req, attempt))
 
-    def on_reply(self, node: int, req: int, result: str | bool | None) -> None:
+    def on_reply(
+        self, node: int, req: int, result: str | bool | None, trusted: bool = True
+    ) -> None:
         op = self.op
         if op is None or op.req != req:
             return
         op.ret = self.sim.stamp()
         op.result = result
+        op.untrusted = not trusted
         self.leader_hint = node
         if op.kind == "get":
             assert not isinstance(result, bool)

@@ -13,8 +13,10 @@ Contracts:
   heal phase reconnects everything, restarts every member and removes loss, and
   must reach a leader, complete every client's final operations and bring every
   member to the same applied index within ``liveness_ticks`` ticks;
-- the first safety violation, core exception or liveness failure ends the seed;
-  a seed that survives has its client history checked for linearizability.
+- the first safety violation, core exception, liveness failure or guard naming (outside the
+  apply-fault mode) ends the seed; a seed that survives has its client history checked for
+  linearizability, replies computed by a diverged state machine counting as unanswered;
+- with ``apply_faults`` one member's state machine suffers one fault (``tests.sim.guard``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from raftkv.raft.types import (
     StateType,
 )
 from tests.sim.clients import Client, OpRecord
+from tests.sim.guard import GUARD_EVERY_TICKS, ApplyVerdict, FaultPlan, SimGuard
 from tests.sim.invariants import SafetyMonitor, Violation
 from tests.sim.kv import CmdKind, Command
 from tests.sim.linearizability import Operation, check_history
@@ -133,6 +136,7 @@ class SeedResult:
     check_seconds: float
     trace: str
     stats: dict[str, int]
+    apply: ApplyVerdict | None = None
 
 
 class _SilentLogger:
@@ -174,11 +178,19 @@ class _PrintLogger:
 
 class Simulation:
     def __init__(
-        self, seed: int, nodes: int = 3, steps: int = DEFAULT_STEPS, faults: bool = True
+        self,
+        seed: int,
+        nodes: int = 3,
+        steps: int = DEFAULT_STEPS,
+        faults: bool = True,
+        apply_faults: bool = False,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.params = SimParams.choose(self.rng, nodes, steps, faults)
+        tick = self.params.tick
+        plan = FaultPlan.choose(seed, nodes, steps, tick) if apply_faults else None
+        self.guard = SimGuard(self, plan, GUARD_EVERY_TICKS * tick)
         self.sched = Scheduler()
         self.monitor = SafetyMonitor()
         self.net = Network(self.sched, self.rng, self._deliver, self.params.net, self._lost)
@@ -231,6 +243,12 @@ class Simulation:
     def send(self, msg: Message) -> None:
         self.stats["messages"] += 1
         if msg.type == MessageType.MSG_SNAP:
+            assert msg.snapshot is not None
+            if not self.guard.may_ship(msg.frm, msg.snapshot.metadata.index):
+                self.trace(f"{msg.frm} may not ship snapshot to {msg.to} yet")
+                self.stats["snapshots_held"] += 1
+                self.sched.after(self.params.tick, lambda: self._report_snapshot(msg, False))
+                return
             self.stats["snapshots_sent"] += 1
         self.net.send(msg)
 
@@ -291,6 +309,7 @@ class Simulation:
         self.trace(f"decommission {node_id} ({why})")
         node.crash()
         node.removed = True
+        self.guard.on_healthy_again(node, f"removed from the cluster ({why})")
 
     def on_effect(self, client: int, req: int) -> None:
         self.effects.setdefault((client, req), self.stamp())
@@ -327,7 +346,9 @@ class Simulation:
         self.sched.after(self.rng.randint(1, 3), arrive)
 
     def reply(self, node_id: int, cid: int, req: int, result: str | bool | None) -> None:
-        self._to_client(lambda: self.clients[cid].on_reply(node_id, req, result))
+        """A reply computed by a diverged state machine is untrusted (checked as pending)."""
+        trusted = not self.guard.diverged(self.nodes[node_id])
+        self._to_client(lambda: self.clients[cid].on_reply(node_id, req, result, trusted))
 
     def _to_client(self, action: object) -> None:
         self.sched.after(self.rng.randint(1, 3), action)  # type: ignore[arg-type]
@@ -346,6 +367,7 @@ class Simulation:
             target = self.monitor.max_commit
             if all(n.raw is not None and n.sm.applied >= target for n in members):
                 self.trace(f"converged at {target}")
+                self.guard.compare()
                 self.done = True
                 return
         self.sched.after(self.params.tick, self._await_convergence)
@@ -515,6 +537,7 @@ class Simulation:
         ids = tuple(range(1, p.nodes + 1))
         boot = Snapshot(SnapshotMetadata(index=1, term=1, conf_state=ConfState(voters=ids)))
         try:
+            self.guard.boot(boot.metadata.index, boot.metadata.conf_state)
             for i in ids:
                 node = self._new_node(i)
                 node.disk.storage.apply_snapshot(boot)
@@ -552,6 +575,7 @@ class Simulation:
             check_seconds=self.check_seconds,
             trace=self._trace.hexdigest(),
             stats=dict(self.stats),
+            apply=self.guard.verdict(self.seed) if self.guard.plan is not None else None,
         )
 
     def operations(self) -> list[Operation]:
@@ -564,8 +588,12 @@ class Simulation:
 
 
 def run_seed(
-    seed: int, nodes: int = 3, steps: int = DEFAULT_STEPS, verbose: bool = False
+    seed: int,
+    nodes: int = 3,
+    steps: int = DEFAULT_STEPS,
+    verbose: bool = False,
+    apply_faults: bool = False,
 ) -> SeedResult:
-    sim = Simulation(seed, nodes, steps)
+    sim = Simulation(seed, nodes, steps, apply_faults=apply_faults)
     sim.verbose = verbose
     return sim.run()

@@ -14,7 +14,9 @@ Contracts:
 - everything volatile (RawNode, state machine, waiting clients) is lost on a
   crash; a restart rebuilds the state machine from the durable snapshot and
   passes its index as ``Config.applied``; events of an older incarnation are
-  ignored.
+  ignored;
+- each applied entry goes through the simulation's guard (reference chain, armed apply
+  fault); apply digests up to the last local snapshot stay readable across restarts.
 """
 
 from __future__ import annotations
@@ -23,13 +25,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from raftkv.raft import RawNode
-from raftkv.raft.codec import decode_conf_change
 from raftkv.raft.config import Config
 from raftkv.raft.errors import ProposalDroppedError, RaftError, StepPeerNotFoundError
 from raftkv.raft.types import (
     ConfChangeType,
     Entry,
-    EntryType,
     Message,
     MessageType,
     ReadState,
@@ -42,6 +42,8 @@ from tests.sim.kv import Command, KVStateMachine
 
 if TYPE_CHECKING:
     from tests.sim.cluster import Simulation
+
+DURABLE_DIGESTS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,9 @@ class SimNode:
         self.reads: dict[bytes, PendingRead] = {}
         self.ready_reads: list[ReadState] = []
         self._read_seq = 0
+        # Apply digests of indexes up to the last local snapshot, durable with it (the last
+        # DURABLE_DIGESTS of them): what a restarted member still answers about its past.
+        self.durable_digests: dict[int, bytes] = {}
 
     # -- life cycle -------------------------------------------------------------
 
@@ -77,7 +82,7 @@ class SimNode:
         meta = snap.metadata
         self.sm = KVStateMachine.decode(snap.data, meta.index, meta.conf_state)
         if meta.index:
-            self.sim.monitor.on_applied(self.id, meta.index, self.sm.digest())
+            self.sim.guard.after_replace(self)
         cfg = Config(
             id=self.id,
             storage=self.disk.storage,
@@ -198,7 +203,8 @@ class SimNode:
                     f"node {self.id} was handed snapshot {meta.index} at applied {self.sm.applied}"
                 )
             self.sm = KVStateMachine.decode(rd.snapshot.data, meta.index, meta.conf_state)
-            mon.on_applied(self.id, meta.index, self.sm.digest())
+            self.durable_digests.clear()  # its past is not the sender's
+            sim.guard.after_replace(self)
             sim.trace(f"snap {self.id} {meta.index}")
         mon.on_committed_entries(self.id, rd.committed_entries)
         removed_self = False
@@ -223,26 +229,27 @@ class SimNode:
             raise Violation(
                 f"node {self.id} handed committed entry {e.index} but applied is {sm.applied}"
             )
+        sim = self.sim
+        sim.guard.reference_apply(e)
+        out = sm.apply_entry(e, sim.guard.armed_fault(self))
+        if out.hit:
+            sim.guard.on_fault_hit(self, e.index)
         removed_self = False
-        if e.type == EntryType.CONF_CHANGE:
-            sm.advance_to(e.index)
-            if e.data:
-                cc = decode_conf_change(e.data)
-                assert self.raw is not None
-                sm.conf_state = self.raw.apply_conf_change(cc)
-                self.sim.on_conf_applied(self, cc, e.index)
-                removed_self = cc.type == ConfChangeType.REMOVE_NODE and cc.node_id == self.id
-        elif not e.data:
-            sm.advance_to(e.index)
-        else:
-            cmd = Command.decode(e.data)
-            applied = sm.apply(e.index, cmd)
+        cc = out.conf_change
+        if cc is not None:
+            assert self.raw is not None
+            sm.conf_state = self.raw.apply_conf_change(cc)
+            sim.on_conf_applied(self, cc, e.index)
+            removed_self = cc.type == ConfChangeType.REMOVE_NODE and cc.node_id == self.id
+        applied = out.applied
+        if applied is not None:
+            cmd = applied.command
             if applied.fresh:
-                self.sim.on_effect(cmd.client, cmd.req)
+                sim.on_effect(cmd.client, cmd.req)
             if applied.answer and (cmd.client, cmd.req) in self.waiters:
                 self.waiters.discard((cmd.client, cmd.req))
-                self.sim.reply(self.id, cmd.client, cmd.req, applied.result)
-        self.sim.monitor.on_applied(self.id, e.index, sm.digest())
+                sim.reply(self.id, cmd.client, cmd.req, applied.result)
+        sim.guard.after_apply(self)
         return removed_self
 
     def _serve_reads(self) -> None:
@@ -268,7 +275,31 @@ class SimNode:
             storage.create_snapshot(applied, self.sm.conf_state, self.sm.encode())
         except RaftError:
             return
+        self._persist_digests()
         compact_to = applied - self.sim.params.keep_entries
         if compact_to >= storage.first_index():
             storage.compact(compact_to)
         self.sim.trace(f"compact {self.id} {applied} {compact_to}")
+
+    # -- apply digests as the guard sees them --------------------------------------------
+
+    def _persist_digests(self) -> None:
+        chain = self.sm.chain
+        durable = self.durable_digests
+        start = max(max(durable, default=0) + 1, chain.oldest_index())
+        for i in range(start, self.sm.applied + 1):
+            digest = chain.digest_at(i)
+            assert digest is not None
+            durable[i] = digest
+        while len(durable) > DURABLE_DIGESTS:
+            del durable[next(iter(durable))]  # inserted in index order
+
+    def digest_range(self) -> tuple[int, int]:
+        """(oldest index whose apply digest this member can tell, latest applied index)."""
+        chain = self.sm.chain
+        oldest = min(self.durable_digests, default=chain.oldest_index())
+        return min(oldest, chain.oldest_index()), chain.latest()[0]
+
+    def digest_at(self, index: int) -> bytes | None:
+        found = self.sm.chain.digest_at(index)
+        return found if found is not None else self.durable_digests.get(index)
