@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from raftkv.ctl import output as fmt
@@ -174,43 +175,36 @@ def _no_table(opts: GlobalOptions) -> None:
         raise CtlError("table not supported as output format", EXIT_BAD_FEATURE)
 
 
-def render_put(resp: Any, opts: GlobalOptions, out: fmt.Out) -> None:
+def _render(
+    resp: Any,
+    opts: GlobalOptions,
+    out: fmt.Out,
+    fields: Callable[[Any], list[str]],
+    simple: Callable[[], Iterable[bytes]],
+) -> None:
+    """etcdctl's output formats of a KV response (no table for these commands)."""
     _no_table(opts)
     if opts.write_out == "json":
         out.line(fmt.go_json_dumps(fmt.go_json_obj(resp)))
     elif opts.write_out == "protobuf":
         out.write(resp.SerializeToString())
     elif opts.write_out == "fields":
-        out.line("\n".join(fields_put(resp)))
+        out.line("\n".join(fields(resp)))
     else:
-        for line in simple_put(resp, opts):
+        for line in simple():
             out.line(line)
+
+
+def render_put(resp: Any, opts: GlobalOptions, out: fmt.Out) -> None:
+    _render(resp, opts, out, fields_put, lambda: simple_put(resp, opts))
 
 
 def render_get(resp: Any, opts: GlobalOptions, out: fmt.Out, value_only: bool = False) -> None:
-    _no_table(opts)
-    if opts.write_out == "json":
-        out.line(fmt.go_json_dumps(fmt.go_json_obj(resp)))
-    elif opts.write_out == "protobuf":
-        out.write(resp.SerializeToString())
-    elif opts.write_out == "fields":
-        out.line("\n".join(fields_get(resp)))
-    else:
-        for line in simple_get(resp, opts, value_only):
-            out.line(line)
+    _render(resp, opts, out, fields_get, lambda: simple_get(resp, opts, value_only))
 
 
 def render_del(resp: Any, opts: GlobalOptions, out: fmt.Out) -> None:
-    _no_table(opts)
-    if opts.write_out == "json":
-        out.line(fmt.go_json_dumps(fmt.go_json_obj(resp)))
-    elif opts.write_out == "protobuf":
-        out.write(resp.SerializeToString())
-    elif opts.write_out == "fields":
-        out.line("\n".join(fields_del(resp)))
-    else:
-        for line in simple_del(resp, opts):
-            out.line(line)
+    _render(resp, opts, out, fields_del, lambda: simple_del(resp, opts))
 
 
 def render_txn(resp: Any, opts: GlobalOptions, out: fmt.Out) -> None:
