@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import socket
 import subprocess
 import time
 import zlib
@@ -31,17 +30,11 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import FileDescriptor
 
 from raftkv.proto import auth_pb2, kv_pb2, rpc_pb2, rpc_pb2_grpc
+from tests.cluster.harness import free_ports
 
 ETCD = "/usr/bin/etcd"
 ETCDCTL = "/usr/bin/etcdctl"
 _INSTALL_HINT = "apt-get install etcd-server etcd-client"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class RealEtcd:
@@ -70,10 +63,7 @@ class RealEtcd:
         pytest.fail(f"etcd exited early {self._ATTEMPTS} times:\n{self.log_tail()}")
 
     def _start_once(self, attempt: int, timeout: float) -> bool:
-        client_port = _free_port()
-        peer_port = _free_port()
-        while peer_port == client_port:
-            peer_port = _free_port()
+        client_port, peer_port = free_ports(2)  # held together, so never equal
         self.endpoint = f"127.0.0.1:{client_port}"
         self.peer_url = f"http://127.0.0.1:{peer_port}"
         client_url = f"http://{self.endpoint}"

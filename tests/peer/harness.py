@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Callable
 from typing import Any
 
 from raftkv.peer import PeerTransport, framing
 from raftkv.peer.framing import Hello, StreamKind
 from raftkv.raft.types import Entry, Message, MessageType
+from tests.cluster.harness import free_ports
 
 CLUSTER = 0xC1C1
 
@@ -113,9 +113,7 @@ def app(frm: int, to: int, index: int, payload: bytes = b"x" * 16) -> Message:
 
 def free_port() -> int:
     """A port nobody listens on (bound then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
 
 
 async def raw_connect(
