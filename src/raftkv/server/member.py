@@ -154,7 +154,8 @@ class Member:
         self.transport.register_handler("lease-ttl", self._handle_remote_ttl)
         await self.transport.start()
         self._members_changed(dict(self.applier.members))
-        self.raft.start(self.transport, self._state_machine_adapter())
+        self.raft.on_leader_change = self._leader_changed
+        self.raft.start(self.transport, self.applier)
         if len(rec.conf_state.voters) == 1 and rec.conf_state.voters[0] == self.member_id:
             node.campaign()  # a lone voter need not wait an election timeout
         self._tasks = [
@@ -193,33 +194,6 @@ class Member:
     def _fatal(self, exc: BaseException) -> None:
         self.fatal_error = exc
         self.stopped.set()
-
-    def _state_machine_adapter(self) -> Any:
-        member = self
-
-        class _Adapter:
-            def apply_entries(self, entries: Any) -> None:
-                member.applier.apply_entries(entries)
-
-            def applied_index(self) -> int:
-                return member.applier.applied_index()
-
-            def snapshot_data(self) -> bytes:
-                return member.applier.snapshot_data()
-
-            def force_commit(self) -> None:
-                member.applier.force_commit()
-
-            def copy_backend(self, path: str) -> None:
-                member.applier.copy_backend(path)
-
-            def install_snapshot(self, snap: Any, db_path: str | None) -> None:
-                member.applier.install_snapshot(snap, db_path)
-
-            def on_leader_change(self, lead: int, is_leader: bool) -> None:
-                member._leader_changed(is_leader)
-
-        return _Adapter()
 
     def _members_changed(self, members: dict[int, MemberInfo]) -> None:
         """Keep the transport's peer table equal to the replicated member list."""

@@ -67,8 +67,6 @@ class StateMachine(Protocol):
 
     def install_snapshot(self, snap: Snapshot, db_path: str | None) -> None: ...
 
-    def on_leader_change(self, lead: int, is_leader: bool) -> None: ...
-
 
 class Transport(Protocol):
     def send(self, messages: Sequence[Message]) -> None: ...
@@ -120,6 +118,8 @@ class RaftNode:
         self._apply_idle = asyncio.Event()
         self._apply_idle.set()
         self.on_fatal: Callable[[BaseException], None] | None = None
+        # Called with (this member is leader) whenever the leader changes.
+        self.on_leader_change: Callable[[bool], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -334,7 +334,8 @@ class RaftNode:
         self.lead, self.is_leader = lead, is_leader
         if changed:
             log.info("leader is now %x (this member leader: %s)", lead, is_leader)
-            self.state_machine.on_leader_change(lead, is_leader)
+            if self.on_leader_change is not None:
+                self.on_leader_change(is_leader)
         if lead:
             for fut in self._leader_waiters:
                 if not fut.done():
