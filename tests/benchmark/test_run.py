@@ -114,12 +114,13 @@ def test_unreachable_endpoint_fails_cleanly() -> None:
 
 
 def test_errors_are_counted_not_fatal(member: Cluster) -> None:
-    # a deadline no RPC can meet: every request fails on the client with the same error
-    w = Workload("range", range_key=b"k")
-    cfg = LoadConfig((member.endpoints,), w, total=20, clients=2, request_timeout=1e-6)
-    stats = runner.run(cfg)
-    assert stats.count + stats.error_count == 20 and stats.error_count > 0
-    assert all(m.startswith("rpc error: code = DeadlineExceeded") for m in stats.errors)
+    # a txn over the server's --max-txn-ops (128): every request is refused with the same error
+    w = Workload("txn-put", txn_ops=129, key_space_size=129)
+    stats = runner.run(LoadConfig((member.endpoints,), w, total=20, clients=2))
+    assert (stats.count, stats.error_count) == (0, 20)
+    assert stats.errors == {
+        "rpc error: code = InvalidArgument desc = etcdserver: too many operations in txn request": 20
+    }
 
 
 def test_against_real_etcd(tmp_path: Path) -> None:
