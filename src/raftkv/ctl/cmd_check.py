@@ -1,8 +1,9 @@
 """``raftkv check consistency``: the application-level replica inspector operators run from cron.
 
 Owns: the ``check`` command group and the flags of ``check consistency``; the logic lives in
-``raftkv.inspect`` and is imported only when the command runs.  Other ``check`` subcommands
-(``check data``) attach to the same group through ``register_check_subcommands``.
+``raftkv.inspect`` and is imported only when the command runs.  ``check data`` (offline
+verification of one member's files) lives in ``raftkv.ctl.cmd_check_data``; other ``check``
+subcommands attach to the same group through ``register_check_subcommands``.
 
 Exit status: 0 consistent, 1 divergent, 2 could not tell (also for a bad command line).
 """
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from raftkv.ctl.client_flags import parse_duration
+from raftkv.ctl.cmd_check_data import add_data_parser
 
 # Other modules may append functions taking the ``check`` group's subparsers object.
 register_check_subcommands: list[Callable[[Any], None]] = []
@@ -85,12 +87,14 @@ def add_consistency_parser(check_sub: Any) -> argparse.ArgumentParser:
 def register(subparsers: Any) -> None:
     check = subparsers.add_parser(
         "check",
-        help="check a cluster's replicas for divergence",
-        description="Check a cluster's replicas for divergence.",
+        help="check a cluster's replicas, or one stopped member's files, for divergence",
+        description="Check a running cluster's replicas for divergence (check consistency), "
+        "or verify and rebuild one stopped member's data directory (check data).",
     )
     check.set_defaults(func=lambda _args, _p=check: _p.print_help() or 2)
     check_sub = check.add_subparsers(dest="check_command", metavar="COMMAND")
     add_consistency_parser(check_sub)
+    add_data_parser(check_sub)
     for extra in register_check_subcommands:
         extra(check_sub)
 
