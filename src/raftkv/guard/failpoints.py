@@ -54,11 +54,11 @@ REGISTRY: dict[str, str] = {
     "applyCorruptValue": "apply: this member stores a changed value for each put it applies",
     "applySkipEntry": "apply: this member skips the effects of the committed entry it is hit on",
     "applyDropLease": "apply: this member forgets a lease it grants (the grant is not kept)",
-    "backendBitFlip": "backend: flip one byte of a value as it is written to LMDB",
+    "backendBitFlip": "backend: invert the last byte of a key-bucket value after its CRC (one hit a put)",
     "crashBeforeConsistentIndex": "apply: die after a batch's writes, before its consistent index",
     "crashAfterBackendCommit": "apply: die right after the backend commit, before answering",
     "walBeforeFsync": "wal: hit just before the WAL fdatasync (sleep: slow disk, panic: crash)",
-    "walTornWrite": "wal: write only a prefix of the next record, then die (a torn tail)",
+    "walTornWrite": "wal: write a batch up to mid last record, fsync, then die (a torn tail)",
 }
 """Every failpoint the code knows, with what it does when it fires."""
 

@@ -26,6 +26,12 @@ Durability (``sync_mode``), decided per commit of a write transaction:
 
 Threading: a write transaction must be opened, used and closed by one thread;
 read transactions are independent snapshots.
+
+Failpoint ``backendBitFlip`` (``raftkv.guard.failpoints``): when it fires on a
+``put`` to the ``key`` bucket (one hit per put there; other buckets never hit
+it), the last byte of the sealed value is inverted after its CRC was computed,
+so the record is corrupt at rest and every later read of it raises
+``BackendCorruptionError``.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from typing import Any, Literal
 import crc32c
 import lmdb
 
+from raftkv.guard import failpoints
 from raftkv.mvcc.errors import BackendCorruptionError, BackendSpaceExceededError
 
 BUCKET_KEY = "key"
@@ -85,6 +92,11 @@ def unseal(bucket: str, key: bytes, stored: bytes) -> bytes:
     if crc32c.crc32c(payload, crc32c.crc32c(key)) != want:
         raise BackendCorruptionError(bucket, key)
     return payload
+
+
+def flip_last_byte(stored: bytes) -> bytes:
+    """``stored`` with its last byte inverted (the ``backendBitFlip`` failpoint's damage)."""
+    return stored[:-1] + bytes((stored[-1] ^ 0xFF,))
 
 
 class ReadTxn:
@@ -142,8 +154,11 @@ class WriteTxn(ReadTxn):
     """A read-write transaction; see ``Backend.write``."""
 
     def put(self, bucket: str, key: bytes, payload: bytes) -> None:
+        stored = seal(key, payload)
+        if failpoints.ENABLED and bucket == BUCKET_KEY and failpoints.hit("backendBitFlip"):
+            stored = flip_last_byte(stored)
         try:
-            self._txn.put(key, seal(key, payload), db=self._backend.db(bucket))
+            self._txn.put(key, stored, db=self._backend.db(bucket))
         except lmdb.MapFullError as exc:
             raise BackendSpaceExceededError() from exc
 

@@ -18,18 +18,30 @@ Contracts:
 - one process at a time: the directory is locked with ``flock`` while open;
 - after an I/O error the WAL refuses further writes (``WALClosedError``): the
   caller must reopen it, which repairs a torn tail.
+
+Failpoints (``raftkv.guard.failpoints``): ``walBeforeFsync`` is hit just before
+the fdatasync of ``sync`` (``sleep(MS)``: a slow disk; ``panic``: die with the
+batch written but not synced); ``walTornWrite``, when it fires on a write,
+writes the batch only up to the middle of its last record, fsyncs that prefix
+and kills the process with SIGKILL (power lost mid-write: the next ``open``
+finds a torn tail and repairs it).  Nothing of such a batch was acknowledged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
 import shutil
+import signal
 from collections.abc import Sequence
 from types import TracebackType
+from typing import NoReturn
 
+from raftkv.guard import failpoints
 from raftkv.raft.codec import (
+    ENTRY_HEADER_SIZE,
     CodecError,
     decode_hard_state,
     decode_snapshot_metadata,
@@ -57,7 +69,13 @@ from raftkv.wal.files import (
     segment_name,
     write_all,
 )
-from raftkv.wal.record import RecordType, append_entries, append_record, encode_u32
+from raftkv.wal.record import (
+    RecordType,
+    append_entries,
+    append_record,
+    encode_u32,
+    frame_size,
+)
 from raftkv.wal.replay import Replay, WalSnapshot, read_segments, replay
 
 log = logging.getLogger("raftkv.wal")
@@ -213,11 +231,14 @@ class WAL:
             self._check_contiguous(entries)
         buf = bytearray()
         crc = self._last_crc
+        last_start = 0
         if entries:
             crc = append_entries(buf, entries, crc)
+            last_start = len(buf) - frame_size(ENTRY_HEADER_SIZE + len(entries[-1].data))
         if hs is not None:
+            last_start = len(buf)
             crc = append_record(buf, RecordType.HARD_STATE, encode_hard_state(hs), crc)
-        self._append(buf, crc)
+        self._append(buf, crc, last_start)
         if entries:
             self._last_index = entries[-1].index
         if hs is not None:
@@ -227,6 +248,8 @@ class WAL:
         """Make everything written durable (one fdatasync); cut the segment if full."""
         self._check_writable()
         if self._dirty:
+            if failpoints.ENABLED:
+                failpoints.hit("walBeforeFsync")  # sleep and panic act inside hit()
             try:
                 os.fdatasync(self._tail_fd)
             except BaseException:
@@ -257,7 +280,7 @@ class WAL:
         crc = append_record(
             buf, RecordType.SNAPSHOT, encode_snapshot_metadata(meta), self._last_crc
         )
-        self._append(buf, crc)
+        self._append(buf, crc, 0)
         self._last_index = max(self._last_index, snap.index)
         self.sync()
 
@@ -323,7 +346,10 @@ class WAL:
             if e.index != first + k:
                 raise ValueError(f"wal: entries not consecutive: {e.index} after {first + k - 1}")
 
-    def _append(self, buf: bytearray, crc: int) -> None:
+    def _append(self, buf: bytearray, crc: int, last_start: int) -> None:
+        """Write ``buf`` (records whose last one starts at ``last_start``) at the tail."""
+        if failpoints.ENABLED and failpoints.hit("walTornWrite"):
+            self._tear(buf, last_start)
         try:
             write_all(self._tail_fd, buf, self._offset)
         except BaseException:
@@ -332,6 +358,21 @@ class WAL:
         self._offset += len(buf)
         self._last_crc = crc
         self._dirty = True
+
+    def _tear(self, buf: bytearray, last_start: int) -> NoReturn:
+        """The ``walTornWrite`` failpoint: persist ``buf`` up to the middle of its last record,
+        then die as ``kill -9`` would (the rest of the batch never reaches the disk)."""
+        cut = last_start + (len(buf) - last_start) // 2
+        write_all(self._tail_fd, memoryview(buf)[:cut], self._offset)
+        os.fdatasync(self._tail_fd)
+        with contextlib.suppress(OSError):
+            os.write(
+                2,
+                f"raftkv: failpoint walTornWrite: wrote {cut} of {len(buf)} bytes at offset "
+                f"{self._offset} of {self._tail.path}; killing the process\n".encode(),
+            )
+        os.kill(os.getpid(), signal.SIGKILL)
+        os._exit(128 + signal.SIGKILL)  # not reached: SIGKILL to oneself is delivered at once
 
     def _cut(self) -> None:
         """Close the full tail segment and start the next one."""
