@@ -18,10 +18,14 @@ from raftkv.guard.digest import (
     DigestRecordError,
     EffectRecorder,
     NoOverlapError,
+    awaits_voters,
+    bisect_divergence,
+    comparison_indexes,
     decode_head,
     encode_head,
     first_divergence,
     judge,
+    majority_index,
 )
 
 Effect = tuple[Any, ...]
@@ -305,3 +309,59 @@ def test_judge(
 
 def test_judge_works_on_any_hashable_value() -> None:
     assert judge({1: 7, 2: 7, 3: 8}) == (7, [3])
+
+
+# -- the rules of a comparison round ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("applied", "voters", "index"),
+    [
+        ({1: 10, 2: 8, 3: 3}, [1, 2, 3], 8),  # one laggard does not hold the comparison back
+        ({1: 10, 2: 8}, [1, 2, 3], 8),  # a majority reported: the lower of the two
+        ({1: 10}, [1, 2, 3], 0),  # no majority reported
+        ({1: 10, 2: 9, 3: 7, 4: 2, 5: 1}, [1, 2, 3, 4, 5], 7),
+        ({1: 10, 2: 9, 9: 12}, [1, 2, 3, 4, 5], 0),  # learner 9 does not count
+        ({1: 10, 2: 9, 3: 7, 9: 12}, [1, 2, 3, 4, 5], 7),
+    ],
+)
+def test_majority_index(applied: dict[int, int], voters: list[int], index: int) -> None:
+    assert majority_index(applied, voters) == index
+
+
+def test_comparison_indexes_try_the_laggards_after_the_majority_index() -> None:
+    ranges = {1: (1, 20), 2: (5, 20), 3: (1, 12), 9: (1, 4)}
+    assert comparison_indexes(ranges, [1, 2, 3]) == [20, 12, 4]
+    assert comparison_indexes({1: (1, 20)}, [1, 2, 3]) == []
+
+
+@pytest.mark.parametrize(
+    ("reports", "voters", "waits"),
+    [
+        ({1: X, 2: Y}, [1, 2, 3], True),  # voter 3 settles it whichever side it joins
+        ({1: X, 2: Y, 3: Z}, [1, 2, 3], False),  # everyone reported: no majority can form
+        ({1: X, 2: Y, 3: X}, [1, 2, 3], False),  # a majority exists (judge decides)
+        ({1: X, 2: X, 3: Y}, [1, 2, 3, 4, 5], True),  # 4 or 5 may make X a majority
+        ({1: X, 2: Y, 3: Z}, [1, 2, 3, 4, 5], True),  # X with 4 and 5 is 3 of 5
+        ({1: X, 2: Y, 3: Z, 4: Y}, [1, 2, 3, 4, 5], True),
+        ({1: X, 2: Y, 3: Z, 4: X}, [1, 2, 3, 4, 5], True),
+        ({1: X, 2: Y, 3: Z, 4: Z, 5: Y}, [1, 2, 3, 4, 5], False),
+        ({1: X, 9: Y}, [1, 2, 3], True),  # learner 9 reports, voters 2 and 3 do not
+    ],
+)
+def test_awaits_voters(reports: dict[int, bytes], voters: list[int], waits: bool) -> None:
+    assert awaits_voters(reports, voters) == waits
+
+
+@given(st.integers(1, 300), st.data())
+def test_bisect_divergence_finds_the_first_differing_index(n: int, data: st.DataObject) -> None:
+    first = data.draw(st.integers(1, n))
+    lo = data.draw(st.integers(0, n - 1))
+    probes: list[int] = []
+
+    def same(i: int) -> bool:
+        probes.append(i)
+        return i < first
+
+    assert bisect_divergence(lo, n, same) == max(first, lo)
+    assert len(probes) <= math.ceil(math.log2(n + 1)) + 1

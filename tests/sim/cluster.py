@@ -11,8 +11,8 @@ Contracts:
   duplication, reordering, crashes with torn writes, leader transfers, adding a
   learner / promoting it / removing a voter, never below 3 voters); then the
   heal phase reconnects everything, restarts every member and removes loss, and
-  must reach a leader, complete every client's final operations and bring every
-  member to the same applied index within ``liveness_ticks`` ticks;
+  must reach a leader, complete every client's final operations, bring every member
+  to the same applied index and let the guard settle within ``liveness_ticks`` ticks;
 - the first safety violation, core exception, liveness failure or guard naming (outside the
   apply-fault mode) ends the seed; a seed that survives has its client history checked for
   linearizability, replies computed by a diverged state machine counting as unanswered;
@@ -143,11 +143,7 @@ class _SilentLogger:
     def debug(self, msg: str) -> None:
         pass
 
-    def info(self, msg: str) -> None:
-        pass
-
-    def warning(self, msg: str) -> None:
-        pass
+    info = warning = debug
 
     def is_enabled_for(self, level: int) -> bool:
         return False  # the core then never formats a line
@@ -366,10 +362,11 @@ class Simulation:
             members = [self.nodes[i] for i in cs.voters + cs.learners if i in self.nodes]
             target = self.monitor.max_commit
             if all(n.raw is not None and n.sm.applied >= target for n in members):
-                self.trace(f"converged at {target}")
                 self.guard.compare()
-                self.done = True
-                return
+                if not self.guard.unsettled():  # a mismatch waiting for a voter holds the end
+                    self.trace(f"converged at {target}")
+                    self.done = True
+                    return
         self.sched.after(self.params.tick, self._await_convergence)
 
     # -- faults and operator actions ------------------------------------------------
@@ -526,7 +523,8 @@ class Simulation:
         self.fail_liveness(
             f"not converged {self.params.liveness_ticks} ticks after heal: leader="
             f"{leader.id if leader else None} clients waiting={waiting} "
-            f"max_commit={self.monitor.max_commit} lagging(id, applied)={lagging}"
+            f"max_commit={self.monitor.max_commit} lagging(id, applied)={lagging} "
+            f"unsettled by the guard={self.guard.unsettled()}"
         )
 
     # -- running ----------------------------------------------------------------------

@@ -15,7 +15,11 @@ Contracts:
   its records survives (the WAL repair keeps the intact prefix), never a
   reordering and never a later record without the earlier ones;
 - local state-machine snapshots and compaction are atomic and immediately
-  durable (a snapshot file is written then renamed).
+  durable (a snapshot file is written then renamed); ``local`` is the newest state-machine
+  snapshot (what a restart recovers from), ``candidates`` the local snapshots not yet handed
+  to Raft: the Raft snapshot in ``storage`` (what the node ships to peers, and the point its
+  log is compacted to) trails them until the consistency guard confirmed the state
+  (``SimNode.promote_snapshot``), like etcd's backend running ahead of its raft snapshot.
 """
 
 from __future__ import annotations
@@ -49,6 +53,15 @@ class SimDisk:
     def __init__(self) -> None:
         self.storage = MemoryStorage()
         self.in_flight: tuple[Record, ...] = ()
+        self.local: Snapshot | None = None
+        self.candidates: list[Snapshot] = []  # increasing index, all above storage's snapshot
+
+    def recovery_snapshot(self) -> Snapshot:
+        """What a restart rebuilds the state machine from: the newer of ``local`` and Raft's
+        (a torn write may have made an installed snapshot durable in the log alone)."""
+        raft = self.storage.snapshot()
+        local = self.local
+        return local if local is not None and local.metadata.index >= raft.metadata.index else raft
 
     @staticmethod
     def records_of(rd: Ready) -> tuple[Record, ...]:

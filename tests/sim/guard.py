@@ -5,39 +5,50 @@ Owns: ``FaultPlan`` (which node suffers which apply fault, armed from when, whic
 ``SimGuard``: a fault-free reference state machine fed every committed entry once (the truth
 the verdicts are measured against), and the leader's periodic digest comparison.
 
-Contracts of the comparison (after ``raftkv.server.guard.ConsistencyGuard``):
-- every ``every`` time units (and once more when the cluster converged) the highest-term leader
-  reads (oldest index it can tell, latest applied index) from itself and each voter it reaches
-  both ways; a member tells digests back to its last local snapshot across restarts
+Contracts of the comparison (the rules of ``raftkv.guard.digest`` also used by
+``raftkv.server.guard.ConsistencyGuard``):
+- every ``every`` time units (and at the end, until settled) the highest-term leader reads
+  (oldest index it can tell, latest applied index) from itself and each voter and learner it
+  reaches both ways; a member tells digests back to its last local snapshot across restarts
   (``SimNode.durable_digests``), from the snapshot index after an install;
-- the digest held by a majority of ALL voters is the truth (``raftkv.guard.digest.judge``);
-  each member holding another one is named once, with the first diverging index found by
-  binary search against the truth holder keeping the longest history.
+- members are compared at the highest index a majority of voters has applied; the digest held
+  by a majority of ALL voters there is the truth (``judge``); each member holding another one
+  is named once, with the first diverging index found by binary search against the truth
+  holder keeping the longest history (never the leader's own chain); members behind that index
+  are checked at their own latest index against the same chain;
+- when the members at that index disagree and voters that did not report could still make
+  either side a majority (``awaits_voters``), nobody is named: the lagging voters' latest
+  indexes are tried, and otherwise each party's side is held as ``Evidence`` (its digest and
+  where its chain left each other side's, found while both chains exist) across rounds, leader
+  changes, restarts and installs, until a round establishes the truth at that index and names
+  whichever party held another digest then, even if its state was rebuilt since;
+- fencing: a named member hands leadership over and ships nothing; what any member ships is its
+  Raft snapshot, which ``SimNode.promote_snapshot`` only ever sets to state a round confirmed
+  (and the log is compacted only behind it), so a diverged state is never copied onto another
+  member, and a voter that lagged through a mismatch can apply the disputed entries itself;
+- the run ends only once no evidence is held (the liveness deadline names what is left).
 
-Where this differs from the server, on purpose (each closed a miss or a false positive here):
-- the compared index is the highest one a majority of voters has applied, not the lowest of
-  all reporters, so one lagging member does not stall detection; members behind it are checked
-  at their own latest index against the truth holder's chain;
-- with no majority the server names every reporter; here the round is undecided while some
-  voter did not report, and its disagreeing parties become suspects;
-- the server searches against its own chain, which locates nothing when the leader diverged;
-- a named member is fenced: it hands leadership over and ships no state snapshot; a suspect
-  ships none either, and any member holds a snapshot two rounds unless a round confirmed its
-  digest at or past the snapshot index, so a diverged state is rarely copied onto others.
-
-A naming is a false positive when the member's digest at the common index equals the
-reference's: it had not diverged.  In the ordinary fault modes any naming is a failure.
+A naming is a false positive when the digest it was based on equals the reference's at the
+same index: that member had not diverged.  In the ordinary fault modes any naming is a failure.
+A seed is not applicable when the fault never hit, or when the diverged state disappeared (a
+crash wiped the volatile state, a confirmed snapshot replaced it, the member was removed)
+before any leader's round saw a digest of it: no trace of it remains anywhere to detect.
 """
 
 from __future__ import annotations
 
 import random
 import statistics
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from raftkv.guard.digest import ApplyDigest, judge
+from raftkv.guard.digest import (
+    ApplyDigest,
+    awaits_voters,
+    bisect_divergence,
+    comparison_indexes,
+    judge,
+)
 from raftkv.raft.types import ConfState, Entry
 from tests.sim.invariants import Violation
 from tests.sim.kv import FAULT_KINDS, FaultKind, KVStateMachine
@@ -59,6 +70,7 @@ class FaultPlan:
     hit_time: int | None = None
     gone: str | None = None  # why the diverged state disappeared before being named
     gone_time: int | None = None
+    seen_time: int | None = None  # when a leader's round first saw the diverged digest
 
     @staticmethod
     def choose(seed: int, nodes: int, steps: int, tick: int) -> FaultPlan:
@@ -79,6 +91,16 @@ class Detection:
     healthy: bool  # the member's digest at ``common`` equals the reference's
 
 
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One party of a mismatch no majority could settle yet: its digest at ``at`` and, per
+    digest another party held there, the first index where its chain left that party's."""
+
+    at: int
+    digest: bytes
+    firsts: dict[bytes, int]
+
+
 @dataclass
 class ApplyVerdict:
     """One seed of the apply-fault mode (``applicable`` False: the fault never showed)."""
@@ -94,6 +116,7 @@ class ApplyVerdict:
     undecided: bool  # not named, but party to a mismatch no majority of voters could settle
     ticks_to_detect: float | None
     why: str
+    waited: bool = False  # named once a majority settled a mismatch held for a missing voter
 
     @property
     def ok(self) -> bool:
@@ -117,16 +140,18 @@ class SimGuard:
         self.every = every
         self.stats = GuardStats()
         self.named: set[int] = set()
-        # member -> the index of a mismatch it was party to that no majority has settled yet
-        self.suspects: dict[int, int] = {}
+        # member -> its side of a mismatch that waits for a missing voter (held across rounds,
+        # leader changes, restarts and installs until a majority settles it)
+        self.evidence: dict[int, Evidence] = {}
         self.undecided_seen: set[int] = set()  # members that were party to such a mismatch
         self.confirmed: dict[int, int] = {}  # member -> highest index its digest was the truth
-        self.held: dict[tuple[int, int], int] = {}  # (member, snapshot index) -> first held at
+        self.boot_index = 0
         self.spread: set[int] = set()
         self.reference: KVStateMachine | None = None
 
     def boot(self, applied: int, conf_state: ConfState) -> None:
         """Start the reference at the boot snapshot and the periodic rounds."""
+        self.boot_index = applied
         ref = KVStateMachine(applied, conf_state)
         ref.chain = ApplyDigest(applied, ref.chain.latest()[1], capacity=1 << 40)
         self.reference = ref
@@ -205,17 +230,18 @@ class SimGuard:
         self.compare()
 
     def compare(self) -> None:
-        """One comparison by the current leader (also run once more when the cluster converged)."""
+        """One comparison by the current leader (also run when the cluster converged)."""
         sim = self.sim
         leader = sim.leader()
         if leader is None or leader.raw is None:
             return
-        voters = leader.sm.conf_state.voters
+        cs = leader.sm.conf_state
+        voters = cs.voters
         if leader.id in self.named:
             self._step_aside(leader, voters)
             return
         ranges: dict[int, tuple[int, int]] = {}
-        for m in sorted({*voters, leader.id}):
+        for m in sorted({*voters, *cs.learners, leader.id}):
             node = sim.nodes.get(m)
             if node is None or node.raw is None:
                 continue
@@ -224,63 +250,133 @@ class SimGuard:
             ):
                 continue
             ranges[m] = node.digest_range()
-        quorum = len(voters) // 2 + 1
-        applied = sorted((ranges[m][1] for m in ranges if m in voters), reverse=True)
-        if len(ranges) < 2 or len(applied) < quorum or applied[quorum - 1] == 0:
+        candidates = comparison_indexes(ranges, voters)
+        if not candidates or candidates[0] == 0:
             self.stats.skipped += 1
             return
-        common = applied[quorum - 1]  # the highest index a majority of voters has applied
-        reports: dict[int, bytes] = {}
-        for m, (oldest, last) in ranges.items():
-            if oldest <= common <= last:
-                digest = sim.nodes[m].digest_at(common)
-                assert digest is not None
-                reports[m] = digest
         self.stats.rounds += 1
-        truth, outliers = judge(reports, voters)
-        if truth is None:
-            if set(voters) - set(reports):
-                self.stats.inconclusive += 1
-                unnamed = {m: d for m, d in reports.items() if m not in self.named}
-                if len(set(unnamed.values())) > 1:  # a new mismatch nobody can settle yet
-                    for m in unnamed:
-                        self.suspects.setdefault(m, common)
-                        self.undecided_seen.add(m)
-                else:
-                    self._clear_suspicion(unnamed, common)
+        split = False
+        for at in candidates:
+            reports = {
+                m: self.sim.nodes[m].digest_at(at) or b""
+                for m, (oldest, last) in ranges.items()
+                if oldest <= at <= last
+            }
+            self._observe(reports, at)
+            truth, outliers = judge(reports, voters)
+            if truth is not None:
+                self._decided(leader, at, truth, outliers, reports, ranges)
+                break
+            if len(set(reports.values())) < 2:
+                continue
+            if not awaits_voters(reports, voters):  # no majority can ever form: nobody is trusted
+                for m in outliers:
+                    if m not in self.named:
+                        self._name(leader, m, None, at, reports[m])
                 return
-            for m in outliers:
-                if m not in self.named:
-                    self._name(leader, m, None, common, common)
-            return
-        holders = sorted(
-            (h for h, d in reports.items() if d == truth), key=lambda h: (ranges[h][0], h)
-        )
-        source = sim.nodes[holders[0]]
-        self._clear_suspicion(holders, common)
+            if not split:  # the highest index where a mismatch waits for a missing voter
+                split = True
+                self.stats.inconclusive += 1
+                self._hold(reports, at)
+
+    def _hold(self, reports: dict[int, bytes], at: int) -> None:
+        """Keep the evidence of a mismatch at ``at`` that waits for a missing voter: each party's
+        digest there and where its chain left each other party's (found now, while both chains
+        are still at hand: a restart or an install may replace a diverged chain before a
+        majority settles the dispute)."""
+        nodes = self.sim.nodes
+        for m, mine in reports.items():
+            if m in self.named or m in self.evidence:
+                continue
+            firsts: dict[bytes, int] = {}
+            for other, theirs in reports.items():
+                if theirs != mine and theirs not in firsts:
+                    firsts[theirs] = _first_divergence(nodes[other], nodes[m], at)
+            self.evidence[m] = Evidence(at, mine, firsts)
+            self.undecided_seen.add(m)
+
+    def _observe(self, reports: dict[int, bytes], at: int) -> None:
+        """Note when the faulty member first showed a leader's round a diverged digest."""
+        plan = self.plan
+        if (
+            plan is not None
+            and plan.seen_time is None
+            and plan.node in reports
+            and self.reference is not None
+            and reports[plan.node] != self.reference.chain.digest_at(at)
+        ):
+            plan.seen_time = self.sim.sched.now
+
+    def _decided(
+        self,
+        leader: SimNode,
+        at: int,
+        truth: bytes,
+        outliers: list[int],
+        reports: dict[int, bytes],
+        ranges: dict[int, tuple[int, int]],
+    ) -> None:
+        """A majority of all voters holds ``truth`` at ``at``: name whoever left its chain."""
+        nodes = self.sim.nodes
+        holders = [
+            nodes[h]
+            for h in sorted(
+                (h for h, d in reports.items() if d == truth), key=lambda h: (ranges[h][0], h)
+            )
+        ]
+        source = holders[0]
+        self._settle_evidence(leader, at, holders)
         for h in holders:
-            self.confirmed[h] = max(self.confirmed.get(h, 0), common)
+            self._confirm(h.id, at)
         for m in outliers:
             if m not in self.named:
-                self._name(leader, m, source, common, common)
-        # Members behind the common index: their latest digest against the truth's chain.
-        for m, (_oldest, last) in ranges.items():
-            if m in reports or m in self.named or last > common or last < ranges[holders[0]][0]:
+                self._name(leader, m, source, at, reports[m])
+        # Members behind ``at``: their latest digest against the truth holder's chain.
+        oldest = ranges[source.id][0]
+        for m, (_first, last) in ranges.items():
+            if m in reports or m in self.named or last > at or last < oldest:
                 continue
-            if sim.nodes[m].digest_at(last) != source.digest_at(last):
-                self._name(leader, m, source, last, common)
+            mine = nodes[m].digest_at(last)
+            if mine != source.digest_at(last):
+                self._name(leader, m, source, last, mine or b"")
+            else:
+                self._confirm(m, last)
+
+    def _settle_evidence(self, leader: SimNode, at: int, holders: list[SimNode]) -> None:
+        """The truth at ``at`` also fixes it at every held mismatch's index up to ``at``: a
+        party whose digest there was another one is named, whatever it holds now."""
+        for m, ev in sorted(self.evidence.items()):
+            if ev.at > at:
+                continue
+            truth = next((d for h in holders if (d := h.digest_at(ev.at)) is not None), None)
+            if truth is None:
+                continue  # no truth holder keeps that index any more: a later round may
+            del self.evidence[m]
+            if ev.digest != truth and m not in self.named:
+                self._name(leader, m, None, ev.at, ev.digest, ev.firsts.get(truth, ev.at))
+
+    def _confirm(self, member: int, index: int) -> None:
+        """``member``'s digest at ``index`` is the one a majority of voters holds."""
+        self.confirmed[member] = max(self.confirmed.get(member, 0), index)
 
     def _name(
-        self, leader: SimNode, member: int, source: SimNode | None, at: int, common: int
+        self,
+        leader: SimNode,
+        member: int,
+        source: SimNode | None,
+        at: int,
+        digest: bytes,
+        first: int | None = None,
     ) -> None:
-        """Name ``member``, whose digest at ``at`` (<= ``common``) left ``source``'s chain."""
+        """Name ``member``, whose ``digest`` at ``at`` is not the truth (``source``'s chain, or
+        an earlier round's evidence with its first diverging index ``first``)."""
         sim = self.sim
         node = sim.nodes[member]
-        first = at
-        if source is not None and source is not node:
-            first = _first_divergence(source, node, at)
+        if first is None:
+            first = at if source is None else _first_divergence(source, node, at)
+        self.evidence.pop(member, None)
         assert self.reference is not None
-        healthy = node.digest_at(at) == self.reference.chain.digest_at(at)
+        healthy = digest == self.reference.chain.digest_at(at)
         det = Detection(sim.sched.now, leader.id, member, first, at, healthy)
         self.named.add(member)
         self.stats.detections.append(det)
@@ -292,25 +388,31 @@ class SimGuard:
             )
             sim.done = True
 
-    def _clear_suspicion(self, members: Iterable[int], index: int) -> None:
-        for m in members:
-            if self.suspects.get(m, index + 1) <= index:
-                del self.suspects[m]
-
     def may_ship(self, node_id: int, index: int) -> bool:
-        """Whether the member may ship its state snapshot of ``index`` now.
+        """Whether the member may ship its Raft snapshot of ``index`` to a peer.
 
-        Never when it is named (fenced: it also hands leadership over) or on a side of a
-        mismatch no majority has settled yet; otherwise once a round confirmed its digest at
-        ``index`` or later, or after two rounds had the chance to (a lagging majority cannot
-        confirm anything and must still be able to catch up).
+        Never when it is named (fenced: it also hands leadership over).  Anything else it ships
+        must be state a round confirmed (``SimNode.promote_snapshot`` makes only such state the
+        Raft snapshot) or the boot snapshot: ``Violation`` otherwise.
         """
-        if node_id in self.named or node_id in self.suspects:
+        if node_id in self.named:
             return False
-        if self.confirmed.get(node_id, 0) >= index:
-            return True
-        since = self.held.setdefault((node_id, index), self.sim.sched.now)
-        return self.sim.sched.now - since >= 2 * self.every
+        if index > max(self.confirmed.get(node_id, 0), self.boot_index):
+            raise Violation(f"node {node_id} was to ship snapshot {index} no round confirmed")
+        return True
+
+    def on_recovered(self, node: SimNode, index: int) -> None:
+        """``node`` restarted from its state at ``index``: what it re-applies is unconfirmed."""
+        if self.confirmed.get(node.id, 0) > index:
+            self.confirmed[node.id] = index
+
+    def on_installed(self, node: SimNode, index: int) -> None:
+        """``node`` installed a shipped (hence confirmed) snapshot of ``index``."""
+        self.confirmed[node.id] = index
+
+    def unsettled(self) -> list[int]:
+        """Members party to a held mismatch that no majority of voters has settled yet."""
+        return sorted(self.evidence)
 
     def _step_aside(self, leader: SimNode, voters: tuple[int, ...]) -> None:
         assert leader.raw is not None
@@ -339,12 +441,12 @@ class SimGuard:
             return ApplyVerdict(
                 seed, plan, False, False, False, False, fps, spread, False, None, why
             )
-        if not mine and plan.gone is not None:
+        if not mine and plan.gone is not None and plan.seen_time is None:
             assert plan.hit_time is not None and plan.gone_time is not None
             lived = (plan.gone_time - plan.hit_time) / self.sim.params.tick
             why = (
                 f"{plan.kind} hit node {plan.node} at index {plan.hit_index}, diverged state "
-                f"gone after {lived:.1f} ticks: {plan.gone}"
+                f"gone after {lived:.1f} ticks before any leader's round saw it: {plan.gone}"
             )
             return ApplyVerdict(
                 seed, plan, False, False, False, False, fps, spread, False, None, why
@@ -369,29 +471,28 @@ class SimGuard:
             )
             + (f"; also named {[d.member for d in dets if d is not det]}" if len(dets) > 1 else "")
         )
+        waited = det is not None and plan.node in self.undecided_seen
         return ApplyVerdict(
-            seed, plan, True, detected, det is not None, exact, fps, spread, undecided, ticks, why
+            seed,
+            plan,
+            True,
+            detected,
+            det is not None,
+            exact,
+            fps,
+            spread,
+            undecided,
+            ticks,
+            why + ("; held for a missing voter first" if waited else ""),
+            waited,
         )
 
 
-def _first_divergence(truth: SimNode, member: SimNode, common: int) -> int:
-    """The first index in (lo, common] where ``member`` left ``truth``'s chain, lo being the
-    oldest index both can tell; lo itself when they differ there already."""
+def _first_divergence(truth: SimNode, member: SimNode, at: int) -> int:
+    """The first index in (lo, at] where ``member`` left ``truth``'s chain, lo being the oldest
+    index both can tell; lo itself when they differ there already."""
     lo = max(truth.digest_range()[0], member.digest_range()[0])
-    hi = common
-
-    def same(i: int) -> bool:
-        return truth.digest_at(i) == member.digest_at(i)
-
-    if not same(lo):
-        return lo
-    while hi - lo > 1:  # invariant: same at lo, different at hi
-        mid = (lo + hi) // 2
-        if same(mid):
-            lo = mid
-        else:
-            hi = mid
-    return hi
+    return bisect_divergence(lo, at, lambda i: truth.digest_at(i) == member.digest_at(i))
 
 
 def summarize(verdicts: list[ApplyVerdict]) -> tuple[str, bool]:
@@ -403,11 +504,13 @@ def summarize(verdicts: list[ApplyVerdict]) -> tuple[str, bool]:
     exact = sum(1 for v in verdicts if v.applicable and v.exact_index)
     fps = sum(v.false_positives for v in verdicts)
     undecided = sum(1 for v in verdicts if v.undecided)
+    waited = sum(1 for v in verdicts if v.waited)
     spread = sum(v.spread for v in verdicts)
     ticks = [v.ticks_to_detect for v in verdicts if v.ticks_to_detect is not None]
     line = (
         f"apply faults: {n} seeds, detected {detected}, correct member {correct}, "
-        f"exact first index {exact}, not applicable {na}, false positives {fps}"
+        f"exact first index {exact} (after a held mismatch {waited}), not applicable {na}, "
+        f"false positives {fps}"
         f" (of the misses: {undecided} undecidable by majority; spread namings {spread})"
     )
     if ticks:

@@ -12,9 +12,12 @@ Contracts:
   leader's MsgApp which may leave at once (``Raft thesis §10.2.1``) when the
   seed enables it; committed entries are applied after the write is durable;
 - everything volatile (RawNode, state machine, waiting clients) is lost on a
-  crash; a restart rebuilds the state machine from the durable snapshot and
-  passes its index as ``Config.applied``; events of an older incarnation are
-  ignored;
+  crash; a restart rebuilds the state machine from the newest durable snapshot (local
+  or Raft's) and passes its index as ``Config.applied``; events of an older
+  incarnation are ignored;
+- local snapshots are taken every ``snapshot_every`` entries; one becomes the Raft
+  snapshot (shipped to lagging peers, the log compacted behind it) only once the guard
+  confirmed this node's digest at or past its index (``promote_snapshot``);
 - each applied entry goes through the simulation's guard (reference chain, armed apply
   fault); apply digests up to the last local snapshot stay readable across restarts.
 """
@@ -34,6 +37,8 @@ from raftkv.raft.types import (
     MessageType,
     ReadState,
     Ready,
+    Snapshot,
+    SnapshotMetadata,
     StateType,
 )
 from tests.sim.disk import SimDisk
@@ -78,11 +83,12 @@ class SimNode:
     def start(self) -> None:
         """(Re)start from the durable storage."""
         assert not self.up and not self.removed
-        snap = self.disk.storage.snapshot()
+        snap = self.disk.recovery_snapshot()
         meta = snap.metadata
         self.sm = KVStateMachine.decode(snap.data, meta.index, meta.conf_state)
         if meta.index:
             self.sim.guard.after_replace(self)
+            self.sim.guard.on_recovered(self, meta.index)
         cfg = Config(
             id=self.id,
             storage=self.disk.storage,
@@ -204,7 +210,10 @@ class SimNode:
                 )
             self.sm = KVStateMachine.decode(rd.snapshot.data, meta.index, meta.conf_state)
             self.durable_digests.clear()  # its past is not the sender's
+            self.disk.local = rd.snapshot
+            self.disk.candidates.clear()
             sim.guard.after_replace(self)
+            sim.guard.on_installed(self, meta.index)
             sim.trace(f"snap {self.id} {meta.index}")
         mon.on_committed_entries(self.id, rd.committed_entries)
         removed_self = False
@@ -267,19 +276,46 @@ class SimNode:
         self.ready_reads = keep
 
     def _maybe_snapshot(self) -> None:
-        storage = self.disk.storage
-        applied = self.sm.applied
-        if applied - storage.snapshot().metadata.index < self.sim.params.snapshot_every:
+        """Take a local snapshot every ``snapshot_every`` entries; hand confirmed ones to Raft."""
+        disk = self.disk
+        sm = self.sm
+        if sm.applied - disk.recovery_snapshot().metadata.index >= self.sim.params.snapshot_every:
+            term = disk.storage.term(sm.applied)
+            meta = SnapshotMetadata(index=sm.applied, term=term, conf_state=sm.conf_state)
+            snap = Snapshot(metadata=meta, data=sm.encode())
+            disk.local = snap
+            disk.candidates.append(snap)
+            self._persist_digests()
+        self.promote_snapshot()
+
+    def promote_snapshot(self) -> None:
+        """Make the newest local snapshot at or below the guard's confirmed index for this node
+        its Raft snapshot and compact the log behind it.
+
+        What a node ships to its peers (and the log prefix it forgets) is therefore always state
+        a majority of voters was seen to agree on: a diverged state is never copied, and while a
+        mismatch is unresolved the log stays long enough for a lagging voter to apply the
+        disputed entries itself rather than receive either side's state.
+        """
+        disk = self.disk
+        confirmed = self.sim.guard.confirmed.get(self.id, 0)
+        chosen = None
+        for snap in disk.candidates:
+            if snap.metadata.index <= confirmed:
+                chosen = snap
+        if chosen is None:
             return
+        index = chosen.metadata.index
+        disk.candidates = [c for c in disk.candidates if c.metadata.index > index]
+        storage = disk.storage
         try:
-            storage.create_snapshot(applied, self.sm.conf_state, self.sm.encode())
+            storage.create_snapshot(index, chosen.metadata.conf_state, chosen.data)
         except RaftError:
             return
-        self._persist_digests()
-        compact_to = applied - self.sim.params.keep_entries
+        compact_to = index - self.sim.params.keep_entries
         if compact_to >= storage.first_index():
             storage.compact(compact_to)
-        self.sim.trace(f"compact {self.id} {applied} {compact_to}")
+        self.sim.trace(f"compact {self.id} {index} {compact_to}")
 
     # -- apply digests as the guard sees them --------------------------------------------
 

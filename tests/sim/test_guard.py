@@ -18,27 +18,47 @@ from tests.sim.guard import FaultPlan, summarize
 from tests.sim.kv import FAULT_KINDS, Command, FaultKind, KVStateMachine
 
 
-def _check(results: list[SeedResult]) -> None:
+def _check(results: list[SeedResult]) -> int:
+    """Every applicable seed names the faulty member with the entry its fault hit, nobody else
+    is named and no seed fails otherwise; returns how many were named after a held mismatch."""
     verdicts = [r.apply for r in results if r.apply is not None]
     assert len(verdicts) == len(results)
-    line, _ = summarize(verdicts)
-    bad = []
-    for r, v in zip(results, verdicts, strict=True):
-        if v.false_positives or (v.applicable and not v.ok and not v.undecided):
-            bad.append(f"seed {r.seed} ({r.nodes} nodes): {v.why}")
-        elif r.failure and not v.undecided:
-            bad.append(f"seed {r.seed} ({r.nodes} nodes): {r.failure.splitlines()[0]}")
+    line, ok = summarize(verdicts)
+    bad = [
+        f"seed {r.seed} ({r.nodes} nodes): {r.failure.splitlines()[0] if r.failure else v.why}"
+        for r, v in zip(results, verdicts, strict=True)
+        if r.failure or not v.ok or v.spread
+    ]
     assert not bad, line + "\n" + "\n".join(bad)
-    applicable = [v for v in verdicts if v.applicable]
-    exact = [v for v in applicable if v.detected and v.correct_member and v.exact_index]
-    # Undecidable seeds (one voter diverged, one unable to compare: no majority of all voters
-    # agrees) measured at 15-30% of the applicable ones; everything else is named exactly.
-    assert len(exact) >= 0.65 * len(applicable), line
+    assert ok, line
+    applicable = sum(1 for v in verdicts if v.applicable)
+    assert applicable >= len(verdicts) // 2, line  # the faults do show in most seeds
+    return sum(1 for v in verdicts if v.waited)
 
 
 @pytest.mark.parametrize(("nodes", "start", "count"), [(3, 1, 60), (5, 20_001, 50)])
 def test_apply_faults_are_named_with_their_first_index(nodes: int, start: int, count: int) -> None:
-    _check([run_seed(s, nodes, 300, apply_faults=True) for s in range(start, start + count)])
+    results = [run_seed(s, nodes, 300, apply_faults=True) for s in range(start, start + count)]
+    # Some seeds need the held evidence: a member lagging or cut off while the two others
+    # disagree leaves no majority until it applies the disputed entries itself.
+    assert _check(results) > 0
+
+
+@pytest.mark.parametrize("seed", [4, 13])
+def test_held_evidence_names_a_member_whose_diverged_state_is_gone(seed: int) -> None:
+    """A leader's round saw the faulty member's digest in a one-against-one split; a crash then
+    rebuilt its state from an older snapshot (seed 4) or it was removed (seed 13) before a
+    majority could settle the split: the evidence held from that round still names it, with
+    the first index found while its diverged chain existed."""
+    res = run_seed(seed, 3, 300, apply_faults=True)
+    v = res.apply
+    assert v is not None and v.plan is not None and res.failure is None, v
+    plan = v.plan
+    assert plan.gone is not None and plan.seen_time is not None and plan.gone_time is not None
+    assert plan.seen_time < plan.gone_time
+    assert v.applicable and v.ok and v.waited, v.why
+    assert v.ticks_to_detect is not None and plan.hit_time is not None
+    assert plan.hit_time + v.ticks_to_detect * 10 > plan.gone_time  # named after it was gone
 
 
 def test_every_fault_kind_is_planned_and_detected() -> None:

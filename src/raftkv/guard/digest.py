@@ -8,6 +8,13 @@ Two members that applied the same entries to the same state hold the same digest
 since each digest covers its predecessor, once two chains differ they differ at every later
 index, which is what lets ``first_divergence`` binary-search for the first bad entry.
 
+The rules of a comparison round (shared by the server's guard and the simulator's):
+``majority_index`` is where members are compared first (the highest index a majority of voters
+has applied, so one lagging member does not hold detection back), ``comparison_indexes`` the
+lower indexes at which a voter behind it can still settle a split, ``judge`` the quorum rule,
+and ``awaits_voters`` whether a split without a majority must wait for voters that did not
+report rather than name anyone.
+
 Wiring (the applier owns one ``ApplyDigest``; every call below runs on the apply thread):
 
 - open / snapshot install: ``ApplyDigest.from_record(backend meta META_APPLY_DIGEST)`` (a missing
@@ -308,6 +315,56 @@ def first_divergence(
 
     if same(hi):
         return None
+    return bisect_divergence(lo, hi, same)
+
+
+D = TypeVar("D", bound=Hashable)
+
+
+def majority_index(applied: Mapping[int, int], voters: Collection[int]) -> int:
+    """The highest index a majority of ALL ``voters`` has applied (``applied``: member ->
+    latest applied index of each member that reported); 0 when fewer than a majority reported.
+    """
+    indexes = sorted((applied[v] for v in set(voters) if v in applied), reverse=True)
+    quorum = len(set(voters)) // 2 + 1
+    return indexes[quorum - 1] if len(indexes) >= quorum else 0
+
+
+def comparison_indexes(ranges: Mapping[int, tuple[int, int]], voters: Collection[int]) -> list[int]:
+    """Where to judge a round, in order: ``majority_index``, then every reporter's latest index
+    below it, highest first (empty when no majority reported).
+
+    ``ranges``: member -> (oldest index whose digest it keeps, latest applied index).  When the
+    members holding the majority index disagree without a majority, a voter behind them still
+    tells which side left the chain as soon as it applied an index past the divergence.
+    """
+    top = majority_index({m: r[1] for m, r in ranges.items()}, voters)
+    if top == 0:
+        return []
+    return sorted({top, *(last for _, last in ranges.values() if last < top)}, reverse=True)
+
+
+def awaits_voters(reports: Mapping[int, Hashable], voters: Collection[int]) -> bool:
+    """Whether a round without a majority may still be settled by voters that did not report.
+
+    True when some value would reach a majority of ALL voters if every missing voter reported
+    it: naming anyone now could name the healthy side, so the evidence is kept pending.  False
+    means no majority can ever form on these reports (the cluster cannot tell who is right).
+    """
+    voter_set = set(voters)
+    votes: dict[Hashable, int] = {}
+    for member, value in reports.items():
+        if member in voter_set:
+            votes[value] = votes.get(value, 0) + 1
+    missing = len(voter_set - set(reports))
+    quorum = len(voter_set) // 2 + 1
+    return missing > 0 and max(votes.values(), default=0) + missing >= quorum
+
+
+def bisect_divergence(lo: int, hi: int, same: Callable[[int], bool]) -> int:
+    """The first index in (lo, hi] where ``same`` turns False, given ``same(hi)`` is False;
+    ``lo`` itself when ``same(lo)`` is False already (the divergence is at ``lo`` or earlier).
+    """
     if not same(lo):
         return lo
     while hi - lo > 1:  # invariant: same at lo, different at hi
@@ -317,9 +374,6 @@ def first_divergence(
         else:
             hi = mid
     return hi
-
-
-D = TypeVar("D", bound=Hashable)
 
 
 def judge(
