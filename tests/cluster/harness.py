@@ -223,7 +223,7 @@ class Cluster:
         return int(data["hash"]), int(data["header"]["revision"])
 
     def get_all(self, i: int, prefix: str = "", serializable: bool = True) -> dict[str, str]:
-        args = ["get", prefix or "\x00", "-w", "json"]
+        args = ["get", prefix, "-w", "json"]  # "" with --from-key: every key
         args += ["--prefix"] if prefix else ["--from-key"]
         if serializable:
             args.append("--consistency=s")

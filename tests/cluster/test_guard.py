@@ -5,6 +5,7 @@ the others keep serving and no acknowledged write is lost."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 
@@ -76,6 +77,92 @@ def test_diverged_member_is_named_and_fenced(
     assert c.etcdctl("get", "after", "--print-value-only", endpoints=healthy).stdout.strip() == "1"
     health = c.etcdctl("endpoint", "health", endpoints=c.members[2].endpoint, check=False)
     assert "unhealthy" in health.stdout + health.stderr
+
+
+def _applied(c: Cluster, i: int) -> int:
+    """The member's applied index (``raftAppliedIndex`` of ``etcdctl endpoint status``)."""
+    st = c.status(i)
+    assert st is not None
+    index = st["raftAppliedIndex"]
+    assert isinstance(index, int)
+    return index
+
+
+def test_diverged_leader_is_named_with_its_first_index(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """The leader runs the comparison; when it is the member that diverged it still names
+    itself (a majority of voters holds the other digest) and finds the entry by searching a
+    healthy member's chain, not its own."""
+    c = make_cluster(3, start=False)
+    _start(c, 2, "applyCorruptValue=on")
+    faulty_id = _member_id(c, 2)
+    deadline = time.monotonic() + 20
+    while (leader := c.leader_index()) != 2:
+        assert time.monotonic() < deadline, "leadership never moved\n" + c.dump_logs()
+        if leader is not None:
+            c.etcdctl(
+                "move-leader", f"{faulty_id:x}", endpoints=c.members[leader].endpoint, check=False
+            )
+        time.sleep(0.2)
+    healthy = c.members[0].endpoint
+    before = _applied(c, 0)
+    c.etcdctl("put", "k", "v", endpoints=healthy)
+    after = _applied(c, 0)
+    ids, _took = _wait_corrupt_alarm(c, healthy)
+    assert ids == {faulty_id}
+    log = c.members[2].log_path.read_text()
+    found = re.search(rf"member {faulty_id:x} diverged at raft index (\d+)", log)
+    assert found is not None, c.dump_logs()
+    assert before < int(found.group(1)) <= after  # the put's entry, not the oldest index kept
+    # a leader named diverged hands leadership over to a healthy voter
+    deadline = time.monotonic() + 20
+    while c.leader_index() in (2, None):
+        assert time.monotonic() < deadline, "the fenced leader kept leading\n" + c.dump_logs()
+        time.sleep(0.2)
+    assert (
+        "this leader is under a CORRUPT alarm: transferring to" in c.members[2].log_path.read_text()
+    )
+
+
+def _wait_log(c: Cluster, pattern: str, timeout: float = 20) -> re.Match[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for m in c.members:
+            if m.log_path.exists() and (found := re.search(pattern, m.log_path.read_text())):
+                return found
+        time.sleep(0.1)
+    raise AssertionError(f"no log line matching {pattern!r}\n" + c.dump_logs())
+
+
+def test_mismatch_waits_for_the_missing_voter_then_names_the_diverged_one(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """With one of three members down, the two others disagreeing is one against one: the
+    guard names nobody and holds the evidence; once the third member is back and has applied
+    the disputed entry itself, the majority settles it and only the diverged member is named,
+    with the entry its fault hit."""
+    c = make_cluster(3, start=False)
+    _start(c, 2, "applyCorruptValue=on")
+    faulty_id = _member_id(c, 2)
+    c.stop(0)
+    c.wait_ready([1, 2])
+    deadline = time.monotonic() + 20
+    while c.leader_index() is None:  # a put forwarded to the stopped leader would be lost
+        assert time.monotonic() < deadline, "no new leader\n" + c.dump_logs()
+        time.sleep(0.1)
+    healthy = c.members[1].endpoint
+    before = _applied(c, 1)
+    c.etcdctl("put", "k", "v", endpoints=healthy)
+    after = _applied(c, 1)
+    _wait_log(c, r"with no majority of voters: nobody named until voters")
+    assert c.etcdctl("alarm", "list", endpoints=healthy).stdout == ""
+    c.start(0)
+    c.wait_ready()
+    ids, _took = _wait_corrupt_alarm(c, healthy)
+    assert ids == {faulty_id}
+    found = _wait_log(c, rf"member {faulty_id:x} diverged at raft index (\d+)")
+    assert before < int(found.group(1)) <= after
 
 
 def test_cluster_policy_stops_writes_everywhere(make_cluster: Callable[..., Cluster]) -> None:

@@ -68,3 +68,10 @@ def test_unknown_yaml_key_is_refused(tmp_path: Path) -> None:
     f.write_text("nmae: typo\n")
     with pytest.raises(ConfigError, match="unknown configuration key 'nmae'"):
         parse(["--config-file", str(f)])
+
+
+def test_corrupt_check_time_takes_go_durations() -> None:
+    for text, seconds in (("5m", 300.0), ("1m30s", 90.0), ("500ms", 0.5), ("0", 0.0), ("2.5", 2.5)):
+        assert parse([f"--experimental-corrupt-check-time={text}"]).corrupt_check_time_s == seconds
+    with pytest.raises(ConfigError, match="corrupt-check-time: invalid value '5x'"):
+        parse(["--corrupt-check-time=5x"])

@@ -9,6 +9,8 @@ Contracts (as etcd's watch server):
   never drops events);
 - with ``fragment=true`` a response larger than the member's max request size is split into
   several responses, all but the last marked ``fragment=true``;
+- a member fenced by a CORRUPT alarm refuses new streams and ends open ones with etcd's
+  ``etcdserver: corrupt cluster`` (DATA_LOSS), as it refuses every other read;
 - a progress request is answered, once every watcher of the stream is synced, with an empty
   response carrying the current revision and watch ID -1.
 """
@@ -20,6 +22,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from raftkv import errors
 from raftkv.api.common import Context
 from raftkv.mvcc.watchable import WatchFilter, WatchResponse
 from raftkv.proto import kv_pb2
@@ -42,6 +45,9 @@ class _StreamWatcher:
     store_id: int
     fragment: bool
     progress_notify: bool
+
+
+_FENCED = pb.WatchResponse()  # marker: the member was fenced; the stream ends with DataLoss
 
 
 class _Stream:
@@ -186,6 +192,8 @@ class WatchService(pb_grpc.WatchServicer):
     async def Watch(
         self, request_iterator: AsyncIterator[pb.WatchRequest], context: Context
     ) -> AsyncIterator[pb.WatchResponse]:
+        if self.member.is_fenced():  # a fenced member serves no reads, watches included
+            await context.abort(errors.ERR_CORRUPT.code, errors.ERR_CORRUPT.message)
         stream = _Stream(self.member)
 
         async def read_requests() -> None:
@@ -208,6 +216,8 @@ class WatchService(pb_grpc.WatchServicer):
                 resp = await stream.out.get()
                 if resp is None:
                     break
+                if resp is _FENCED:
+                    await context.abort(errors.ERR_CORRUPT.code, errors.ERR_CORRUPT.message)
                 yield resp
         finally:
             reader.cancel()
@@ -222,6 +232,9 @@ class WatchService(pb_grpc.WatchServicer):
         next_notify = loop.time() + self.progress_interval
         while True:
             await asyncio.sleep(0.1)
+            if self.member.is_fenced():
+                stream.out.put_nowait(_FENCED)
+                return
             if stream.pending_progress:
                 stream.pending_progress = False
                 stream.progress()

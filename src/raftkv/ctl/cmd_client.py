@@ -123,6 +123,21 @@ def register(subparsers: Any) -> None:
     member = group("member", "Membership related commands")
     p = leaf(member, "list", "Lists all members in the cluster", "client_maint", "cmd_member_list")
     p.add_argument("args", nargs="*", help=argparse.SUPPRESS)
+    p = leaf(
+        member,
+        "repair",
+        "Rebuilds a member fenced by a CORRUPT alarm from a healthy member's state, verifies "
+        "it against the quorum's state hash and clears the alarm",
+        "client_repair",
+        "cmd_member_repair",
+    )
+    p.add_argument("member_id", metavar="memberID", help="ID of the member to repair (hex)")
+    p.add_argument(
+        "--repair-timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for the repair (fetch, install, verification)",
+    )
 
     endpoint = group("endpoint", "Endpoint related commands")
     for name, help_text, func in (

@@ -356,6 +356,16 @@ class KVStore:
 
     def hash_kv(self, rev: int = 0) -> tuple[KeyValueHash, int]:
         """(hash of the key bucket up to ``rev``, current revision), as etcd's HashKV."""
+        return self.hash_kv_deferred(rev)()
+
+    def hash_kv_deferred(self, rev: int = 0) -> Callable[[], tuple[KeyValueHash, int]]:
+        """Fix the state ``hash_kv(rev)`` will see now; the returned callable hashes it later.
+
+        The revision bounds, the keep set and an LMDB read transaction are taken at once under
+        the lock, so writes and physical compaction after this call do not change the result;
+        the callable may run in another thread, must be called exactly once, and releases the
+        read transaction.  Errors (compacted, future revision) are raised here, not later.
+        """
         cm = self.backend.read()
         with self.lock:
             compact, current = self._compact_rev, self._current_rev
@@ -367,17 +377,21 @@ class KVStore:
                 rev = current
             keep = self._index.keep(rev)
             tx = cm.__enter__()
-        try:
-            h = crc32c.crc32c(BUCKET_KEY.encode())
-            lower = pack(compact + 1) if compact >= 0 else 0
-            for raw, payload in tx.iterate(BUCKET_KEY, b"", main_to_bytes(rev + 1)):
-                kr = bytes_to_rev(raw)
-                if kr < lower and keep and kr not in keep:
-                    continue
-                h = crc32c.crc32c(kv_to_proto(decode_kv(payload)), crc32c.crc32c(raw, h))
-        finally:
-            cm.__exit__(None, None, None)
-        return KeyValueHash(h, rev, compact), current
+
+        def compute() -> tuple[KeyValueHash, int]:
+            try:
+                h = crc32c.crc32c(BUCKET_KEY.encode())
+                lower = pack(compact + 1) if compact >= 0 else 0
+                for raw, payload in tx.iterate(BUCKET_KEY, b"", main_to_bytes(rev + 1)):
+                    kr = bytes_to_rev(raw)
+                    if kr < lower and keep and kr not in keep:
+                        continue
+                    h = crc32c.crc32c(kv_to_proto(decode_kv(payload)), crc32c.crc32c(raw, h))
+            finally:
+                cm.__exit__(None, None, None)
+            return KeyValueHash(h, rev, compact), current
+
+        return compute
 
     # -- derived state ----------------------------------------------------
 
@@ -502,6 +516,31 @@ class StoreTxnWrite:
         return 0, self.begin_rev
 
 
+class _BatchTxn:
+    """One request's ``StoreTxnWrite`` inside a batch, as a context manager (a class, not a
+    generator: it runs once per applied request)."""
+
+    __slots__ = ("_batch", "_t")
+
+    def __init__(self, batch: WriteBatch) -> None:
+        self._batch = batch
+        self._t = StoreTxnWrite(batch._store, batch.tx, batch._rev)
+
+    def __enter__(self) -> StoreTxnWrite:
+        return self._t
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        t = self._t
+        if exc is None:
+            if t.changes:
+                self._batch._close_txn(t)
+        elif t.changes and isinstance(exc, MVCCRequestError):
+            # Validation runs before any write; a request error after one is a bug.
+            raise AssertionError("request error after writes in one txn") from exc
+
+
 class WriteBatch:
     """Requests applied in one LMDB write transaction (see ``KVStore.write_batch``)."""
 
@@ -534,26 +573,20 @@ class WriteBatch:
         self._ci = (index, term)
         return True
 
-    @contextmanager
-    def _txn(self) -> Iterator[StoreTxnWrite]:
-        t = StoreTxnWrite(self._store, self.tx, self._rev)
-        try:
-            yield t
-        except MVCCRequestError as exc:
-            if t.changes:
-                # Validation runs before any write; a request error after one is a bug.
-                raise AssertionError("request error after writes in one txn") from exc
-            raise
-        if t.changes:
-            self._rev += 1
-            rev = self._rev
-            evs = [
-                Event(EventType.PUT, kv)
-                if kv.create_revision
-                else Event(EventType.DELETE, KeyValue(kv.key, mod_revision=rev))
-                for kv in t.changes
-            ]
-            self._events.append((rev, evs))
+    def _txn(self) -> _BatchTxn:
+        return _BatchTxn(self)
+
+    def _close_txn(self, t: StoreTxnWrite) -> None:
+        """Give the writes of ``t`` the batch's next main revision and record their events."""
+        self._rev += 1
+        rev = self._rev
+        evs = [
+            Event(EventType.PUT, kv)
+            if kv.create_revision
+            else Event(EventType.DELETE, KeyValue(kv.key, mod_revision=rev))
+            for kv in t.changes
+        ]
+        self._events.append((rev, evs))
 
     def put(self, req: PutRequest) -> PutResponse:
         with self._txn() as t:

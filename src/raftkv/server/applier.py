@@ -21,10 +21,12 @@ Contracts:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -32,6 +34,7 @@ from typing import Any
 from raftkv import errors
 from raftkv.guard import failpoints
 from raftkv.guard.digest import META_APPLY_DIGEST, ApplyDigest
+from raftkv.guard.state_hash import StateHash, compute_state_hash
 from raftkv.lease import errors as lease_errors
 from raftkv.lease.lessor import Lessor
 from raftkv.mvcc import types as m
@@ -59,6 +62,11 @@ _U64 = struct.Struct(">Q")
 _ALARM_KEY = struct.Struct(">QI")
 
 Header = Callable[[int], pb.ResponseHeader]
+
+# Entries whose apply is followed by a state hash on every member (first byte of entry data).
+REVISIONS_KEPT = 10_000
+
+_CHECKPOINT_KINDS = frozenset((RequestKind.HASH_CHECK, RequestKind.COMPACTION))
 
 
 class _LeaseBucket:
@@ -112,6 +120,16 @@ class Applier:
         self.compaction_waiters: list[asyncio.Future[None]] = []
         # etcd's etcd_mvcc_{put,delete,txn}_total: requests applied on this member.
         self.counters = {"put": 0, "delete": 0, "txn": 0}
+        # Called right after a checkpoint entry's batch commits: (index, is_compaction).
+        self.on_checkpoint: Callable[[int, bool], None] | None = None
+        # MVCC revision after each recently applied Raft index (for the guard's reports).
+        self.revision_at: dict[int, int] = {}
+        # False while applying an entry nobody on this member waits for: no response is built.
+        self._answer_wanted = True
+        # Held by a state hash reading the backend in a worker thread, and by whoever closes
+        # the backend: a hash not yet started when the backend closes fails instead (its read
+        # transaction is invalidated), one running is waited for.
+        self._hashing = threading.Lock()
         self._open()
 
     # -- opening and snapshots ----------------------------------------------------------
@@ -149,7 +167,8 @@ class Applier:
         )
 
     def close(self) -> None:
-        self.backend.close()
+        with self._hashing:
+            self.backend.close()
 
     def write_initial_members(self, members: Sequence[MemberInfo]) -> None:
         """Bootstrap: the initial member list, committed at consistent index 1."""
@@ -169,6 +188,32 @@ class Applier:
 
     def applied_index(self) -> int:
         return self._applied
+
+    def state_hash_deferred(self) -> Callable[[], StateHash]:
+        """Fix the whole replicated state now (at ``applied_index()``); the callable hashes it.
+
+        Leases, members and alarms are digested here (they are small and live in memory); the
+        key bucket is read through an LMDB snapshot later, possibly in another thread, so a
+        large store does not stall apply.  The callable must be called exactly once.
+        """
+        index = self._applied
+        keys = self.store.hash_kv_deferred(0)
+        leases = self.lessor.state_digest()
+        members = list(self.members.values())
+        alarms = set(self.alarms)
+
+        def compute() -> StateHash:
+            with self._hashing:  # the backend is not closed under a running hash
+                kv_hash, _current = keys()
+            return compute_state_hash(
+                applied_index=index,
+                kv_hash=kv_hash,
+                lease_digest=leases,
+                members=members,
+                alarms=alarms,
+            )
+
+        return compute
 
     def snapshot_data(self) -> bytes:
         return encode_members(list(self.members.values()))
@@ -192,18 +237,32 @@ class Applier:
                 f"snapshot at index {snap.metadata.index} arrived without its backend file"
             )
         log.info("installing the backend received with snapshot %d", snap.metadata.index)
-        self.backend.close()
-        os.replace(db_path, os.path.join(self.data_dir.db, "data.mdb"))
-        self.backend = Backend(self.data_dir.db, self.backend_config)
-        self.watchable.restore(self.backend)  # keeps the watchers; they catch up
-        self._load_side_state()
-        self._load_digest()  # the sender's chain head travels in its backend
+        self._swap_backend(db_path)
         if self._applied < snap.metadata.index:
             raise RuntimeError(
                 f"received backend is at index {self._applied}, behind snapshot "
                 f"{snap.metadata.index}"
             )
         self._on_members_changed(dict(self.members))
+
+    def replace_state(self, db_path: str) -> int:
+        """Repair: take another member's backend file as this member's whole state.
+
+        Returns the applied index the file carries (its consistent index).  The caller must
+        re-apply any committed entry above that index this member had already applied.
+        """
+        log.warning("replacing this member's state with the backend file %s", db_path)
+        self._swap_backend(db_path)
+        return self._applied
+
+    def _swap_backend(self, db_path: str) -> None:
+        with self._hashing:
+            self.backend.close()
+        os.replace(db_path, os.path.join(self.data_dir.db, "data.mdb"))
+        self.backend = Backend(self.data_dir.db, self.backend_config)
+        self.watchable.restore(self.backend)  # keeps the watchers; they catch up
+        self._load_side_state()
+        self._load_digest()  # the sender's chain head travels in its backend
 
     def defragment(self) -> None:
         """Rewrite the backend file compactly (etcd's defrag).
@@ -214,7 +273,8 @@ class Applier:
         """
         tmp = os.path.join(self.data_dir.db, "defrag.mdb.tmp")
         self.copy_backend(tmp)
-        self.backend.close()
+        with self._hashing:
+            self.backend.close()
         os.replace(tmp, os.path.join(self.data_dir.db, "data.mdb"))
         self.backend = Backend(self.data_dir.db, self.backend_config)
         self.watchable.restore(self.backend)
@@ -223,9 +283,23 @@ class Applier:
     # -- applying -------------------------------------------------------------------------
 
     def apply_entries(self, entries: Sequence[Entry]) -> None:
+        """Apply committed entries; a checkpoint entry (hash check, compaction) ends its batch
+        so ``on_checkpoint`` sees the state exactly at that entry's index."""
+        start = 0
+        for i, e in enumerate(entries):
+            if e.data and e.data[0] in _CHECKPOINT_KINDS and e.type == EntryType.NORMAL:
+                self._apply_batch(entries[start : i + 1])
+                start = i + 1
+                if self.on_checkpoint is not None and e.index == self._applied:
+                    self.on_checkpoint(e.index, e.data[0] == RequestKind.COMPACTION)
+        if start < len(entries):
+            self._apply_batch(entries[start:] if start else entries)
+
+    def _apply_batch(self, entries: Sequence[Entry]) -> None:
         answers: list[tuple[int, Any]] = []
         members_changed = False
         recorder = self.digest.recorder
+        revision_at = self.revision_at
         try:
             with self.store.write_batch() as batch:
                 self.lease_bucket.tx = batch.tx
@@ -242,10 +316,18 @@ class Applier:
                             members_changed = True
                         elif e.data:
                             kind, request_id, body = decode_request(e.data)
-                            answer = self._apply_request(batch, kind, body)
+                            # Only a proposal made on this member has someone to answer.
+                            self._answer_wanted = request_id in self.waiters
+                            answer = (
+                                e.index
+                                if kind == RequestKind.HASH_CHECK
+                                else self._apply_request(batch, kind, body)
+                            )
                             members_changed |= kind == RequestKind.MEMBER_ATTRIBUTES
                             answers.append((request_id, answer))
                         recorder.finish(e.index)
+                        revision_at[e.index] = batch.revision
+                    self._answer_wanted = True
                     batch.tx.put(BUCKET_META, META_APPLY_DIGEST, self.digest.encode_head())
                     if failpoints.ENABLED and failpoints.hit("crashBeforeConsistentIndex"):
                         log.warning("failpoint crashBeforeConsistentIndex")
@@ -255,6 +337,9 @@ class Applier:
             self.digest.rollback()
             raise
         self.digest.commit()
+        if len(revision_at) > 2 * REVISIONS_KEPT:
+            for index in list(itertools.islice(revision_at, len(revision_at) - REVISIONS_KEPT)):
+                del revision_at[index]
         if failpoints.ENABLED and failpoints.hit("crashAfterBackendCommit"):
             log.warning("failpoint crashAfterBackendCommit")
         if entries:
@@ -351,6 +436,8 @@ class Applier:
                 self.lessor.detach(old, key)
             if new and new != old:
                 self.lessor.attach(new, key)
+        if not self._answer_wanted:
+            return None
         return convert.response_to_pb(resp, self.header(batch.revision))
 
     def _apply_alarm(self, batch: WriteBatch, req: pb.AlarmRequest) -> pb.AlarmResponse:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -79,7 +80,8 @@ class ServerConfig:
         return {k: tuple(v) for k, v in members.items()}
 
 
-# flag name -> (field, kind, help); kind is one of "str", "int", "float", "bool", "urls"
+# flag name -> (field, kind, help); kind is one of "str", "int", "float", "bool", "urls",
+# "duration" (Go's time.ParseDuration syntax, as etcd's duration flags take, or bare seconds)
 _FLAGS: dict[str, tuple[str, str, str]] = {
     "name": ("name", "str", "Human-readable name for this member."),
     "data-dir": ("data_dir", "str", "Path to the data directory (default: <name>.raftkv)."),
@@ -172,8 +174,9 @@ _FLAGS: dict[str, tuple[str, str, str]] = {
     ),
     "corrupt-check-time": (
         "corrupt_check_time_s",
-        "float",
-        "Seconds between leader-driven state hash checks (0 disables).",
+        "duration",
+        "Time between the leader's state hash checks over all replicated state, as a Go "
+        "duration (e.g. 30s, 5m) or seconds; 0 disables.",
     ),
 }
 
@@ -232,12 +235,39 @@ def build_config(raw: Mapping[str, Any]) -> ServerConfig:
     return cfg
 
 
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_TERM = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a Go duration (``1m30s``, ``500ms``, ``0``) or a bare number of seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    pos, total = 0, 0.0
+    while pos < len(text):
+        m = _DURATION_TERM.match(text, pos)
+        if m is None:
+            raise ValueError(f"invalid duration {text!r}")
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    if not text:
+        raise ValueError("empty duration")
+    return total
+
+
 def _convert(flag: str, kind: str, value: Any) -> Any:
     try:
         if kind == "int":
             return int(value)
         if kind == "float":
             return float(value)
+        if kind == "duration":
+            return parse_duration(value)
         if kind == "bool":
             if isinstance(value, bool):
                 return value

@@ -2,14 +2,25 @@
 
 Owns: the peer handlers that report this member's apply digests, the leader's periodic
 comparison, locating the first diverging Raft index, naming the diverged members by quorum and
-raising the CORRUPT alarm for them through Raft, and the guard's counters.
+raising the CORRUPT alarm for them through Raft, the evidence of mismatches still waiting for a
+voter, and the guard's counters.
 
-Contracts:
+Contracts (the round's rules live in ``raftkv.guard.digest`` and are shared with the simulator):
 - only the leader compares (every ``interval``); any member answers digest queries;
-- members are compared at one common index: the lowest index every answering voter has
-  applied, provided everyone still keeps its digest; the digest held by a majority of ALL voters
-  is the truth (``raftkv.guard.digest.judge``), each member holding another one is named; with
-  no majority every reporter is named, so the whole cluster stops taking writes;
+- members are compared at the highest index a majority of ALL voters has applied
+  (``majority_index``), so a lagging member does not hold detection back; the digest held by a
+  majority of all voters there is the truth (``judge``), each member holding another one is
+  named; a member behind that index is compared at its own latest index against the chain of a
+  member holding the truth;
+- when the members at that index disagree without a majority and the outcome still depends on
+  voters that did not report (``awaits_voters``), nobody is named: the lower indexes where a
+  lagging voter can settle it are tried (``comparison_indexes``), and otherwise the parties are
+  kept in ``GuardCounters.pending`` until a later round (of this leader or the next: every
+  member keeps its own digest history, so the evidence is found again) settles it; only when no
+  majority can ever form on the reports is every reporter named (the cluster stops writes);
+- the first diverging index is found by binary search against the member holding the truth
+  with the longest history, never against the leader's own chain (the leader may be the one
+  that diverged);
 - a named member gets one CORRUPT alarm (etcd's ``AlarmType.CORRUPT`` with its member ID),
   raised through Raft so every member learns it; fencing itself is the member's job.
 """
@@ -22,7 +33,7 @@ import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from raftkv.guard.digest import judge
+from raftkv.guard.digest import awaits_voters, comparison_indexes, judge
 from raftkv.peer.transport import PeerRequestError, PeerTransport
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.server.applier import Applier
@@ -40,6 +51,39 @@ class GuardCounters:
     apply_digest_mismatch: int = 0
     corruption_detected: int = 0
     last_divergence: dict[int, int] = field(default_factory=dict)  # member -> first bad index
+    # member -> index of a mismatch it is party to that no majority of voters settled yet
+    pending: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Evidence:
+    """One party of a mismatch waiting for voters: its digest at ``at`` and, per digest another
+    party held there, the first index where its chain left that party's (found while both
+    chains were at hand: an installed snapshot may replace the diverged one before the
+    dispute is settled)."""
+
+    at: int
+    digest: bytes
+    firsts: dict[bytes, int]
+
+
+class _Round:
+    """The digests one comparison round gathered: (member, index) -> digest, fetched once."""
+
+    def __init__(self, guard: ConsistencyGuard, ranges: dict[int, tuple[int, int]]) -> None:
+        self.guard = guard
+        self.ranges = ranges
+        self.known: dict[tuple[int, int], bytes | None] = {}
+
+    def covers(self, member: int, index: int) -> bool:
+        oldest, latest = self.ranges[member]
+        return oldest <= index <= latest
+
+    async def at(self, member: int, index: int) -> bytes | None:
+        key = (member, index)
+        if key not in self.known:
+            self.known[key] = await self.guard._digest_at(member, index)
+        return self.known[key]
 
 
 class ConsistencyGuard:
@@ -62,6 +106,7 @@ class ConsistencyGuard:
         self.raise_alarm = raise_alarm
         self.interval = interval
         self.counters = GuardCounters()
+        self._evidence: dict[int, _Evidence] = {}
         transport.register_handler("digest-latest", self._handle_latest)
         transport.register_handler("digest-at", self._handle_at)
 
@@ -89,12 +134,10 @@ class ConsistencyGuard:
                 log.debug("digest comparison skipped: %s", exc)
 
     async def check_once(self) -> list[int]:
-        """Compare every voter's digest at a common index; returns the members named."""
+        """One comparison round over every voter that answers; returns the members named."""
         voters = self.voters()
         digest = self.applier.digest
-        latest: dict[int, tuple[int, int, bytes]] = {}
-        local_index, local_value = digest.latest()
-        latest[self.member_id] = (digest.oldest_index(), local_index, local_value)
+        ranges = {self.member_id: (digest.oldest_index(), digest.latest()[0])}
         for peer in voters:
             if peer == self.member_id:
                 continue
@@ -102,48 +145,151 @@ class ConsistencyGuard:
                 raw = await self.transport.request(peer, "digest-latest", b"", REQUEST_TIMEOUT)
             except PeerRequestError:
                 continue  # unreachable: judged as not reporting
-            latest[peer] = _LATEST.unpack(raw)
-        if len(latest) < 2:
+            oldest, latest, _value = _LATEST.unpack(raw)
+            ranges[peer] = (oldest, latest)
+        indexes = comparison_indexes(ranges, voters)
+        if len(ranges) < 2 or not indexes or indexes[0] == 0:
             return []
-        common = min(entry[1] for entry in latest.values())
-        floor = max(entry[0] for entry in latest.values())
-        if common < floor or common == 0:
-            return []  # some member moved past what another still keeps: next round
-        reports: dict[int, bytes] = {}
-        for member, (_oldest, index, value) in latest.items():
-            if index == common:
-                reports[member] = value
-            else:
-                at = await self._digest_at(member, common)
-                if at is not None:
-                    reports[member] = at
         self.counters.checks += 1
-        truth, outliers = judge(reports, voters)
-        if not outliers:
-            return []
-        self.counters.apply_digest_mismatch += 1
+        rnd = _Round(self, ranges)
+        split = False
+        for at in indexes:
+            reports: dict[int, bytes] = {}
+            for member in ranges:
+                if rnd.covers(member, at):
+                    value = await rnd.at(member, at)
+                    if value is not None:
+                        reports[member] = value
+            truth, outliers = judge(reports, voters)
+            if truth is not None:
+                return await self._decided(rnd, at, truth, outliers, reports, split)
+            if len(set(reports.values())) < 2:
+                continue
+            if not split:
+                self.counters.apply_digest_mismatch += 1
+            if not awaits_voters(reports, voters):
+                return await self._name_all(reports, at)
+            if not split:
+                split = True
+                missing = sorted(set(voters) - set(reports))
+                await self._hold(rnd, reports, at)
+                log.warning(
+                    "apply digest mismatch at raft index %d among %s with no majority of "
+                    "voters: nobody named until voters %s report",
+                    at,
+                    ", ".join(f"{m:x}" for m in sorted(reports)),
+                    ", ".join(f"{m:x}" for m in missing),
+                )
+        return []
+
+    async def _hold(self, rnd: _Round, reports: dict[int, bytes], at: int) -> None:
+        """Keep each party's side of a mismatch at ``at`` until a majority settles it."""
+        longest = sorted(reports, key=rnd.ranges.__getitem__)
+        for member, mine in reports.items():
+            if member in self._evidence or self._already_alarmed(member):
+                continue
+            firsts: dict[bytes, int] = {}
+            for other in longest:
+                theirs = reports[other]
+                if theirs != mine and theirs not in firsts:
+                    firsts[theirs] = await self._first_divergence(rnd, member, other, at)
+            self._evidence[member] = _Evidence(at, mine, firsts)
+            self.counters.pending[member] = at
+
+    async def _settle_evidence(self, rnd: _Round, at: int, holders: list[int]) -> list[int]:
+        """The truth at ``at`` fixes it at every held mismatch's index up to ``at``: each party
+        whose digest there was another one is named, whatever it holds now."""
         named = []
-        for member in outliers:
+        for member, ev in sorted(self._evidence.items()):
+            if ev.at > at:
+                continue
+            truth = None
+            for holder in holders:
+                if rnd.covers(holder, ev.at):
+                    truth = await rnd.at(holder, ev.at)
+                    if truth is not None:
+                        break
+            if truth is None:
+                continue  # no truth holder keeps that index any more
+            del self._evidence[member]
+            self.counters.pending.pop(member, None)
+            if ev.digest != truth and not self._already_alarmed(member):
+                await self._name(member, ev.firsts.get(truth, ev.at), ev.at, truth, ev.digest)
+                named.append(member)
+        return named
+
+    async def _decided(
+        self,
+        rnd: _Round,
+        at: int,
+        truth: bytes,
+        outliers: list[int],
+        reports: dict[int, bytes],
+        counted: bool,
+    ) -> list[int]:
+        """A majority of all voters holds ``truth`` at ``at``: name whoever left its chain."""
+        holders = sorted((m for m, v in reports.items() if v == truth), key=rnd.ranges.__getitem__)
+        source = holders[0]  # the truth with the longest history
+        named = await self._settle_evidence(rnd, at, holders)
+        suspects: dict[int, int] = {m: at for m in outliers if m not in named}
+        source_oldest = rnd.ranges[source][0]
+        for member, (_oldest, latest) in rnd.ranges.items():
+            if member in reports or latest > at or latest < source_oldest:
+                continue
+            mine, theirs = await rnd.at(member, latest), await rnd.at(source, latest)
+            if mine is None or theirs is None:
+                continue
+            if mine != theirs and member not in named:
+                suspects[member] = latest
+        if not suspects:
+            if named and not counted:
+                self.counters.apply_digest_mismatch += 1
+            return named
+        if not counted:
+            self.counters.apply_digest_mismatch += 1
+        for member, where in sorted(suspects.items()):
+            self._evidence.pop(member, None)
+            self.counters.pending.pop(member, None)
             if self._already_alarmed(member):
                 continue
-            first = await self._first_divergence(member, floor, common, truth)
-            self.counters.corruption_detected += 1
-            self.counters.last_divergence[member] = first
-            log.error(
-                "apply digest mismatch: member %x diverged at raft index %d "
-                "(compared at index %d: expected %s, member has %s; %s)",
-                member,
-                first,
-                common,
-                truth.hex() if truth is not None else "no majority",
-                reports[member].hex(),
-                "quorum agrees on the expected digest"
-                if truth is not None
-                else "no quorum agrees: every member is suspect",
-            )
-            await self.raise_alarm(member)
+            first = await self._first_divergence(rnd, member, source, where)
+            actual = await rnd.at(member, where)
+            expected = await rnd.at(source, where)
+            await self._name(member, first, where, expected, actual)
             named.append(member)
         return named
+
+    async def _name_all(self, reports: dict[int, bytes], at: int) -> list[int]:
+        """No majority of voters can agree on these reports: every reporter is suspect."""
+        named = []
+        for member in sorted(reports):
+            self._evidence.pop(member, None)
+            self.counters.pending.pop(member, None)
+            if not self._already_alarmed(member):
+                await self._name(member, at, at, None, reports[member])
+                named.append(member)
+        return named
+
+    async def _name(
+        self, member: int, first: int, at: int, expected: bytes | None, actual: bytes | None
+    ) -> None:
+        self.counters.corruption_detected += 1
+        self.counters.last_divergence[member] = first
+        revision = self.applier.revision_at.get(first)
+        log.error(
+            "apply digest mismatch: member %x diverged at raft index %d (revision %s) "
+            "(compared at index %d: expected %s, member has %s; %s)",
+            member,
+            first,
+            revision if revision is not None else "unknown",
+            at,
+            expected.hex() if expected is not None else "no majority",
+            actual.hex() if actual is not None else "nothing",
+            "a majority of voters agrees on the expected digest"
+            if expected is not None
+            else "no majority of voters agrees: every member is suspect",
+        )
+        await self.raise_alarm(member)
 
     def _already_alarmed(self, member: int) -> bool:
         return (member, int(pb.CORRUPT)) in self.applier.alarms
@@ -154,18 +300,15 @@ class ConsistencyGuard:
         raw = await self.transport.request(member, "digest-at", _INDEX.pack(index), REQUEST_TIMEOUT)
         return raw or None
 
-    async def _first_divergence(self, member: int, lo: int, hi: int, truth: bytes | None) -> int:
-        """The first index in (lo, hi] where ``member`` left the majority's chain.
-
-        Compares with this member's own digests when they are the truth (the common case);
-        otherwise the index where the member's chain left the leader's.
-        """
-        local = self.applier.digest
+    async def _first_divergence(self, rnd: _Round, member: int, source: int, hi: int) -> int:
+        """The first index in (lo, hi] where ``member`` left ``source``'s chain (the truth's),
+        lo being the oldest index both keep; lo itself when they differ there already."""
+        lo = max(rnd.ranges[member][0], rnd.ranges[source][0])
 
         async def same(i: int) -> bool:
-            return await self._digest_at(member, i) == local.digest_at(i)
+            return await rnd.at(member, i) == await rnd.at(source, i)
 
-        if member == self.member_id or not await same(lo):
+        if not await same(lo):
             return lo
         while hi - lo > 1:  # invariant: same at lo, different at hi
             mid = (lo + hi) // 2

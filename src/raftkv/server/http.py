@@ -31,10 +31,18 @@ def metrics_text(member: Member) -> str:
     hs = member.raft.storage.hard_state()
     counters = member.applier.counters
     guard = member.guard.counters
+    hashes = member.hash_checker.counters
     lines = [
         ("raftkv_apply_digest_checks_total", "counter", guard.checks),
         ("raftkv_apply_digest_mismatch_total", "counter", guard.apply_digest_mismatch),
-        ("raftkv_corruption_detected_total", "counter", guard.corruption_detected),
+        ("raftkv_state_hash_checks_total", "counter", hashes.checks),
+        ("raftkv_state_hash_mismatch_total", "counter", hashes.mismatches),
+        ("raftkv_state_hash_compaction_checks_total", "counter", hashes.compaction_checks),
+        (
+            "raftkv_corruption_detected_total",
+            "counter",
+            guard.corruption_detected + len(hashes.named),
+        ),
         ("etcd_mvcc_put_total", "counter", counters["put"]),
         ("etcd_mvcc_delete_total", "counter", counters["delete"]),
         ("etcd_mvcc_txn_total", "counter", counters["txn"]),
@@ -53,6 +61,17 @@ def metrics_text(member: Member) -> str:
     for name, kind, value in lines:
         out.append(f"# TYPE {name} {kind}")
         out.append(f"{name} {value}")
+    # Per member: the first Raft index where its apply digest left the quorum's, the index of a
+    # mismatch still waiting for a voter to settle it, and the checkpoint index where its state
+    # hash was found to differ (leader only; kept until restart).
+    for name, by_member in (
+        ("raftkv_apply_digest_first_divergent_index", guard.last_divergence),
+        ("raftkv_apply_digest_pending_mismatch_index", guard.pending),
+        ("raftkv_state_hash_mismatch_index", hashes.named),
+    ):
+        out.append(f"# TYPE {name} gauge")
+        for member_id, index in sorted(by_member.items()):
+            out.append(f'{name}{{member_id="{member_id:x}"}} {index}')
     return "\n".join(out) + "\n"
 
 

@@ -31,7 +31,7 @@ from raftkv import errors
 from raftkv.lease.errors import LeaseNotFoundError
 from raftkv.lease.lessor import min_lease_ttl
 from raftkv.mvcc.backend import BackendConfig
-from raftkv.mvcc.errors import CompactedError, FutureRevError
+from raftkv.mvcc.errors import BackendCorruptionError, CompactedError, FutureRevError
 from raftkv.peer.transport import PeerRequestError, PeerTransport
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.raft import RawNode
@@ -43,13 +43,17 @@ from raftkv.server.bootstrap import DataDir, MemberInfo, open_raft_side
 from raftkv.server.compactor import AutoCompactor, parse_retention
 from raftkv.server.config import ServerConfig
 from raftkv.server.guard import ConsistencyGuard
+from raftkv.server.hash_check import StateHashChecker
 from raftkv.server.raft_node import RaftNode
+from raftkv.server.repair import Repairer
 from raftkv.server.requests import RequestIdGenerator, RequestKind, encode_request
 
 log = logging.getLogger("raftkv.member")
 
 LEASE_EXPIRY_CHECK_INTERVAL = 0.5
 COMPACTION_STEP_PAUSE = 0.01
+HASH_CHECK_REQUEST_TIMEOUT = 2.0
+FENCED_LEADER_CHECK_INTERVAL = 0.2
 MAX_LEASE_ID = (1 << 63) - 1
 
 
@@ -150,11 +154,26 @@ class Member:
             raise_alarm=self._raise_corrupt_alarm,
             interval=cfg.apply_digest_check_interval_ms / 1000,
         )
+        self.hash_checker = StateHashChecker(
+            member_id=self.member_id,
+            applier=self.applier,
+            transport=self.transport,
+            voters=lambda: self.raft.conf_state.voters,
+            is_leader=lambda: self.raft.is_leader,
+            leader=lambda: self.raft.lead,
+            propose_checkpoint=self._propose_checkpoint,
+            wait_applied=self.raft.wait_applied,
+            raise_alarm=self._raise_corrupt_alarm,
+            period=cfg.corrupt_check_time_s,
+            request_timeout=HASH_CHECK_REQUEST_TIMEOUT,
+        )
+        self.repairer = Repairer(self)
         self.transport.register_handler("lease-renew", self._handle_remote_renew)
         self.transport.register_handler("lease-ttl", self._handle_remote_ttl)
         await self.transport.start()
         self._members_changed(dict(self.applier.members))
         self.raft.on_leader_change = self._leader_changed
+        self.raft.may_send_snapshot = lambda: not self._self_alarmed()
         self.raft.start(self.transport, self.applier)
         if len(rec.conf_state.voters) == 1 and rec.conf_state.voters[0] == self.member_id:
             node.campaign()  # a lone voter need not wait an election timeout
@@ -164,14 +183,17 @@ class Member:
             asyncio.create_task(self._compaction_loop(), name="compaction"),
             asyncio.create_task(self._auto_compaction_loop(), name="auto-compaction"),
             asyncio.create_task(self._watch_sync_loop(), name="watch-sync"),
+            asyncio.create_task(self._fenced_leader_loop(), name="fenced-leader"),
             asyncio.create_task(self._publish(), name="publish"),
             asyncio.create_task(self.guard.run(), name="consistency-guard"),
         ]
-        if cfg.initial_corrupt_check or cfg.corrupt_check_time_s:
-            log.warning(
-                "--initial-corrupt-check and --corrupt-check-time (state hash checks) are not "
-                "implemented yet and have no effect; the apply digest guard is active"
+        if cfg.corrupt_check_time_s > 0:
+            self._tasks.append(
+                asyncio.create_task(self.hash_checker.run_periodic(), name="state-hash-check")
             )
+        if cfg.initial_corrupt_check:
+            # Before serving: a member whose state a quorum does not share does not start.
+            await self.hash_checker.initial_check(leader_wait=self.request_timeout)
         log.info(
             "member %x of cluster %x started (data dir %s)",
             self.member_id,
@@ -248,11 +270,69 @@ class Member:
         if self.member_id in corrupt or self.config.corrupt_alarm_policy == "cluster":
             raise errors.ERR_CORRUPT
 
+    async def propose_internal(self, kind: RequestKind, body: bytes) -> Any:
+        """Propose a member-internal request (not fenced) and return its applied answer."""
+        return await self._propose(kind, body)
+
+    def on_state_replaced(self) -> None:
+        """The backend was swapped (repair): a leader's lessor must be promoted again."""
+        if self.raft.is_leader:
+            self._leader_changed(True)
+
+    def _self_alarmed(self) -> bool:
+        return (self.member_id, int(pb.CORRUPT)) in self.applier.alarms
+
+    async def _fenced_leader_loop(self) -> None:
+        """A leader named diverged hands leadership to a healthy voter: its state must not be
+        the one lagging followers receive, nor lead lease expiry."""
+        while True:
+            await asyncio.sleep(FENCED_LEADER_CHECK_INTERVAL)
+            if not (self.raft.is_leader and self._self_alarmed()):
+                continue
+            alarmed = {m for m, _a in self.applier.alarms}
+            healthy = [v for v in self.raft.conf_state.voters if v not in alarmed]
+            if not healthy:
+                continue
+            log.warning("this leader is under a CORRUPT alarm: transferring to %x", healthy[0])
+            self.raft.transfer_leader(healthy[0])
+            await asyncio.sleep(self.config.election_timeout_ms / 1000)
+
+    def is_fenced(self) -> bool:
+        """True while ``check_fence`` refuses this member's client requests."""
+        try:
+            self.check_fence()
+        except errors.EtcdError:
+            return True
+        return False
+
+    async def _propose_checkpoint(self) -> int:
+        """Commit a HASH_CHECK entry; every member hashes its state at the returned index."""
+        index: int = await self._propose(RequestKind.HASH_CHECK, b"")
+        return index
+
     async def _raise_corrupt_alarm(self, member_id: int) -> None:
         body = pb.AlarmRequest(
             action=pb.AlarmRequest.ACTIVATE, memberID=member_id, alarm=pb.CORRUPT
         ).SerializeToString()
         await self._propose_quietly(RequestKind.ALARM, body)
+
+    def report_backend_corruption(self, exc: Exception) -> None:
+        """A read found a value failing its CRC in this member's backend: fence this member.
+
+        ``exc`` is the backend's corruption error (its text names the bucket and key).  Logs it,
+        counts it in ``raftkv_corruption_detected_total`` and proposes, in the background, a
+        CORRUPT alarm naming this member, after whose apply ``check_fence`` refuses this
+        member's client requests; nothing is proposed while that alarm is already active.
+        Never blocks or raises (the caller is serving a client).
+        """
+        log.error(
+            "member %x: corrupt data in its backend (%s); raising a CORRUPT alarm for itself",
+            self.member_id,
+            exc,
+        )
+        self.guard.counters.corruption_detected += 1
+        if (self.member_id, pb.CORRUPT) not in self.applier.alarms:
+            self._spawn(self._raise_corrupt_alarm(self.member_id))
 
     # -- proposals ----------------------------------------------------------------------------
 
@@ -267,10 +347,10 @@ class Member:
             async with asyncio.timeout_at(deadline):
                 await self.raft.wait_leader()
                 try:
-                    self.raft.propose(encode_request(kind, request_id, body))
+                    self.raft.propose(encode_request(kind, request_id, body), fut)
+                    return await fut
                 except ProposalDroppedError:
                     raise errors.ERR_NO_LEADER from None
-                return await fut
         except TimeoutError:
             raise errors.ERR_TIMEOUT from None
         finally:
@@ -516,7 +596,12 @@ class Member:
     async def _watch_sync_loop(self) -> None:
         while True:
             await asyncio.sleep(0.1)
-            self.applier.watchable.sync_watchers()
+            if self.is_fenced():
+                continue  # the watch streams are being closed; nothing more is read
+            try:
+                self.applier.watchable.sync_watchers()
+            except BackendCorruptionError as exc:
+                self.report_backend_corruption(exc)
 
     async def _publish(self) -> None:
         """Record this member's name and client URLs in the replicated member list."""
@@ -625,6 +710,7 @@ class Member:
         return pb.MoveLeaderResponse(header=self.header())
 
     async def snapshot_stream(self) -> AsyncIterator[pb.SnapshotResponse]:
+        self.check_fence()  # a diverged member's state must not become anyone's backup
         path = os.path.join(self.data_dir.snap, f"client-snapshot-{secrets.token_hex(4)}.db")
         await asyncio.to_thread(self.applier.copy_backend, path)
         try:

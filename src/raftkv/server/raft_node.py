@@ -14,7 +14,11 @@ Contracts (the order the Raft contract demands):
   persisted and sent, so the next Ready's WAL write overlaps this one's apply; queued entry
   batches are merged into one backend transaction.  A Ready carrying a conf change or a
   snapshot waits for the queue to drain before ``advance``, so the core never sees a
-  membership change out of order with its own;
+  membership change out of order with its own; while entries are in flight, apply batches
+  start at most every ``APPLY_COALESCE_INTERVAL`` (each is one LMDB commit and fdatasync);
+- proposals are queued by ``propose`` and stepped at the top of the next loop iteration as one
+  batch (one MsgProp, forwarded as one message by a follower); a proposal the core refuses
+  fails its waiter with ``ProposalDroppedError``, so none is silently lost;
 - the RawNode is touched only from the event loop thread; the WAL and snapshot files only from
   the one thread doing the current Ready's persistence, so they are never used concurrently;
 - before the log is compacted to a snapshot index, the state machine has durably committed
@@ -29,10 +33,10 @@ import logging
 import os
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from raftkv.raft import RawNode
-from raftkv.raft.errors import RaftError
+from raftkv.raft.errors import ProposalDroppedError, RaftError
 from raftkv.raft.storage import MemoryStorage
 from raftkv.raft.types import (
     ConfChange,
@@ -50,6 +54,16 @@ from raftkv.snap import Snapshotter
 from raftkv.wal import WAL, WalSnapshot
 
 log = logging.getLogger("raftkv.raft_node")
+
+PROPOSAL_BATCH_BYTES = 1 << 20
+"""Proposals queued between two Ready iterations are stepped together as few MsgProp as
+possible; a MsgProp is closed once its data reaches this many bytes."""
+
+APPLY_COALESCE_INTERVAL = 0.015
+"""While entries are in flight (appended, not yet committed), apply batches start at most this
+often (seconds): each batch is one LMDB commit, whose fdatasync blocks the event loop, so under
+load fewer, larger batches leave the loop free for requests.  With nothing in flight (a lone
+client) a committed entry is applied at once."""
 
 
 class StateMachine(Protocol):
@@ -117,7 +131,14 @@ class RaftNode:
         self._apply_wake = asyncio.Event()
         self._apply_idle = asyncio.Event()
         self._apply_idle.set()
+        self._last_apply = 0.0
+        # Proposals queued since the last Ready iteration, stepped as one MsgProp; each has
+        # the future its proposer awaits, which gets ProposalDroppedError if the batch drops.
+        self._proposals: list[bytes] = []
+        self._proposal_waiters: list[asyncio.Future[Any]] = []
         self.on_fatal: Callable[[BaseException], None] | None = None
+        # False while this member's state must not be copied to others (named diverged).
+        self.may_send_snapshot: Callable[[], bool] = lambda: True
         # Called with (this member is leader) whenever the leader changes.
         self.on_leader_change: Callable[[bool], None] | None = None
 
@@ -143,6 +164,9 @@ class RaftNode:
         for fut in self._read_waiters.values():
             if not fut.done():
                 fut.cancel()
+        for waiter in self._proposal_waiters:
+            if not waiter.done():
+                waiter.cancel()
         self.wal.close()
 
     # -- inputs ---------------------------------------------------------------------------
@@ -168,10 +192,38 @@ class RaftNode:
         self.node.report_snapshot(peer_id, ok)
         self._wake.set()
 
-    def propose(self, data: bytes) -> None:
-        """Raises ProposalDroppedError when there is no leader to take it."""
-        self.node.propose(data)
+    def propose(self, data: bytes, waiter: asyncio.Future[Any]) -> None:
+        """Queue ``data``; the Ready loop steps everything queued as one proposal batch.
+
+        Raises ProposalDroppedError at once when no leader is known; when the core refuses
+        the batch later (leadership transfer, uncommitted size limit), ``waiter`` gets a
+        ProposalDroppedError instead.
+        """
+        if self.node.lead == 0:
+            raise ProposalDroppedError("raft proposal dropped: no leader")
+        self._proposals.append(data)
+        self._proposal_waiters.append(waiter)
         self._wake.set()
+
+    def _flush_proposals(self) -> None:
+        """Step the queued proposals, at most ``PROPOSAL_BATCH_BYTES`` of data per MsgProp
+        (a follower forwards each MsgProp to the leader as one message)."""
+        datas, waiters = self._proposals, self._proposal_waiters
+        self._proposals, self._proposal_waiters = [], []
+        start = size = 0
+        for i, data in enumerate(datas):
+            size += len(data)
+            if size >= PROPOSAL_BATCH_BYTES or i == len(datas) - 1:
+                self._propose_batch(datas[start : i + 1], waiters[start : i + 1])
+                start, size = i + 1, 0
+
+    def _propose_batch(self, datas: list[bytes], waiters: list[asyncio.Future[Any]]) -> None:
+        try:
+            self.node.propose_many(datas)
+        except ProposalDroppedError as exc:
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_exception(ProposalDroppedError(str(exc)))
 
     def propose_conf_change(self, cc: ConfChange) -> None:
         self.node.propose_conf_change(cc)
@@ -223,6 +275,8 @@ class RaftNode:
     async def _ready_loop(self) -> None:
         try:
             while not self._stopped:
+                if self._proposals:
+                    self._flush_proposals()
                 if not self.node.has_ready():
                     await self._wake.wait()
                     self._wake.clear()
@@ -241,6 +295,7 @@ class RaftNode:
 
     async def _apply_loop(self) -> None:
         assert self.state_machine is not None
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 if not self._apply_queue:
@@ -248,6 +303,11 @@ class RaftNode:
                     await self._apply_wake.wait()
                     self._apply_wake.clear()
                     continue
+                wait = self._last_apply + APPLY_COALESCE_INTERVAL - loop.time()
+                if wait > 0 and self._apply_queue[0][0] is None and self._entries_in_flight():
+                    await asyncio.sleep(wait)
+                    continue
+                self._last_apply = loop.time()
                 snap, entries = self._apply_queue.popleft()
                 if snap is not None:
                     db_path = self._received_snapshots.pop(snap.metadata.index, None)
@@ -266,6 +326,10 @@ class RaftNode:
         except BaseException as exc:
             self._fail("apply loop", exc)
             raise
+
+    def _entries_in_flight(self) -> bool:
+        log_ = self.node.raft.log
+        return bool(self._proposals) or log_.last_index() > log_.committed
 
     async def _process_ready(self, rd: Ready) -> None:
         assert self.transport is not None and self.state_machine is not None
@@ -319,6 +383,10 @@ class RaftNode:
 
     async def _send_snapshot(self, m: Message) -> None:
         assert self.transport is not None and self.state_machine is not None
+        if not self.may_send_snapshot():
+            log.warning("not sending a snapshot to %x: this member's state is fenced", m.to)
+            self.report_snapshot(m.to, False)
+            return
         path = os.path.join(self.snap_dir, f"outgoing-{m.to:x}-{m.index:016x}.db.tmp")
         try:
             await asyncio.to_thread(self.state_machine.copy_backend, path)

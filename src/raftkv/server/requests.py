@@ -29,6 +29,7 @@ class RequestKind(IntEnum):
     LEASE_CHECKPOINT = 7
     ALARM = 8
     MEMBER_ATTRIBUTES = 9
+    HASH_CHECK = 10  # no state change: every member takes a state hash at this entry
 
 
 class RequestDecodeError(ValueError):

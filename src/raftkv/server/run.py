@@ -16,12 +16,15 @@ from urllib.parse import urlsplit
 import grpc.aio
 
 from raftkv.api.cluster import ClusterService
+from raftkv.api.common import set_corruption_reporter
 from raftkv.api.kv import KVService
 from raftkv.api.lease import LeaseService
 from raftkv.api.maintenance import MaintenanceService
+from raftkv.api.repair import add_repair_service
 from raftkv.api.watch import WatchService
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
 from raftkv.server.config import ServerConfig
+from raftkv.server.hash_check import InitialCheckError
 from raftkv.server.http import start_http
 from raftkv.server.member import Member
 
@@ -38,7 +41,14 @@ def grpc_address(url: str) -> str:
 
 async def serve(cfg: ServerConfig) -> int:
     member = Member(cfg)
-    await member.start()
+    try:
+        await member.start()
+    except InitialCheckError as exc:
+        log.critical("%s", exc)
+        with contextlib.suppress(Exception):
+            await member.stop()
+        return 1
+    set_corruption_reporter(member.report_backend_corruption)
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", cfg.max_request_bytes + GRPC_OVERHEAD_BYTES),
@@ -51,6 +61,7 @@ async def serve(cfg: ServerConfig) -> int:
     pb_grpc.add_LeaseServicer_to_server(LeaseService(member), server)
     pb_grpc.add_ClusterServicer_to_server(ClusterService(member), server)
     pb_grpc.add_MaintenanceServicer_to_server(MaintenanceService(member), server)
+    add_repair_service(server, member)
     for url in cfg.listen_client_urls:
         server.add_insecure_port(grpc_address(url))
     await server.start()

@@ -1,0 +1,141 @@
+"""CPU per request of each member of a 3-member cluster under one ``compare_etcd`` scenario.
+
+Owns: starting a cluster (raftkv or etcd, ``compare_etcd.LocalCluster``), running one scenario
+with the same client and parameters as ``compare_etcd.py``, and reporting what each process
+spent: CPU milliseconds per request of every member (the leader marked ``L``), of the load
+processes, and the fraction of the machine left idle.  Optionally records a py-spy profile of
+the leader and of one follower while the load runs.
+
+On a machine where the members and the client share the cores, requests/s is bounded by the
+total CPU per request across all processes; this is the figure to drive down, and it is far
+less sensitive to other work on the machine than requests/s.
+
+    python bench/cpu_per_request.py                          # raftkv, put-100, 5000 puts
+    python bench/cpu_per_request.py --system etcd --scenario range-l --total 10000
+    python bench/cpu_per_request.py --py-spy /tmp/prof       # leader.txt, follower.txt
+
+Profiles are py-spy's ``raw`` (collapsed stack) format; ``--native`` adds C frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "bench"))
+
+import compare_etcd as ce  # noqa: E402
+
+from raftkv.benchmark import runner  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` (all its threads) so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(idle + iowait ticks, all ticks) of the whole machine so far."""
+    with open("/proc/stat") as f:
+        values = [int(x) for x in f.readline().split()[1:]]
+    return values[3] + values[4], sum(values)
+
+
+def start_profilers(
+    targets: dict[str, int], out: Path, native: bool
+) -> list[subprocess.Popen[bytes]]:
+    out.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for name, pid in targets.items():
+        argv = ["py-spy", "record", "-r", "50", "-f", "raw", "-o", str(out / f"{name}.txt")]
+        argv += ["--native"] if native else []
+        procs.append(
+            subprocess.Popen(
+                [*argv, "--pid", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        )
+    time.sleep(1.0)  # py-spy attaches before the load starts
+    return procs
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--system", choices=("raftkv", "etcd"), default="raftkv")
+    ap.add_argument("--scenario", default="put-100", help="one of compare_etcd's scenarios")
+    ap.add_argument("--total", type=int, default=5000, help="requests in the run")
+    ap.add_argument("--val-size", type=int, default=256)
+    ap.add_argument("--procs", type=int, default=0, help="load processes (0 = cpu count)")
+    ap.add_argument("--py-spy", default="", help="directory for leader/follower profiles")
+    ap.add_argument("--native", action="store_true", help="profiles include native frames")
+    args = ap.parse_args(argv)
+    by_name = {s.name: s for s in ce.scenarios(args.val_size)}
+    if args.scenario not in by_name:
+        ap.error(f"unknown scenario {args.scenario}; one of {', '.join(by_name)}")
+    sc = by_name[args.scenario]
+    if args.py_spy and shutil.which("py-spy") is None:
+        ap.error("py-spy is not installed (pip install py-spy)")
+
+    root = Path(tempfile.mkdtemp(prefix=f"cpu-{args.system}-"))
+    cluster = ce.LocalCluster(args.system, root)
+    try:
+        cluster.start()
+        ce.etcdctl(",".join(cluster.endpoints), "put", ce.RANGE_KEY.decode(), "x" * args.val_size)
+        leader = cluster.leader_pid()
+        pids = cluster.pids()
+        follower = next(p for p in pids if p != leader)
+        spies = []
+        if args.py_spy:
+            assert leader is not None
+            targets = {"leader": leader, "follower": follower}
+            spies = start_profilers(targets, Path(args.py_spy), args.native)
+        cfg = runner.LoadConfig(
+            endpoints=tuple(cluster.endpoints),
+            workload=sc.workload,
+            total=args.total,
+            clients=sc.clients,
+            conns=sc.conns,
+            procs=args.procs,
+            seed=1,
+        )
+        before = {p: process_cpu(p) for p in pids}
+        idle0 = machine_ticks()
+        stats = runner.run(cfg)
+        idle1 = machine_ticks()
+        spent = {p: process_cpu(p) - before[p] for p in pids}
+        for spy in spies:
+            spy.send_signal(2)  # SIGINT: py-spy writes the profile and exits
+        for spy in spies:
+            spy.wait(30)
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+    n = args.total
+    idle = (idle1[0] - idle0[0]) / max(1, idle1[1] - idle0[1])
+    print(
+        f"{args.system} {sc.title}: {stats.rps:.0f} req/s, p99 {stats.percentile_map()['p99'] * 1e3:.1f} ms"
+    )
+    members = " ".join(f"{'L' if p == leader else 'F'}:{spent[p] / n * 1e3:.3f}" for p in pids)
+    total = sum(spent.values()) / n * 1e3
+    print(f"member CPU ms/request: {members} (sum {total:.3f})")
+    print(f"client CPU ms/request: {stats.client_cpu / n * 1e3:.3f}")
+    print(f"machine idle during the load (includes the client start-up): {idle:.0%}")
+    if args.py_spy:
+        print(f"profiles: {args.py_spy}/leader.txt, {args.py_spy}/follower.txt")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

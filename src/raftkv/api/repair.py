@@ -1,0 +1,59 @@
+"""raftkv's own gRPC method for ``raftkv member repair``: ``/raftkvpb.Guard/RepairMember``.
+
+etcd's API has no repair call, so this one lives in raftkv's own service, beside etcd's on the
+client port.  It carries JSON rather than protobuf so no generated code is needed:
+
+    request:  {"member_id": <uint64>}
+    response: {"member_id", "source_id", "installed_index", "reapplied_entries",
+               "verified_index", "state_hash", "alarm_cleared"}
+
+Errors: FAILED_PRECONDITION with the reason when the repair cannot be done or verified (the
+member stays fenced), INVALID_ARGUMENT for a malformed request.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import grpc.aio
+
+if TYPE_CHECKING:  # the CLI imports this module for the wire format only: keep it light
+    from raftkv.server.member import Member
+
+SERVICE = "raftkvpb.Guard"
+METHOD = "RepairMember"
+FULL_METHOD = f"/{SERVICE}/{METHOD}"
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def decode(data: bytes) -> Any:
+    return json.loads(data)
+
+
+def add_repair_service(server: grpc.aio.Server, member: Member) -> None:
+    from raftkv.server.repair import RepairError
+
+    async def repair(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, Any]:
+        target = request.get("member_id") if isinstance(request, dict) else None
+        if not isinstance(target, int) or target <= 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "member_id must be a member ID")
+        try:
+            return await member.repairer.repair(int(target))
+        except RepairError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            raise  # unreachable: abort raises
+
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            METHOD: grpc.unary_unary_rpc_method_handler(
+                repair, request_deserializer=decode, response_serializer=encode
+            )
+        },
+    )
+    server.add_generic_rpc_handlers((handler,))
