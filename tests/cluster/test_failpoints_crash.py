@@ -25,6 +25,7 @@ import pytest
 
 from raftkv.guard import failpoints
 from tests.cluster.harness import Cluster, require_etcdctl
+from tests.cluster.test_repair import raftkv_cli
 
 CORRUPT_MSG = "etcdserver: corrupt cluster"
 MAX_WRITES = 80  # the faulty member must die before this many writes
@@ -117,24 +118,28 @@ def _check_converged(c: Cluster, acked: dict[str, str]) -> None:
 # fires during the client writes, a few of them in (one apply batch a write, two WAL syncs).
 # ``writers``: etcdctl processes at once (several entries per Ready and WAL batch).
 @pytest.mark.parametrize(
-    ("spec", "role", "writers"),
+    ("spec", "role", "writers", "size"),
     [
-        ("crashBeforeConsistentIndex=16*off->panic", "follower", 1),
-        ("crashAfterBackendCommit=16*off->panic", "leader", 1),
-        ("walBeforeFsync=40*off->panic", "leader", 1),
-        ("walTornWrite=40*off->on", "leader", 8),
-        ("walTornWrite=40*off->on", "follower", 1),
+        ("crashBeforeConsistentIndex=16*off->panic", "follower", 1, 3),
+        ("crashAfterBackendCommit=16*off->panic", "leader", 1, 3),
+        ("walBeforeFsync=40*off->panic", "leader", 1, 3),
+        ("walTornWrite=40*off->on", "leader", 8, 3),
+        ("walTornWrite=40*off->on", "follower", 1, 3),
+        ("crashBeforeConsistentIndex=16*off->panic", "leader", 1, 5),
+        ("crashAfterBackendCommit=16*off->panic", "follower", 1, 5),
+        ("walBeforeFsync=40*off->panic", "follower", 1, 5),
+        ("walTornWrite=40*off->on", "leader", 4, 5),
     ],
 )
 def test_crash_loses_no_acknowledged_write(
-    make_cluster: Callable[..., Cluster], spec: str, role: str, writers: int
+    make_cluster: Callable[..., Cluster], spec: str, role: str, writers: int, size: int
 ) -> None:
     name = spec.split("=")[0]
-    c = make_cluster(3, start=False)
+    c = make_cluster(size, start=False)
     faulty = 0
     c.start(faulty, env={failpoints.ENV_VAR: spec})
-    c.start(1)
-    c.start(2)
+    for i in range(1, size):
+        c.start(i)
     c.wait_ready()
     if role == "leader":
         _make_leader(c, faulty)
@@ -167,14 +172,16 @@ def test_crash_loses_no_acknowledged_write(
     _check_converged(c, acked)
 
 
-def test_bit_flip_is_reported_fenced_and_loses_nothing(
-    make_cluster: Callable[..., Cluster],
+@pytest.mark.parametrize("size", [3, 5])
+def test_bit_flip_is_reported_fenced_repaired_and_loses_nothing(
+    make_cluster: Callable[..., Cluster], size: int
 ) -> None:
-    c = make_cluster(3, start=False)
+    c = make_cluster(size, start=False)
     faulty = 2
     # the first two values this member stores are intact, the third is flipped at rest
-    c.start(0)
-    c.start(1)
+    for i in range(size):
+        if i != faulty:
+            c.start(i)
     c.start(faulty, env={failpoints.ENV_VAR: "backendBitFlip=2*off->1*on"})
     c.wait_ready()
     healthy = c.members[0].endpoint
@@ -218,3 +225,10 @@ def test_bit_flip_is_reported_fenced_and_loses_nothing(
         assert c.get_all(i, prefix="k", serializable=False) == acked
     c.etcdctl("put", "k4", "four", endpoints=c.members[1].endpoint)
     assert c.get_all(0, prefix="k4") == {"k4": "four"}
+    acked["k4"] = "four"
+
+    # member repair replaces the damaged backend with a healthy member's and unfences it
+    fixed = raftkv_cli("member", "repair", f"{faulty_id:x}", "--endpoints", healthy)
+    assert fixed.returncode == 0, fixed.stderr + c.dump_logs()
+    assert c.etcdctl("alarm", "list", endpoints=healthy).stdout == ""
+    assert c.get_all(faulty, prefix="k", serializable=True) == acked
