@@ -232,3 +232,51 @@ def test_bit_flip_is_reported_fenced_repaired_and_loses_nothing(
     assert fixed.returncode == 0, fixed.stderr + c.dump_logs()
     assert c.etcdctl("alarm", "list", endpoints=healthy).stdout == ""
     assert c.get_all(faulty, prefix="k", serializable=True) == acked
+
+
+def test_corrupt_value_met_while_applying_parks_fences_and_is_repaired(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """A write whose apply reads a value that fails its CRC (a put with prev_kv over the
+    flipped key) cannot be applied on that member: it stays up, parked and fenced, instead of
+    crash-looping, and `member repair` brings it back with the write applied."""
+    c = make_cluster(3, start=False)
+    faulty = 2
+    c.start(0)
+    c.start(1)
+    c.start(faulty, env={failpoints.ENV_VAR: "backendBitFlip=2*off->1*on"})
+    c.wait_ready()
+    healthy = c.members[0].endpoint
+    bad = c.members[faulty].endpoint
+    for k, v in (("k0", "zero"), ("k1", "one"), ("k2", "victim")):
+        c.etcdctl("put", k, v, endpoints=healthy)
+    _wait(
+        "the faulty member to apply every write",
+        c,
+        lambda: c.etcdctl("get", "k1", "--consistency=s", endpoints=bad, check=False).stdout != "",
+    )
+    faulty_id = _member_id(c, faulty)
+    c.etcdctl("put", "k2", "rewritten", "--prev-kv", endpoints=healthy)
+    expected = f"memberID:{faulty_id} alarm:CORRUPT"
+    _wait(
+        "the CORRUPT alarm",
+        c,
+        lambda: expected in c.etcdctl("alarm", "list", endpoints=healthy).stdout,
+    )
+    log = c.members[faulty].log_path.read_text(errors="replace")
+    assert "apply stopped: the backend is corrupt" in log
+    assert c.members[faulty].alive()
+    res = c.etcdctl("get", "k0", "--consistency=s", endpoints=bad, check=False)
+    assert res.returncode != 0 and CORRUPT_MSG in res.stderr
+    c.etcdctl("put", "k3", "after", endpoints=c.members[1].endpoint)
+
+    fixed = raftkv_cli("member", "repair", f"{faulty_id:x}", "--endpoints", healthy)
+    assert fixed.returncode == 0, fixed.stderr + c.dump_logs()
+    assert "apply resumed after the state was replaced" in c.members[faulty].log_path.read_text()
+    assert c.etcdctl("alarm", "list", endpoints=healthy).stdout == ""
+    want = {"k0": "zero", "k1": "one", "k2": "rewritten", "k3": "after"}
+    _wait(
+        "the repaired member to serve every write",
+        c,
+        lambda: c.get_all(faulty, prefix="k", serializable=True) == want,
+    )

@@ -80,6 +80,8 @@ class Member:
         self._background: set[asyncio.Task[None]] = set()
         self.stopped = asyncio.Event()
         self.fatal_error: BaseException | None = None
+        # True from apply meeting a corrupt stored value until a repair verified the new state.
+        self.state_broken = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -174,6 +176,7 @@ class Member:
         self._members_changed(dict(self.applier.members))
         self.raft.on_leader_change = self._leader_changed
         self.raft.may_send_snapshot = lambda: not self._self_alarmed()
+        self.raft.on_apply_corruption = self._apply_corruption
         self.raft.start(self.transport, self.applier)
         if len(rec.conf_state.voters) == 1 and rec.conf_state.voters[0] == self.member_id:
             node.campaign()  # a lone voter need not wait an election timeout
@@ -264,6 +267,8 @@ class Member:
         Policy ``member``: only a member named by a CORRUPT alarm stops serving; ``cluster``:
         any CORRUPT alarm stops every member, as etcd does.
         """
+        if self.state_broken:
+            raise errors.ERR_CORRUPT
         corrupt = {m for m, alarm in self.applier.alarms if alarm == pb.CORRUPT}
         if not corrupt:
             return
@@ -280,7 +285,13 @@ class Member:
             self._leader_changed(True)
 
     def _self_alarmed(self) -> bool:
-        return (self.member_id, int(pb.CORRUPT)) in self.applier.alarms
+        return self.state_broken or (self.member_id, int(pb.CORRUPT)) in self.applier.alarms
+
+    def _apply_corruption(self, exc: BackendCorruptionError) -> None:
+        """Apply met a corrupt stored value and parked: fence now, before the alarm applies
+        (it cannot apply here until the state is repaired)."""
+        self.state_broken = True
+        self.report_backend_corruption(exc)
 
     async def _fenced_leader_loop(self) -> None:
         """A leader named diverged hands leadership to a healthy voter: its state must not be
@@ -290,7 +301,9 @@ class Member:
             if not (self.raft.is_leader and self._self_alarmed()):
                 continue
             alarmed = {m for m, _a in self.applier.alarms}
-            healthy = [v for v in self.raft.conf_state.voters if v not in alarmed]
+            healthy = [
+                v for v in self.raft.conf_state.voters if v not in alarmed and v != self.member_id
+            ]
             if not healthy:
                 continue
             log.warning("this leader is under a CORRUPT alarm: transferring to %x", healthy[0])

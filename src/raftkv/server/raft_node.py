@@ -16,6 +16,8 @@ Contracts (the order the Raft contract demands):
   snapshot waits for the queue to drain before ``advance``, so the core never sees a
   membership change out of order with its own; while entries are in flight, apply batches
   start at most every ``APPLY_COALESCE_INTERVAL`` (each is one LMDB commit and fdatasync);
+- a corrupt stored value met while applying parks the apply loop (the batch is kept) and tells
+  ``on_apply_corruption``; ``resume_apply`` retries it once the state was replaced;
 - proposals are queued by ``propose`` and stepped at the top of the next loop iteration as one
   batch (one MsgProp, forwarded as one message by a follower); a proposal the core refuses
   fails its waiter with ``ProposalDroppedError``, so none is silently lost;
@@ -35,6 +37,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from raftkv.mvcc.errors import BackendCorruptionError
 from raftkv.raft import RawNode
 from raftkv.raft.errors import ProposalDroppedError, RaftError
 from raftkv.raft.storage import MemoryStorage
@@ -139,6 +142,10 @@ class RaftNode:
         self.on_fatal: Callable[[BaseException], None] | None = None
         # False while this member's state must not be copied to others (named diverged).
         self.may_send_snapshot: Callable[[], bool] = lambda: True
+        # Told when apply met a corrupt stored value and parked (see ``_apply_loop``).
+        self.on_apply_corruption: Callable[[BackendCorruptionError], None] | None = None
+        self._apply_resume = asyncio.Event()
+        self._apply_resume.set()
         # Called with (this member is leader) whenever the leader changes.
         self.on_leader_change: Callable[[bool], None] | None = None
 
@@ -318,7 +325,16 @@ class RaftNode:
                 while self._apply_queue and self._apply_queue[0][0] is None:
                     batch.extend(self._apply_queue.popleft()[1])
                 if batch:
-                    self.state_machine.apply_entries(batch)
+                    try:
+                        self.state_machine.apply_entries(batch)
+                    except BackendCorruptionError as exc:
+                        # The stored state is damaged: applying on would diverge, stopping
+                        # would crash-loop. Park with the batch kept until the state is
+                        # replaced (member repair), then retry it (entries already applied
+                        # are skipped by the consistent index).
+                        self._apply_queue.appendleft((None, batch))
+                        await self._park(exc)
+                        continue
                 self._release_applied_waiters()
                 await asyncio.sleep(0)  # let the loop serve requests between batches
         except asyncio.CancelledError:
@@ -326,6 +342,23 @@ class RaftNode:
         except BaseException as exc:
             self._fail("apply loop", exc)
             raise
+
+    async def _park(self, exc: BackendCorruptionError) -> None:
+        log.error("apply stopped: the backend is corrupt (%s); waiting for a repair", exc)
+        self._apply_resume.clear()
+        if self.on_apply_corruption is not None:
+            self.on_apply_corruption(exc)
+        await self._apply_resume.wait()
+        log.warning("apply resumed after the state was replaced")
+
+    @property
+    def apply_parked(self) -> bool:
+        """True while apply waits for the corrupt state to be replaced."""
+        return not self._apply_resume.is_set()
+
+    def resume_apply(self) -> None:
+        """The state machine's state was replaced: retry the parked batch."""
+        self._apply_resume.set()
 
     def _entries_in_flight(self) -> bool:
         log_ = self.node.raft.log

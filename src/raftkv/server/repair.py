@@ -6,8 +6,8 @@ diverged state, re-applying what this member had applied beyond it, verifying th
 state hash check against the quorum, and clearing this member's CORRUPT alarm.
 
 Contracts:
-- only a member under a CORRUPT alarm is repaired; the source is a voter under no alarm, the
-  leader first;
+- only a member under a CORRUPT alarm, or whose apply stopped on a corrupt stored value, is
+  repaired; the source is a voter under no alarm, the leader first;
 - the fetched file is the source's Maintenance.Snapshot stream (an LMDB copy ending with its
   SHA-256, the one ``etcdctl snapshot save`` checks); it is accepted only when the checksum
   matches, every stored value passes its CRC, and the apply digest it carries at its consistent
@@ -100,7 +100,7 @@ class Repairer:
     async def _repair_locked(self) -> dict[str, Any]:
         m = self.member
         me = m.member_id
-        if (me, int(pb.CORRUPT)) not in m.applier.alarms:
+        if (me, int(pb.CORRUPT)) not in m.applier.alarms and not m.state_broken:
             raise RepairError(f"member {me:x} is not under a CORRUPT alarm: nothing to repair")
         problems: list[str] = []
         for source in self._sources():
@@ -151,6 +151,7 @@ class Repairer:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         m.on_state_replaced()
+        m.raft.resume_apply()  # apply may have parked on the corrupt state
         log.warning(
             "member %x: state replaced by member %x's at raft index %d; %d entries re-applied",
             m.member_id,
@@ -222,6 +223,7 @@ class Repairer:
                 f"state installed but its state hash at raft index {at} is not the quorum's; "
                 "the member stays fenced"
             )
+        m.state_broken = False
         body = pb.AlarmRequest(
             action=pb.AlarmRequest.DEACTIVATE, memberID=m.member_id, alarm=pb.CORRUPT
         ).SerializeToString()
