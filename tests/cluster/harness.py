@@ -19,6 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 ETCDCTL = shutil.which("etcdctl")
+CORRUPT_ALARM = 2  # etcd's AlarmType.CORRUPT
 
 
 def require_etcdctl() -> str:
@@ -205,6 +206,28 @@ class Cluster:
                 time.sleep(0.2)
         if pending:
             raise AssertionError(f"members {sorted(pending)} not ready\n" + self.dump_logs())
+
+    def member_id(self, i: int) -> int:
+        st = self.status(i)
+        assert st is not None, f"{self.members[i].name} does not answer status"
+        return int(st["header"]["member_id"])  # type: ignore[index]
+
+    def corrupt_alarms(self, endpoint: str) -> set[int]:
+        """Member IDs under a CORRUPT alarm as ``endpoint`` lists them (empty if it cannot)."""
+        res = self.etcdctl("alarm", "list", "-w", "json", endpoints=endpoint, check=False)
+        if res.returncode != 0 or not res.stdout.strip():
+            return set()
+        alarms = json.loads(res.stdout).get("alarms") or []
+        return {int(a["memberID"]) for a in alarms if a.get("alarm") == CORRUPT_ALARM}
+
+    def wait_corrupt_alarm(self, endpoint: str, timeout: float = 20) -> tuple[set[int], float]:
+        """Member IDs under a CORRUPT alarm, and how long it took to see the first one."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if ids := self.corrupt_alarms(endpoint):
+                return ids, time.monotonic() - t0
+            time.sleep(0.1)
+        raise AssertionError("no CORRUPT alarm raised\n" + self.dump_logs())
 
     def leader_index(self) -> int | None:
         for i, m in enumerate(self.members):

@@ -33,12 +33,6 @@ WRITES_AFTER_DEATH = 3
 ETCDCTL_ENV = {**os.environ, "ETCDCTL_API": "3"}
 
 
-def _member_id(c: Cluster, i: int) -> int:
-    st = c.status(i)
-    assert st is not None
-    return int(st["header"]["member_id"])  # type: ignore[index]
-
-
 def _wait(what: str, c: Cluster, cond: Callable[[], bool], timeout: float = 20) -> float:
     """Poll ``cond`` until it holds; returns the seconds it took."""
     t0 = time.monotonic()
@@ -52,7 +46,7 @@ def _wait(what: str, c: Cluster, cond: Callable[[], bool], timeout: float = 20) 
 def _make_leader(c: Cluster, i: int) -> None:
     if c.leader_index() == i:
         return
-    c.etcdctl("move-leader", f"{_member_id(c, i):x}")
+    c.etcdctl("move-leader", f"{c.member_id(i):x}")
     _wait(f"{c.members[i].name} to lead", c, lambda: c.leader_index() == i)
 
 
@@ -194,7 +188,7 @@ def test_bit_flip_is_reported_fenced_repaired_and_loses_nothing(
         c,
         lambda: c.etcdctl("get", "k3", "--consistency=s", endpoints=bad, check=False).stdout != "",
     )
-    faulty_id = _member_id(c, faulty)
+    faulty_id = c.member_id(faulty)
     assert c.etcdctl("alarm", "list").stdout == ""  # undetected until read
 
     t0 = time.monotonic()
@@ -255,7 +249,7 @@ def test_corrupt_value_met_while_applying_parks_fences_and_is_repaired(
         c,
         lambda: c.etcdctl("get", "k1", "--consistency=s", endpoints=bad, check=False).stdout != "",
     )
-    faulty_id = _member_id(c, faulty)
+    faulty_id = c.member_id(faulty)
     c.etcdctl("put", "k2", "rewritten", "--prev-kv", endpoints=healthy)
     expected = f"memberID:{faulty_id} alarm:CORRUPT"
     _wait(

@@ -4,7 +4,6 @@ the others keep serving and no acknowledged write is lost."""
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
@@ -22,26 +21,6 @@ def _start(c: Cluster, faulty: int, failpoints: str) -> None:
     c.wait_ready()
 
 
-def _member_id(c: Cluster, i: int) -> int:
-    st = c.status(i)
-    assert st is not None
-    return int(st["header"]["member_id"])  # type: ignore[index]
-
-
-def _wait_corrupt_alarm(c: Cluster, endpoint: str, timeout: float = 20) -> tuple[set[int], float]:
-    """Member IDs under a CORRUPT alarm, and how long it took to see the first one."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        res = c.etcdctl("alarm", "list", "-w", "json", endpoints=endpoint, check=False)
-        if res.returncode == 0 and res.stdout.strip():
-            alarms = json.loads(res.stdout).get("alarms") or []
-            ids = {int(a["memberID"]) for a in alarms if a.get("alarm") == 2}
-            if ids:
-                return ids, time.monotonic() - t0
-        time.sleep(0.1)
-    raise AssertionError("no CORRUPT alarm raised\n" + c.dump_logs())
-
-
 @pytest.mark.parametrize(
     ("failpoint", "trigger"),
     [
@@ -56,7 +35,7 @@ def test_diverged_member_is_named_and_fenced(
     c = make_cluster(3, start=False)
     _start(c, 2, failpoint)
     healthy = c.members[0].endpoint
-    faulty_id = _member_id(c, 2)
+    faulty_id = c.member_id(2)
     if trigger == "put":
         c.etcdctl("put", "k", "v", endpoints=healthy)
     elif trigger == "puts":
@@ -64,7 +43,7 @@ def test_diverged_member_is_named_and_fenced(
             c.etcdctl("put", f"k{i}", str(i), endpoints=healthy)
     else:
         c.etcdctl("lease", "grant", "60", endpoints=healthy)
-    ids, took = _wait_corrupt_alarm(c, healthy)
+    ids, took = c.wait_corrupt_alarm(healthy)
     print(f"{failpoint}: CORRUPT alarm for {sorted(ids)} after {took:.2f}s")
     assert ids == {faulty_id}
     log = c.members[2].log_path.read_text() + c.members[0].log_path.read_text()
@@ -96,7 +75,7 @@ def test_diverged_leader_is_named_with_its_first_index(
     healthy member's chain, not its own."""
     c = make_cluster(3, start=False)
     _start(c, 2, "applyCorruptValue=on")
-    faulty_id = _member_id(c, 2)
+    faulty_id = c.member_id(2)
     deadline = time.monotonic() + 20
     while (leader := c.leader_index()) != 2:
         assert time.monotonic() < deadline, "leadership never moved\n" + c.dump_logs()
@@ -109,7 +88,7 @@ def test_diverged_leader_is_named_with_its_first_index(
     before = _applied(c, 0)
     c.etcdctl("put", "k", "v", endpoints=healthy)
     after = _applied(c, 0)
-    ids, _took = _wait_corrupt_alarm(c, healthy)
+    ids, _took = c.wait_corrupt_alarm(healthy)
     assert ids == {faulty_id}
     log = c.members[2].log_path.read_text()
     found = re.search(rf"member {faulty_id:x} diverged at raft index (\d+)", log)
@@ -144,7 +123,7 @@ def test_mismatch_waits_for_the_missing_voter_then_names_the_diverged_one(
     with the entry its fault hit."""
     c = make_cluster(3, start=False)
     _start(c, 2, "applyCorruptValue=on")
-    faulty_id = _member_id(c, 2)
+    faulty_id = c.member_id(2)
     c.stop(0)
     c.wait_ready([1, 2])
     deadline = time.monotonic() + 20
@@ -159,7 +138,7 @@ def test_mismatch_waits_for_the_missing_voter_then_names_the_diverged_one(
     assert c.etcdctl("alarm", "list", endpoints=healthy).stdout == ""
     c.start(0)
     c.wait_ready()
-    ids, _took = _wait_corrupt_alarm(c, healthy)
+    ids, _took = c.wait_corrupt_alarm(healthy)
     assert ids == {faulty_id}
     found = _wait_log(c, rf"member {faulty_id:x} diverged at raft index (\d+)")
     assert before < int(found.group(1)) <= after
@@ -170,14 +149,14 @@ def test_cluster_policy_stops_writes_everywhere(make_cluster: Callable[..., Clus
     _start(c, 1, "applyCorruptValue=on")
     healthy = c.members[0].endpoint
     c.etcdctl("put", "k", "v", endpoints=healthy)
-    ids, _took = _wait_corrupt_alarm(c, healthy)
-    assert ids == {_member_id(c, 1)}
+    ids, _took = c.wait_corrupt_alarm(healthy)
+    assert ids == {c.member_id(1)}
     res = c.etcdctl("put", "k2", "v", endpoints=healthy, check=False)
     assert res.returncode != 0 and CORRUPT_MSG in res.stderr
     # disarming does not hide a member that is still diverged: the guard raises it again
     c.etcdctl("alarm", "disarm", endpoints=healthy)
-    ids, _took = _wait_corrupt_alarm(c, healthy)
-    assert ids == {_member_id(c, 1)}
+    ids, _took = c.wait_corrupt_alarm(healthy)
+    assert ids == {c.member_id(1)}
 
 
 def test_no_false_alarm_under_normal_load(make_cluster: Callable[..., Cluster]) -> None:

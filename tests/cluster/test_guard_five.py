@@ -4,7 +4,6 @@ healthy ones keep serving; ``member repair`` brings both back; no acknowledged w
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from collections.abc import Callable
@@ -13,7 +12,7 @@ import pytest
 
 from tests.cluster.harness import Cluster
 from tests.cluster.test_repair import raftkv_cli
-from tests.cluster.test_state_hash import member_id, wait_applied_everywhere, wait_corrupt
+from tests.cluster.test_state_hash import wait_applied_everywhere
 
 CORRUPT_MSG = "etcdserver: corrupt cluster"
 
@@ -36,11 +35,11 @@ def test_one_of_five_diverges(make_cluster: Callable[..., Cluster], failpoint: s
     c = make_cluster(5, start=False)
     start(c, {4: failpoint})
     healthy = c.members[0].endpoint
-    bad = member_id(c, 4)
+    bad = c.member_id(4)
     for k in range(4):
         c.etcdctl("put", f"k{k}", f"v{k}", endpoints=healthy)
     c.etcdctl("lease", "grant", "60", endpoints=healthy)
-    named, took = wait_corrupt(c, healthy)
+    named, took = c.wait_corrupt_alarm(healthy)
     print(f"5 members, {failpoint}: named {sorted(named)} after {took:.2f}s")
     assert named == {bad}
     res = c.etcdctl("get", "k0", endpoints=c.members[4].endpoint, check=False)
@@ -58,17 +57,14 @@ def test_two_of_five_diverge_at_once(make_cluster: Callable[..., Cluster]) -> No
     c = make_cluster(5, start=False)
     start(c, {3: "applyCorruptValue=1*on", 4: "applyDropLease=1*on"})
     healthy = c.members[0].endpoint
-    bad = {member_id(c, 3), member_id(c, 4)}
+    bad = {c.member_id(3), c.member_id(4)}
     c.etcdctl("put", "x", "1", endpoints=healthy)
     c.etcdctl("put", "y", "2", endpoints=healthy)
     c.etcdctl("lease", "grant", "60", endpoints=healthy)
     named: set[int] = set()
     deadline = time.monotonic() + 20
     while named != bad and time.monotonic() < deadline:  # named in one round or in two
-        res = c.etcdctl("alarm", "list", "-w", "json", endpoints=healthy, check=False)
-        if res.returncode == 0 and res.stdout.strip():
-            alarms = json.loads(res.stdout).get("alarms") or []
-            named = {int(a["memberID"]) for a in alarms if a.get("alarm") == 2}
+        named = c.corrupt_alarms(healthy)
         time.sleep(0.1)
     assert named == bad, c.dump_logs()
     for i in (0, 1, 2):  # the healthy three keep taking writes and serving reads

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from tests.cluster.harness import REPO, Cluster
-from tests.cluster.test_state_hash import member_id, wait_applied_everywhere, wait_corrupt
+from tests.cluster.test_state_hash import wait_applied_everywhere
 
 
 def raftkv_cli(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
@@ -32,12 +32,12 @@ def test_repair_rebuilds_a_fenced_member_under_load(make_cluster: Callable[..., 
         c.start(i, env={"RAFTKV_FAILPOINTS": "applyCorruptValue=1*on"} if i == 2 else None)
     c.wait_ready()
     healthy = c.members[0].endpoint
-    bad_id = member_id(c, 2)
+    bad_id = c.member_id(2)
     c.etcdctl("put", "k0", "v0", endpoints=healthy)  # the one put m3 applies wrongly
-    named, _took = wait_corrupt(c, healthy)
+    named, _took = c.wait_corrupt_alarm(healthy)
     assert named == {bad_id}
 
-    not_fenced = raftkv_cli("member", "repair", f"{member_id(c, 1):x}", "--endpoints", healthy)
+    not_fenced = raftkv_cli("member", "repair", f"{c.member_id(1):x}", "--endpoints", healthy)
     assert not_fenced.returncode == 1
     assert "is not under a CORRUPT alarm: nothing to repair" in not_fenced.stderr
 
@@ -62,7 +62,7 @@ def test_repair_rebuilds_a_fenced_member_under_load(make_cluster: Callable[..., 
     assert res.returncode == 0, res.stderr + c.dump_logs()
     report = json.loads(res.stdout)
     assert report["member_id"] == bad_id and report["alarm_cleared"] is True
-    assert report["source_id"] in (member_id(c, 0), member_id(c, 1))
+    assert report["source_id"] in (c.member_id(0), c.member_id(1))
     print(
         f"repaired at index {report['installed_index']}, "
         f"{report['reapplied_entries']} entries re-applied, {len(acked)} writes during repair"

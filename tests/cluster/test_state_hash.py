@@ -5,7 +5,6 @@ compaction."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
@@ -19,8 +18,6 @@ import lmdb
 from raftkv.mvcc.backend import BUCKET_KEY, seal, unseal
 from raftkv.mvcc.revision import decode_kv, encode_kv
 from tests.cluster.harness import Cluster, free_ports, require_etcdctl
-
-CORRUPT = 2  # etcd's AlarmType.CORRUPT
 
 
 def rewrite_latest_value(data_dir: Path, key: bytes, value: bytes) -> None:
@@ -38,25 +35,6 @@ def rewrite_latest_value(data_dir: Path, key: bytes, value: bytes) -> None:
             txn.put(newest[0], seal(newest[0], newest[1]), db=db)
     finally:
         env.close()
-
-
-def member_id(c: Cluster, i: int) -> int:
-    st = c.status(i)
-    assert st is not None
-    return int(st["header"]["member_id"])  # type: ignore[index]
-
-
-def wait_corrupt(c: Cluster, endpoint: str, timeout: float = 20) -> tuple[set[int], float]:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        res = c.etcdctl("alarm", "list", "-w", "json", endpoints=endpoint, check=False)
-        if res.returncode == 0 and res.stdout.strip():
-            alarms = json.loads(res.stdout).get("alarms") or []
-            ids = {int(a["memberID"]) for a in alarms if a.get("alarm") == CORRUPT}
-            if ids:
-                return ids, time.monotonic() - t0
-        time.sleep(0.1)
-    raise AssertionError("no CORRUPT alarm\n" + c.dump_logs())
 
 
 def fill(c: Cluster, n: int = 5) -> None:
@@ -83,7 +61,7 @@ def test_member_with_modified_backend_refuses_to_start(
     c.wait_ready()
     fill(c)
     wait_applied_everywhere(c)
-    bad_id = member_id(c, 2)
+    bad_id = c.member_id(2)
     for i in (1, 2):
         assert c.stop(i) == 0
     # an untouched member restarts and passes the check
@@ -119,7 +97,7 @@ def test_periodic_check_names_the_modified_member(make_cluster: Callable[..., Cl
     c.wait_ready()
     fill(c)
     wait_applied_everywhere(c)
-    bad_id = member_id(c, 1)
+    bad_id = c.member_id(1)
     watch = subprocess.Popen(
         [require_etcdctl(), "--endpoints", c.members[1].endpoint, "watch", "w"],
         stdout=subprocess.PIPE,
@@ -128,7 +106,7 @@ def test_periodic_check_names_the_modified_member(make_cluster: Callable[..., Cl
         env={**os.environ, "ETCDCTL_API": "3"},
     )
     rewrite_latest_value(c.members[1].data_dir, b"k1", b"flipped-at-rest")
-    named, took = wait_corrupt(c, c.members[0].endpoint)
+    named, took = c.wait_corrupt_alarm(c.members[0].endpoint)
     print(f"periodic state hash check named the member after {took:.2f}s")
     assert named == {bad_id}
     logs = "".join(m.log_path.read_text() for m in c.members)
@@ -163,11 +141,11 @@ def test_compaction_check_names_the_modified_member(make_cluster: Callable[..., 
     c.wait_ready()
     fill(c, 8)
     wait_applied_everywhere(c)
-    bad_id = member_id(c, 2)
+    bad_id = c.member_id(2)
     rewrite_latest_value(c.members[2].data_dir, b"k7", b"changed")
     res = c.etcdctl("alarm", "list", endpoints=c.members[0].endpoint)
     assert res.stdout.strip() == ""
     c.etcdctl("compaction", "3", endpoints=c.members[0].endpoint)
-    named, took = wait_corrupt(c, c.members[0].endpoint)
+    named, took = c.wait_corrupt_alarm(c.members[0].endpoint)
     print(f"compaction state hash check named the member after {took:.2f}s")
     assert named == {bad_id}

@@ -16,21 +16,14 @@ from raftkv.mvcc.backend import BackendConfig
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.raft.types import Entry
 from raftkv.server.applier import Applier
-from raftkv.server.bootstrap import DataDir, MemberInfo
+from raftkv.server.bootstrap import MemberInfo
 from raftkv.server.requests import RequestKind, encode_request
 
 MEMBERS = [MemberInfo(1, "m1", ("http://127.0.0.1:2380",))]
 
 
 def make_applier(root: Path) -> Applier:
-    applier = Applier(
-        data_dir=DataDir(str(root)),
-        backend_config=BackendConfig(map_size=64 << 20),
-        min_lease_ttl=1,
-        header=lambda rev: pb.ResponseHeader(revision=rev),
-        apply_conf_change=lambda cc: None,
-        on_members_changed=lambda members: None,
-    )
+    applier = Applier.detached(str(root), BackendConfig(map_size=64 << 20), min_lease_ttl=1)
     applier.write_initial_members(MEMBERS)
     return applier
 

@@ -42,7 +42,6 @@ from raftkv.guard.digest import META_APPLY_DIGEST
 from raftkv.guard.state_hash import StateHash, compute_state_hash
 from raftkv.mvcc.backend import BUCKET_KEY, DEFAULT_MAP_SIZE, Backend, BackendConfig
 from raftkv.mvcc.revision import SUB_BITS, bytes_to_rev, decode_kv, rev_to_bytes
-from raftkv.proto import rpc_pb2 as pb
 from raftkv.raft.types import Snapshot
 from raftkv.server.applier import Applier
 from raftkv.server.bootstrap import DataDir, decode_members
@@ -89,14 +88,8 @@ def choose_base(wal: WalContents, files: SnapFiles, target: int) -> RebuildBase 
 
 
 def _applier(root: str, min_lease_ttl: int, map_size: int) -> Applier:
-    return Applier(
-        data_dir=DataDir(root),
-        backend_config=BackendConfig(map_size=map_size, sync_mode="nosync"),
-        min_lease_ttl=min_lease_ttl,
-        header=lambda rev: pb.ResponseHeader(revision=rev),
-        apply_conf_change=lambda _cc: None,
-        on_members_changed=lambda _members: None,
-    )
+    config = BackendConfig(map_size=map_size, sync_mode="nosync")
+    return Applier.detached(root, config, min_lease_ttl)
 
 
 def _state_hash(applier: Applier, index: int) -> StateHash:

@@ -132,6 +132,19 @@ class Applier:
         self._hashing = threading.Lock()
         self._open()
 
+    @classmethod
+    def detached(cls, root: str, backend_config: BackendConfig, min_lease_ttl: int) -> Applier:
+        """An applier outside a running member (offline rebuild, benchmarks, tests): plain
+        headers, and no Raft node or peer table to tell about conf and member changes."""
+        return cls(
+            data_dir=DataDir(root),
+            backend_config=backend_config,
+            min_lease_ttl=min_lease_ttl,
+            header=lambda rev: pb.ResponseHeader(revision=rev),
+            apply_conf_change=lambda _cc: None,
+            on_members_changed=lambda _members: None,
+        )
+
     # -- opening and snapshots ----------------------------------------------------------
 
     def _open(self) -> None:

@@ -82,7 +82,7 @@ class _Round:
     async def at(self, member: int, index: int) -> bytes | None:
         key = (member, index)
         if key not in self.known:
-            self.known[key] = await self.guard._digest_at(member, index)
+            self.known[key] = await self.guard.digest_at(member, index)
         return self.known[key]
 
 
@@ -294,10 +294,14 @@ class ConsistencyGuard:
     def _already_alarmed(self, member: int) -> bool:
         return (member, int(pb.CORRUPT)) in self.applier.alarms
 
-    async def _digest_at(self, member: int, index: int) -> bytes | None:
+    async def digest_at(
+        self, member: int, index: int, timeout: float = REQUEST_TIMEOUT
+    ) -> bytes | None:
+        """``member``'s apply digest at ``index`` (this member's own without a request); None
+        when it keeps none there.  Raises ``PeerRequestError`` when the peer does not answer."""
         if member == self.member_id:
             return self.applier.digest.digest_at(index)
-        raw = await self.transport.request(member, "digest-at", _INDEX.pack(index), REQUEST_TIMEOUT)
+        raw = await self.transport.request(member, "digest-at", _INDEX.pack(index), timeout)
         return raw or None
 
     async def _first_divergence(self, rnd: _Round, member: int, source: int, hi: int) -> int:

@@ -28,7 +28,6 @@ import logging
 import os
 import secrets
 import shutil
-import struct
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -52,7 +51,6 @@ log = logging.getLogger("raftkv.repair")
 REPAIR_TIMEOUT = 120.0
 FETCH_ATTEMPTS = 3
 _SHA256_LEN = 32
-_INDEX = struct.Struct(">Q")
 
 
 class RepairError(Exception):
@@ -192,9 +190,7 @@ class Repairer:
             if voter == m.member_id:
                 continue  # this member's own chain is the suspect one
             try:
-                theirs = await m.transport.request(
-                    voter, "digest-at", _INDEX.pack(index), m.request_timeout
-                )
+                theirs = await m.guard.digest_at(voter, index, m.request_timeout)
             except PeerRequestError:
                 continue
             holders += theirs == head
