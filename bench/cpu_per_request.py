@@ -13,6 +13,7 @@ less sensitive to other work on the machine than requests/s.
     python bench/cpu_per_request.py                          # raftkv, put-100, 5000 puts
     python bench/cpu_per_request.py --system etcd --scenario range-l --total 10000
     python bench/cpu_per_request.py --py-spy /tmp/prof       # leader.txt, follower.txt
+    python bench/cpu_per_request.py --py-spy /tmp/prof --gil --rate 200  # Python CPU only
 
 Profiles are py-spy's ``raw`` (collapsed stack) format; ``--native`` adds C frames.
 """
@@ -54,13 +55,14 @@ def machine_ticks() -> tuple[int, int]:
 
 
 def start_profilers(
-    targets: dict[str, int], out: Path, native: bool
+    targets: dict[str, int], out: Path, *, native: bool, gil: bool, rate: int
 ) -> list[subprocess.Popen[bytes]]:
     out.mkdir(parents=True, exist_ok=True)
     procs = []
     for name, pid in targets.items():
-        argv = ["py-spy", "record", "-r", "50", "-f", "raw", "-o", str(out / f"{name}.txt")]
+        argv = ["py-spy", "record", "-r", str(rate), "-f", "raw", "-o", str(out / f"{name}.txt")]
         argv += ["--native"] if native else []
+        argv += ["--gil"] if gil else []
         procs.append(
             subprocess.Popen(
                 [*argv, "--pid", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -79,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--procs", type=int, default=0, help="load processes (0 = cpu count)")
     ap.add_argument("--py-spy", default="", help="directory for leader/follower profiles")
     ap.add_argument("--native", action="store_true", help="profiles include native frames")
+    ap.add_argument(
+        "--gil",
+        action="store_true",
+        help="sample only threads holding the GIL (Python's CPU, not its waiting)",
+    )
+    ap.add_argument("--rate", type=int, default=50, help="py-spy samples per second")
     args = ap.parse_args(argv)
     by_name = {s.name: s for s in ce.scenarios(args.val_size)}
     if args.scenario not in by_name:
@@ -99,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.py_spy:
             assert leader is not None
             targets = {"leader": leader, "follower": follower}
-            spies = start_profilers(targets, Path(args.py_spy), args.native)
+            spies = start_profilers(
+                targets, Path(args.py_spy), native=args.native, gil=args.gil, rate=args.rate
+            )
         cfg = runner.LoadConfig(
             endpoints=tuple(cluster.endpoints),
             workload=sc.workload,

@@ -21,6 +21,7 @@ from raftkv.raft.errors import ProposalDroppedError
 from raftkv.raft.storage import MemoryStorage
 from raftkv.raft.types import (
     ConfState,
+    Entry,
     HardState,
     Message,
     MessageType,
@@ -186,3 +187,90 @@ def test_a_batch_the_core_refuses_fails_every_waiter_of_it(tmp_path: Path) -> No
         node.wal.close()
 
     asyncio.run(main())
+
+
+def test_a_commit_index_alone_is_written_but_not_synced(tmp_path: Path) -> None:
+    """etcd's MustSync: entries, a term or a vote need an fdatasync before the Ready's messages
+    leave; a Ready that only moves the commit index is written without one (the commit index
+    is learnt again from the leader after a crash)."""
+
+    async def main() -> None:
+        node = make_node(tmp_path, (1, 2, 3))
+        follow_leader_2(node)
+        transport = RecordingTransport()
+        applier = make_applier(tmp_path)
+        real_sync = node.wal.sync
+        syncs: list[int] = []
+
+        def counting_sync() -> None:
+            syncs.append(node.wal.last_index)
+            real_sync()
+
+        node.wal.sync = counting_sync  # type: ignore[method-assign]
+        node.start(transport, applier)
+
+        async def step_and_wait_reply(m: Message, reply: MessageType) -> None:
+            transport.changed.clear()
+            node.step(m)
+            while not any(r.type == reply for r in transport.sent):
+                await asyncio.wait_for(transport.changed.wait(), 10)
+                transport.changed.clear()
+            transport.sent.clear()
+
+        entries = tuple(Entry(term=1, index=i, data=put_data(i, b"k%d" % i, b"v")) for i in (2, 3))
+        try:
+            app = Message(
+                type=MessageType.MSG_APP,
+                to=1,
+                frm=2,
+                term=1,
+                log_term=1,
+                index=1,
+                entries=entries,
+                commit=1,
+            )
+            await step_and_wait_reply(app, MessageType.MSG_APP_RESP)
+            assert syncs == [3]  # the entries were synced before the acknowledgement
+            beat = Message(type=MessageType.MSG_HEARTBEAT, to=1, frm=2, term=1, commit=3)
+            await step_and_wait_reply(beat, MessageType.MSG_HEARTBEAT_RESP)
+            await asyncio.wait_for(node.wait_applied(3), 10)
+            assert syncs == [3]  # the commit index moved with no further fdatasync
+        finally:
+            await node.stop()
+            applier.close()
+        with WAL.open(str(tmp_path / "wal"), WalSnapshot(1, 1, ConfState(voters=(1, 2, 3)))) as w:
+            _, hard_state, _ = w.read_all()
+        assert hard_state.commit == 3  # written all the same
+
+    asyncio.run(main())
+
+
+def test_the_pipeline_is_busy_only_with_more_in_flight_than_a_lone_client_has(
+    tmp_path: Path,
+) -> None:
+    node = make_node(tmp_path, (1, 2, 3))
+    follow_leader_2(node)
+    try:
+
+        def receive(index: int) -> None:
+            e = Entry(term=1, index=index, data=put_data(index, b"k", b"v"))
+            node.step(
+                Message(
+                    type=MessageType.MSG_APP,
+                    to=1,
+                    frm=2,
+                    term=1,
+                    log_term=1,
+                    index=index - 1,
+                    entries=(e,),
+                    commit=1,
+                )
+            )
+
+        assert not node._pipeline_busy()
+        receive(2)  # one entry not yet known committed: what a lone client has in flight
+        assert not node._pipeline_busy()
+        receive(3)  # two: Readies now wait for READY_BATCH_INTERVAL to gather more
+        assert node._pipeline_busy()
+    finally:
+        node.wal.close()
