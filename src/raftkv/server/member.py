@@ -42,6 +42,7 @@ from raftkv.server.applier import Applier
 from raftkv.server.bootstrap import DataDir, MemberInfo, open_raft_side
 from raftkv.server.compactor import AutoCompactor, parse_retention
 from raftkv.server.config import ServerConfig
+from raftkv.server.deadlines import Deadlines
 from raftkv.server.guard import ConsistencyGuard
 from raftkv.server.hash_check import StateHashChecker
 from raftkv.server.raft_node import RaftNode
@@ -65,6 +66,7 @@ class Member:
         self.election_ticks = max(1, config.election_timeout_ms // hb)
         # etcd: 5 s plus two election timeouts before a request gives up.
         self.request_timeout = 5.0 + 2 * config.election_timeout_ms / 1000
+        self._deadlines = Deadlines(self.request_timeout, errors.ERR_TIMEOUT)
         self.member_id = 0
         self.cluster_id = 0
         self.raft: RaftNode
@@ -212,6 +214,7 @@ class Member:
                 await task
         await self.transport.stop()
         await self.raft.stop()
+        self._deadlines.close()
         self.applier.force_commit()
         self.applier.close()
         self.stopped.set()
@@ -350,24 +353,31 @@ class Member:
     # -- proposals ----------------------------------------------------------------------------
 
     async def _propose(self, kind: RequestKind, body: bytes) -> Any:
+        """Propose one request and return its applied answer, or raise etcd's error: ``no
+        leader`` when it cannot be proposed, ``request timed out`` after ``request_timeout``."""
         if len(body) > self.config.max_request_bytes:
             raise errors.ERR_REQUEST_TOO_LARGE
-        deadline = asyncio.get_running_loop().time() + self.request_timeout
+        loop = asyncio.get_running_loop()
         request_id = self._ids.next()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.applier.waiters[request_id] = fut
+        fut: asyncio.Future[Any] = loop.create_future()
+        deadline = self._deadlines.add(fut, loop)
+        waiters = self.applier.waiters
+        waiters[request_id] = fut
         try:
-            async with asyncio.timeout_at(deadline):
-                await self.raft.wait_leader()
+            if not self.raft.lead:
                 try:
-                    self.raft.propose(encode_request(kind, request_id, body), fut)
-                    return await fut
-                except ProposalDroppedError:
-                    raise errors.ERR_NO_LEADER from None
-        except TimeoutError:
-            raise errors.ERR_TIMEOUT from None
+                    async with asyncio.timeout_at(deadline):
+                        await self.raft.wait_leader()
+                except TimeoutError:
+                    raise errors.ERR_TIMEOUT from None
+            self.raft.propose(encode_request(kind, request_id, body), fut)
+            return await fut
+        except ProposalDroppedError:
+            raise errors.ERR_NO_LEADER from None
         finally:
-            self.applier.waiters.pop(request_id, None)
+            waiters.pop(request_id, None)
+            if not fut.done():
+                fut.cancel()  # the caller went away: nobody will read it
 
     async def put(self, req: pb.PutRequest) -> pb.PutResponse:
         self.check_fence()
