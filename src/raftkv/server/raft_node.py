@@ -48,7 +48,6 @@ from raftkv.raft.types import (
     ConfState,
     Entry,
     EntryType,
-    HardState,
     Message,
     MessageType,
     ReadState,
@@ -419,7 +418,7 @@ class RaftNode:
             await asyncio.to_thread(
                 self.wal.save_snapshot, WalSnapshot(md.index, md.term, md.conf_state)
             )
-        if rd.entries or _term_or_vote_changed(self.storage.hard_state(), rd.hard_state):
+        if rd.must_sync:
             await asyncio.to_thread(self.wal.save, rd.hard_state, rd.entries)
         elif rd.hard_state is not None:
             # Only the commit index moved: written, not synced (etcd's MustSync). A commit
@@ -520,8 +519,3 @@ class RaftNode:
         await asyncio.to_thread(self.wal.release_lock_to, md.index)
         log.info("saved snapshot at index %d, log compacted to %d", applied, max(compact_to, 0))
 
-
-def _term_or_vote_changed(old: HardState, new: HardState | None) -> bool:
-    """Whether persisting ``new`` needs an fdatasync: a term or vote must be durable before
-    any message of its Ready leaves; a commit index alone need not be."""
-    return new is not None and (new.term != old.term or new.vote != old.vote)
