@@ -25,14 +25,18 @@ from raftkv.guard.check_report import CheckResult, Finding, Severity
 from raftkv.guard.digest import META_APPLY_DIGEST, DigestRecordError, decode_head
 from raftkv.lease.errors import LeaseCorruptError
 from raftkv.lease.lease import decode_lease
-from raftkv.mvcc.backend import BUCKET_KEY, BUCKET_LEASE, BUCKET_MEMBERS, BUCKET_META, unseal
-from raftkv.mvcc.errors import BackendCorruptionError
-from raftkv.mvcc.kvstore import (
+from raftkv.mvcc.backend import (
+    BUCKET_KEY,
+    BUCKET_LEASE,
+    BUCKET_MEMBERS,
+    BUCKET_META,
     META_CONSISTENT_INDEX,
     META_FINISHED_COMPACT,
     META_SCHEDULED_COMPACT,
     META_TERM,
+    unseal,
 )
+from raftkv.mvcc.errors import BackendCorruptionError
 from raftkv.mvcc.revision import REV_BYTES_LEN, SUB_BITS, bytes_to_rev, decode_kv, is_tombstone
 from raftkv.raft.codec import CodecError, decode_entry, decode_hard_state, decode_snapshot_metadata
 from raftkv.raft.types import Entry, HardState, Snapshot

@@ -51,6 +51,9 @@ META_APPLY_DIGEST = b"applyDigest"
 """The backend meta-bucket key of the persisted chain head (``encode_head``)."""
 
 _PERSON = b"raftkv/apply/v1"
+# The unkeyed, personalised BLAKE2b-128 state before any input: ``copy()`` of it is the same
+# hash as a new ``blake2b(digest_size=DIGEST_SIZE, person=_PERSON)``, set up once.
+_BLAKE2B_EMPTY = hashlib.blake2b(digest_size=DIGEST_SIZE, person=_PERSON)
 _INDEX = struct.Struct(">Q")
 _PUT = struct.Struct(">BIIqqqq")
 _DELETE = struct.Struct(">BIq")
@@ -167,8 +170,8 @@ class EffectRecorder:
             raise ValueError(
                 f"apply digest: entry {index} finished after entry {chain._head_index}"
             )
-        h = hashlib.blake2b(chain._head, digest_size=DIGEST_SIZE, person=_PERSON)
-        h.update(_INDEX.pack(index))
+        h = _BLAKE2B_EMPTY.copy()
+        h.update(chain._head + _INDEX.pack(index))
         h.update(self._buf)
         digest = h.digest()
         self._buf.clear()
@@ -225,9 +228,16 @@ class ApplyDigest:
 
     def commit(self) -> None:
         """The batch holding the entries finished since the last commit is durable."""
-        for index, digest in self._pending:
-            self._remember(index, digest)
-        self._pending.clear()
+        pending = self._pending
+        if not pending:
+            return
+        self._history.update(pending)
+        order = self._order
+        order.extend([index for index, _digest in pending])
+        pending.clear()
+        history = self._history
+        for _ in range(len(order) - self.capacity):
+            del history[order.popleft()]
 
     def rollback(self) -> None:
         """The batch was aborted: the head goes back to the last committed entry."""

@@ -20,7 +20,7 @@ from raftkv.mvcc.errors import (
     MVCCError,
     MVCCRequestError,
 )
-from raftkv.mvcc.kvstore import KVStore, WriteBatch
+from raftkv.mvcc.kvstore import KVStore
 from raftkv.mvcc.types import (
     CompactionRequest,
     CompactionResponse,
@@ -43,6 +43,7 @@ from raftkv.mvcc.types import (
     TxnResponse,
 )
 from raftkv.mvcc.watchable import QueueSink, WatchableStore, WatchFilter, WatchResponse
+from raftkv.mvcc.write_batch import WriteBatch
 
 __all__ = [
     "Backend",

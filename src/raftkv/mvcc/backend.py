@@ -55,6 +55,11 @@ BUCKET_LEASE = "lease"
 BUCKET_AUTH = "auth"
 BUCKET_MEMBERS = "members"
 BUCKET_ALARM = "alarm"
+# Keys of the meta bucket the MVCC store keeps (names as etcd's).
+META_CONSISTENT_INDEX = b"consistent_index"
+META_TERM = b"term"
+META_SCHEDULED_COMPACT = b"scheduledCompactRev"
+META_FINISHED_COMPACT = b"finishedCompactRev"
 DEFAULT_BUCKETS = (
     BUCKET_KEY,
     BUCKET_META,

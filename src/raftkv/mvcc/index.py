@@ -44,6 +44,18 @@ class TreeIndex:
             self._order.add(key)
         ki.put(rev)
 
+    def put_latest(self, key: bytes, rev: int) -> tuple[int, int]:
+        """``put`` of a revision above every revision in the index; returns what ``get`` then
+        answers for ``key`` at ``rev``'s main revision: (created, version)."""
+        ki = self._by_key.get(key)
+        if ki is None:
+            ki = KeyIndex(key)
+            self._by_key[key] = ki
+            self._order.add(key)
+        ki.put(rev)
+        g = ki.generations[-1]
+        return g.created, g.ver
+
     def tombstone(self, key: bytes, rev: int) -> bool:
         """Mark ``key`` deleted at ``rev``; False if it is not alive."""
         ki = self._by_key.get(key)

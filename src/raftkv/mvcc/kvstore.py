@@ -1,9 +1,10 @@
 """The MVCC key-value store (etcd's mvcc.store) on the LMDB backend.
 
 Owns: the current and compacted revisions, the in-memory key index (rebuilt
-from the key bucket at start-up), read views, write batches (one LMDB write
-transaction for many Raft entries, with the consistent index written in the
-same transaction), compaction in bounded steps, and HashKV.
+from the key bucket at start-up), read views, opening and committing write batches (one LMDB
+write transaction for many Raft entries, with the consistent index written in the same
+transaction; the batch itself is ``raftkv.mvcc.write_batch``), compaction in bounded steps,
+and HashKV.
 
 Contracts:
 - one request that writes = one main revision; each write in it a sub revision;
@@ -13,7 +14,8 @@ Contracts:
   below the stored consistent index: re-applying after a crash is a no-op;
 - the consistent index and term are committed in the same LMDB transaction as
   the writes of the entries they cover;
-- watchers (``add_commit_listener``) hear about a batch only after it committed;
+- watchers (``add_commit_listener``) hear about a batch only after it committed; its events
+  are built only when some listener wants them;
 - a write batch and ``compact_step`` run on one thread, never nested; reads may
   come from any thread (``lock`` serialises index access).
 """
@@ -31,7 +33,16 @@ from dataclasses import dataclass, field
 import crc32c
 
 from raftkv.mvcc import apply
-from raftkv.mvcc.backend import BUCKET_KEY, BUCKET_META, Backend, ReadTxn, WriteTxn
+from raftkv.mvcc.backend import (
+    BUCKET_KEY,
+    BUCKET_META,
+    META_CONSISTENT_INDEX,
+    META_FINISHED_COMPACT,
+    META_SCHEDULED_COMPACT,
+    META_TERM,
+    Backend,
+    ReadTxn,
+)
 from raftkv.mvcc.errors import (
     BackendCorruptionError,
     CompactedError,
@@ -45,7 +56,6 @@ from raftkv.mvcc.revision import (
     bytes_to_rev,
     decode_kv,
     decode_kv_meta,
-    encode_kv_fields,
     is_tombstone,
     kv_to_proto,
     main_to_bytes,
@@ -53,16 +63,10 @@ from raftkv.mvcc.revision import (
     rev_to_bytes,
 )
 from raftkv.mvcc.types import (
-    CompactionRequest,
-    CompactionResponse,
-    DeleteRangeRequest,
-    DeleteRangeResponse,
     Event,
     EventType,
     KeyValue,
     KeyValueHash,
-    PutRequest,
-    PutResponse,
     RangeRequest,
     RangeResponse,
     TxnRequest,
@@ -70,15 +74,30 @@ from raftkv.mvcc.types import (
     WriteRequest,
     WriteResponse,
 )
+from raftkv.mvcc.write_batch import RawKV, WriteBatch
 
-META_CONSISTENT_INDEX = b"consistent_index"
-META_TERM = b"term"
-META_SCHEDULED_COMPACT = b"scheduledCompactRev"
-META_FINISHED_COMPACT = b"finishedCompactRev"
 DEFAULT_COMPACTION_BATCH = 1000
 
 _U64 = struct.Struct(">Q")
 CommitListener = Callable[[list[tuple[int, list[Event]]]], None]
+# Asked after each commit whether its listener wants that batch's events (None: always).
+ListenerWanted = Callable[[], bool] | None
+
+
+def group_events(changes: list[RawKV]) -> list[tuple[int, list[Event]]]:
+    """The events of ``changes`` (in revision order) grouped by main revision."""
+    out: list[tuple[int, list[Event]]] = []
+    cur = -1
+    evs: list[Event] = []
+    put, delete = EventType.PUT, EventType.DELETE
+    for raw in changes:
+        rev = raw[2]
+        if rev != cur:
+            cur = rev
+            evs = []
+            out.append((rev, evs))
+        evs.append(Event(put if raw[1] else delete, KeyValue(*raw)))
+    return out
 
 
 @dataclass
@@ -102,7 +121,7 @@ class KVStore:
         self.lock = threading.RLock()
         self.lease_exists = lease_exists
         self.compaction_batch = compaction_batch
-        self._listeners: list[CommitListener] = []
+        self._listeners: list[tuple[CommitListener, ListenerWanted]] = []
         self._in_batch = False
         self._restore()
 
@@ -195,8 +214,10 @@ class KVStore:
             self.backend = backend
             self._restore()
 
-    def add_commit_listener(self, listener: CommitListener) -> None:
-        self._listeners.append(listener)
+    def add_commit_listener(self, listener: CommitListener, wanted: ListenerWanted = None) -> None:
+        """Call ``listener`` with each committed batch's events, grouped by revision; when
+        ``wanted`` is given, only if it returns True right after that commit."""
+        self._listeners.append((listener, wanted))
 
     def key_count(self) -> int:
         """Number of keys with history in the index (live or tombstoned, uncompacted)."""
@@ -284,10 +305,17 @@ class KVStore:
             self._current_rev = batch._rev
             if batch._ci is not None:
                 self._consistent_index, self._term = batch._ci
-            self._compactions.extend(_Compaction(r) for r in batch._scheduled)
-        if batch._events:
-            for listener in self._listeners:
-                listener(batch._events)
+            if batch._scheduled:
+                self._compactions.extend(_Compaction(r) for r in batch._scheduled)
+        changes = batch._changes
+        if changes:
+            events: list[tuple[int, list[Event]]] | None = None
+            for listener, wanted in self._listeners:
+                if wanted is not None and not wanted():
+                    continue
+                if events is None:
+                    events = group_events(changes)
+                listener(events)
 
     def apply_batch(
         self, entries: list[tuple[int, int, WriteRequest]]
@@ -454,182 +482,3 @@ class _ReadOnlyWrite:
 
     def delete_range(self, key: bytes, end: bytes | None) -> tuple[int, int]:
         raise AssertionError("write in a read-only txn")
-
-
-class StoreTxnWrite:
-    """One MVCC write transaction inside a batch: all its writes share one main revision."""
-
-    def __init__(self, store: KVStore, tx: WriteTxn, begin_rev: int) -> None:
-        self._store = store
-        self._tx = tx
-        self.begin_rev = begin_rev
-        self.changes: list[KeyValue] = []
-
-    def rev(self) -> int:
-        return self.begin_rev
-
-    def first_rev(self) -> int:
-        return self._store._compact_rev
-
-    def changed(self) -> bool:
-        return bool(self.changes)
-
-    def range_keys(
-        self, key: bytes, end: bytes | None, rev: int, limit: int, count_only: bool
-    ) -> tuple[list[KeyValue], int, int]:
-        cur = self.begin_rev + 1 if self.changes else self.begin_rev
-        return self._store._range_keys(self._tx, key, end, cur, rev, limit, count_only)
-
-    def put(self, key: bytes, value: bytes, lease: int) -> int:
-        store = self._store
-        rev = self.begin_rev + 1
-        created, ver = rev, 0
-        with store.lock:
-            got = store._index.get(key, rev)
-            if got is not None:
-                created, ver = got[1] >> SUB_BITS, got[2]
-            idx_rev = pack(rev, len(self.changes))
-            self._tx.put(
-                BUCKET_KEY,
-                rev_to_bytes(idx_rev),
-                encode_kv_fields(key, value, created, rev, ver + 1, lease),
-            )
-            store._index.put(key, idx_rev)
-        self.changes.append(KeyValue(key, created, rev, ver + 1, value, lease))
-        return rev
-
-    def delete_range(self, key: bytes, end: bytes | None) -> tuple[int, int]:
-        store = self._store
-        cur = self.begin_rev + 1 if self.changes else self.begin_rev
-        with store.lock:
-            found = store._index.range(key, end, cur)
-            for k, _rev in found:
-                idx_rev = pack(self.begin_rev + 1, len(self.changes))
-                self._tx.put(
-                    BUCKET_KEY, rev_to_bytes(idx_rev, True), encode_kv_fields(k, b"", 0, 0, 0, 0)
-                )
-                if not store._index.tombstone(k, idx_rev):
-                    raise AssertionError(f"tombstone of a dead key {k!r}")
-                self.changes.append(KeyValue(k))
-        if found or self.changes:
-            return len(found), self.begin_rev + 1
-        return 0, self.begin_rev
-
-
-class _BatchTxn:
-    """One request's ``StoreTxnWrite`` inside a batch, as a context manager (a class, not a
-    generator: it runs once per applied request)."""
-
-    __slots__ = ("_batch", "_t")
-
-    def __init__(self, batch: WriteBatch) -> None:
-        self._batch = batch
-        self._t = StoreTxnWrite(batch._store, batch.tx, batch._rev)
-
-    def __enter__(self) -> StoreTxnWrite:
-        return self._t
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> None:
-        t = self._t
-        if exc is None:
-            if t.changes:
-                self._batch._close_txn(t)
-        elif t.changes and isinstance(exc, MVCCRequestError):
-            # Validation runs before any write; a request error after one is a bug.
-            raise AssertionError("request error after writes in one txn") from exc
-
-
-class WriteBatch:
-    """Requests applied in one LMDB write transaction (see ``KVStore.write_batch``)."""
-
-    def __init__(self, store: KVStore, tx: WriteTxn) -> None:
-        self._store = store
-        self.tx = tx  # for the other buckets (lease, auth, members, alarm) in the same txn
-        self._rev = store._current_rev
-        self._ci: tuple[int, int] | None = None
-        self._events: list[tuple[int, list[Event]]] = []
-        self._scheduled: list[int] = []
-
-    @property
-    def revision(self) -> int:
-        """Current revision including the requests applied so far in this batch."""
-        return self._rev
-
-    def event_count(self) -> int:
-        """A mark for ``events_since``: how many revisions this batch has written so far."""
-        return len(self._events)
-
-    def events_since(self, mark: int) -> list[Event]:
-        """The events of the revisions written after ``mark``, in revision order."""
-        return [ev for _rev, evs in self._events[mark:] for ev in evs]
-
-    def begin_entry(self, index: int, term: int) -> bool:
-        """Start applying raft entry ``index``; False if it was applied before."""
-        done = self._ci[0] if self._ci is not None else self._store._consistent_index
-        if index <= done:
-            return False
-        self._ci = (index, term)
-        return True
-
-    def _txn(self) -> _BatchTxn:
-        return _BatchTxn(self)
-
-    def _close_txn(self, t: StoreTxnWrite) -> None:
-        """Give the writes of ``t`` the batch's next main revision and record their events."""
-        self._rev += 1
-        rev = self._rev
-        evs = [
-            Event(EventType.PUT, kv)
-            if kv.create_revision
-            else Event(EventType.DELETE, KeyValue(kv.key, mod_revision=rev))
-            for kv in t.changes
-        ]
-        self._events.append((rev, evs))
-
-    def put(self, req: PutRequest) -> PutResponse:
-        with self._txn() as t:
-            return apply.put_request(t, req, self._store.lease_exists)
-
-    def delete_range(self, req: DeleteRangeRequest) -> DeleteRangeResponse:
-        with self._txn() as t:
-            return apply.delete_range_request(t, req)
-
-    def txn(self, req: TxnRequest) -> TxnResponse:
-        with self._txn() as t:
-            return apply.txn_request(t, req, self._store.lease_exists)
-
-    def range(self, req: RangeRequest) -> RangeResponse:
-        with self._txn() as t:
-            return apply.range_request(t, req)
-
-    def compact(self, req: CompactionRequest) -> CompactionResponse:
-        """Schedule compaction at ``req.revision``; the work runs in ``compact_step``."""
-        store = self._store
-        with store.lock:
-            if req.revision <= store._compact_rev:
-                raise CompactedError()
-            if req.revision > self._rev:
-                raise FutureRevError()
-            store._compact_rev = req.revision
-        self.tx.put(BUCKET_META, META_SCHEDULED_COMPACT, rev_to_bytes(pack(req.revision)))
-        self._scheduled.append(req.revision)
-        return CompactionResponse(self._rev)
-
-    def apply(self, req: WriteRequest) -> WriteResponse:
-        if isinstance(req, PutRequest):
-            return self.put(req)
-        if isinstance(req, DeleteRangeRequest):
-            return self.delete_range(req)
-        if isinstance(req, TxnRequest):
-            return self.txn(req)
-        if isinstance(req, CompactionRequest):
-            return self.compact(req)
-        return self.range(req)
-
-    def _finish(self) -> None:
-        if self._ci is not None:
-            index, term = self._ci
-            self.tx.put(BUCKET_META, META_CONSISTENT_INDEX, _U64.pack(index))
-            self.tx.put(BUCKET_META, META_TERM, _U64.pack(term))

@@ -135,9 +135,12 @@ class WatcherGroup:
 
     def for_key(self, key: bytes) -> list[Watcher]:
         """Watchers interested in ``key``, in watcher-id order (deterministic delivery)."""
-        out = list(self._by_key.get(key, {}).values())
-        out.extend(w for w in self._ranges.values() if w.matches(key))
-        out.sort(key=lambda w: w.id)
+        keyed = self._by_key.get(key)
+        out = list(keyed.values()) if keyed else []
+        if self._ranges:
+            out.extend(w for w in self._ranges.values() if w.matches(key))
+        if len(out) > 1:
+            out.sort(key=lambda w: w.id)
         return out
 
     def contains_key(self, key: bytes) -> bool:
@@ -183,7 +186,7 @@ class WatchableStore:
         self._victims: list[tuple[Watcher, _EventBatch]] = []
         self._all: dict[int, Watcher] = {}
         self._next_id = 0
-        store.add_commit_listener(self._notify)
+        store.add_commit_listener(self._notify, self._has_synced)
 
     # -- registration -------------------------------------------------------
 
@@ -310,6 +313,10 @@ class WatchableStore:
                         eb = out[w.id] = _EventBatch()
                     eb.add(ev, self.batch_max_revs)
         return out
+
+    def _has_synced(self) -> bool:
+        """Whether a commit's events can reach anyone: only synced watchers hear them."""
+        return bool(self.synced)
 
     def _notify(self, batches: list[tuple[int, list[Event]]]) -> None:
         """Commit listener: push each committed revision's events to synced watchers."""

@@ -47,8 +47,9 @@ from raftkv.mvcc.backend import (
     BackendConfig,
 )
 from raftkv.mvcc.errors import MVCCRequestError
-from raftkv.mvcc.kvstore import KVStore, WriteBatch
+from raftkv.mvcc.kvstore import KVStore
 from raftkv.mvcc.watchable import WatchableStore
+from raftkv.mvcc.write_batch import WriteBatch
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.raft.codec import decode_conf_change
 from raftkv.raft.types import ConfChange, ConfChangeType, Entry, EntryType, Snapshot
@@ -67,6 +68,10 @@ Header = Callable[[int], pb.ResponseHeader]
 REVISIONS_KEPT = 10_000
 
 _CHECKPOINT_KINDS = frozenset((RequestKind.HASH_CHECK, RequestKind.COMPACTION))
+_PUT = RequestKind.PUT
+_HASH_CHECK = RequestKind.HASH_CHECK
+_MEMBER_ATTRIBUTES = RequestKind.MEMBER_ATTRIBUTES
+_CONF_CHANGE = EntryType.CONF_CHANGE
 
 
 class _LeaseBucket:
@@ -312,34 +317,37 @@ class Applier:
         answers: list[tuple[int, Any]] = []
         members_changed = False
         recorder = self.digest.recorder
+        finish = recorder.finish
         revision_at = self.revision_at
+        waiters = self.waiters
+        apply_request = self._apply_request
         try:
             with self.store.write_batch() as batch:
                 self.lease_bucket.tx = batch.tx
+                begin_entry = batch.begin_entry
                 try:
                     for e in entries:
-                        if not batch.begin_entry(e.index, e.term):
+                        index = e.index
+                        if not begin_entry(index, e.term):
                             continue
                         if failpoints.ENABLED and failpoints.hit("applySkipEntry"):
-                            log.warning("failpoint applySkipEntry: skipping entry %d", e.index)
-                            recorder.finish(e.index)
+                            log.warning("failpoint applySkipEntry: skipping entry %d", index)
+                            finish(index)
                             continue
-                        if e.type == EntryType.CONF_CHANGE:
+                        if e.type == _CONF_CHANGE:
                             self._apply_conf_change_entry(batch, e)
                             members_changed = True
                         elif e.data:
                             kind, request_id, body = decode_request(e.data)
                             # Only a proposal made on this member has someone to answer.
-                            self._answer_wanted = request_id in self.waiters
-                            answer = (
-                                e.index
-                                if kind == RequestKind.HASH_CHECK
-                                else self._apply_request(batch, kind, body)
-                            )
-                            members_changed |= kind == RequestKind.MEMBER_ATTRIBUTES
-                            answers.append((request_id, answer))
-                        recorder.finish(e.index)
-                        revision_at[e.index] = batch.revision
+                            self._answer_wanted = request_id in waiters
+                            if kind == _HASH_CHECK:
+                                answers.append((request_id, index))
+                            else:
+                                answers.append((request_id, apply_request(batch, kind, body)))
+                                members_changed |= kind == _MEMBER_ATTRIBUTES
+                        finish(index)
+                        revision_at[index] = batch.revision
                     self._answer_wanted = True
                     batch.tx.put(BUCKET_META, META_APPLY_DIGEST, self.digest.encode_head())
                     if failpoints.ENABLED and failpoints.hit("crashBeforeConsistentIndex"):
@@ -370,12 +378,14 @@ class Applier:
 
     def _apply_request(self, batch: WriteBatch, kind: RequestKind, body: bytes) -> Any:
         try:
-            if kind == RequestKind.PUT:
+            if kind == _PUT:
                 self.counters["put"] += 1
                 req = pb.PutRequest.FromString(body)
                 if failpoints.ENABLED and failpoints.hit("applyCorruptValue"):
                     req.value = req.value + b"\x00corrupted"
-                return self._write(batch, batch.put, convert.put_to_mvcc(req))
+                if req.prev_kv or req.ignore_value or req.ignore_lease:
+                    return self._write(batch, batch.put, convert.put_to_mvcc(req))
+                return self._put_plain(batch, req.key, req.value, req.lease)
             if kind == RequestKind.DELETE_RANGE:
                 self.counters["delete"] += 1
                 dreq = pb.DeleteRangeRequest.FromString(body)
@@ -431,27 +441,43 @@ class Applier:
 
     def _write(self, batch: WriteBatch, op: Callable[[Any], m.WriteResponse], req: Any) -> Any:
         """Apply one KV write and keep lease attachments in step with the keys it changed."""
-        mark = batch.event_count()
+        mark = batch.change_count()
         resp = op(req)
         recorder = self.digest.recorder
-        for ev in batch.events_since(mark):
-            kv = ev.kv
-            if ev.type == m.EventType.PUT:
-                recorder.put(
-                    kv.key, kv.value, kv.lease, kv.mod_revision, kv.create_revision, kv.version
-                )
+        get_lease = self.lessor.get_lease
+        for key, create, mod, version, value, lease in batch.changes_since(mark):
+            if create:  # a put (a tombstone has no create revision)
+                recorder.put(key, value, lease, mod, create, version)
             else:
-                recorder.delete(kv.key, kv.mod_revision)
-            key = ev.kv.key
-            old = self.lessor.get_lease(key)
-            new = ev.kv.lease if ev.type == m.EventType.PUT else 0
-            if old and old != new and self.lessor.lookup(old) is not None:
-                self.lessor.detach(old, key)
-            if new and new != old:
-                self.lessor.attach(new, key)
+                recorder.delete(key, mod)
+                lease = 0
+            old = get_lease(key)
+            if old or lease:
+                self._move_lease(key, old, lease)
         if not self._answer_wanted:
             return None
         return convert.response_to_pb(resp, self.header(batch.revision))
+
+    def _put_plain(self, batch: WriteBatch, key: bytes, value: bytes, lease: int) -> Any:
+        """``_write`` of a put without prev_kv, ignore_value or ignore_lease: same effects,
+        digest records and answer, without the request and response records."""
+        rev, created, version = batch.put_plain(key, value, lease)
+        self.digest.recorder.put(key, value, lease, rev, created, version)
+        old = self.lessor.get_lease(key)
+        if old or lease:
+            self._move_lease(key, old, lease)
+        if not self._answer_wanted:
+            return None
+        resp = pb.PutResponse()
+        resp.header.CopyFrom(self.header(rev))  # cheaper than PutResponse(header=...)
+        return resp
+
+    def _move_lease(self, key: bytes, old: int, new: int) -> None:
+        """``key`` was attached to lease ``old`` and now to ``new`` (0: none)."""
+        if old and old != new and self.lessor.lookup(old) is not None:
+            self.lessor.detach(old, key)
+        if new and new != old:
+            self.lessor.attach(new, key)
 
     def _apply_alarm(self, batch: WriteBatch, req: pb.AlarmRequest) -> pb.AlarmResponse:
         key = (req.memberID, int(req.alarm))

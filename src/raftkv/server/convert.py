@@ -163,6 +163,7 @@ def response_to_pb(r: m.WriteResponse, header: pb.ResponseHeader) -> object:
 
 _ERRORS: dict[type[mvcc_errors.MVCCRequestError], type[errors.EtcdError]] = {
     mvcc_errors.CompactedError: errors.ERR_COMPACTED,
+    mvcc_errors.DuplicateKeyError: errors.ERR_DUPLICATE_KEY,
     mvcc_errors.FutureRevError: errors.ERR_FUTURE_REV,
     mvcc_errors.KeyNotFoundError: errors.ERR_KEY_NOT_FOUND,
     mvcc_errors.LeaseNotFoundError: errors.ERR_LEASE_NOT_FOUND,

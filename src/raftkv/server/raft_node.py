@@ -518,4 +518,3 @@ class RaftNode:
             self.storage.compact(compact_to)
         await asyncio.to_thread(self.wal.release_lock_to, md.index)
         log.info("saved snapshot at index %d, log compacted to %d", applied, max(compact_to, 0))
-

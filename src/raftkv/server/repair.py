@@ -34,9 +34,8 @@ from urllib.parse import urlsplit
 import grpc.aio
 
 from raftkv.guard.digest import META_APPLY_DIGEST, ApplyDigest
-from raftkv.mvcc.backend import BUCKET_META, Backend, BackendConfig
+from raftkv.mvcc.backend import BUCKET_META, META_CONSISTENT_INDEX, Backend, BackendConfig
 from raftkv.mvcc.errors import BackendCorruptionError
-from raftkv.mvcc.kvstore import META_CONSISTENT_INDEX
 from raftkv.peer.transport import PeerRequestError
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.proto import rpc_pb2_grpc as pb_grpc

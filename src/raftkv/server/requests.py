@@ -32,6 +32,9 @@ class RequestKind(IntEnum):
     HASH_CHECK = 10  # no state change: every member takes a state hash at this entry
 
 
+_KINDS = {kind.value: kind for kind in RequestKind}  # a dict lookup, cheaper than RequestKind(k)
+
+
 class RequestDecodeError(ValueError):
     """Entry data is not a request this version understands."""
 
@@ -44,10 +47,9 @@ def decode_request(data: bytes) -> tuple[RequestKind, int, bytes]:
     if len(data) < _HEADER.size:
         raise RequestDecodeError(f"entry data of {len(data)} bytes is shorter than a header")
     kind, request_id = _HEADER.unpack_from(data)
-    try:
-        parsed = RequestKind(kind)
-    except ValueError as exc:
-        raise RequestDecodeError(f"unknown request kind {kind}") from exc
+    parsed = _KINDS.get(kind)
+    if parsed is None:
+        raise RequestDecodeError(f"unknown request kind {kind}")
     return parsed, request_id, data[_HEADER.size :]
 
 

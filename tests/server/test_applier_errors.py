@@ -1,0 +1,48 @@
+"""Request errors met while applying a committed entry are answers, never member failures: the
+proposer gets etcd's error and every member moves on to the next entry (real Applier, real
+LMDB in a temporary dir)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from raftkv import errors
+from raftkv.mvcc.backend import BackendConfig
+from raftkv.proto import rpc_pb2 as pb
+from raftkv.raft.types import Entry
+from raftkv.server.applier import Applier
+from raftkv.server.bootstrap import MemberInfo
+from raftkv.server.requests import RequestKind, encode_request
+
+
+def test_a_duplicate_key_txn_that_reached_apply_is_answered_with_etcds_error(
+    tmp_path: Path,
+) -> None:
+    # The API refuses such a txn before proposing it; one proposed by another path (an older
+    # member, a bug) must still be answered, not stop the member.
+    async def main() -> None:
+        applier = Applier.detached(str(tmp_path), BackendConfig(map_size=64 << 20), min_lease_ttl=1)
+        applier.write_initial_members([MemberInfo(1, "m1", ("http://127.0.0.1:2380",))])
+        put = pb.RequestOp(request_put=pb.PutRequest(key=b"k", value=b"v"))
+        txn = pb.TxnRequest(success=[put, put])
+        after = pb.PutRequest(key=b"next", value=b"v")
+        loop = asyncio.get_running_loop()
+        answers = {i: loop.create_future() for i in (2, 3)}
+        applier.waiters.update(answers)
+        try:
+            applier.apply_entries(
+                [
+                    Entry(1, 2, data=encode_request(RequestKind.TXN, 2, txn.SerializeToString())),
+                    Entry(1, 3, data=encode_request(RequestKind.PUT, 3, after.SerializeToString())),
+                ]
+            )
+            refused = answers[2].exception()
+            assert isinstance(refused, errors.ERR_DUPLICATE_KEY)
+            assert refused.message == "etcdserver: duplicate key given in txn request"
+            assert answers[3].result().header.revision == 2  # the txn wrote nothing
+            assert applier.applied_index() == 3
+        finally:
+            applier.close()
+
+    asyncio.run(main())
