@@ -37,24 +37,24 @@ class TreeIndex:
         return ki.get(at_main)
 
     def put(self, key: bytes, rev: int) -> None:
-        ki = self._by_key.get(key)
-        if ki is None:
-            ki = KeyIndex(key)
-            self._by_key[key] = ki
-            self._order.add(key)
-        ki.put(rev)
+        self._key_index(key).put(rev)
 
     def put_latest(self, key: bytes, rev: int) -> tuple[int, int]:
         """``put`` of a revision above every revision in the index; returns what ``get`` then
         answers for ``key`` at ``rev``'s main revision: (created, version)."""
+        ki = self._key_index(key)
+        ki.put(rev)
+        g = ki.generations[-1]
+        return g.created, g.ver
+
+    def _key_index(self, key: bytes) -> KeyIndex:
+        """``key``'s index, created (and ordered in) if the key is new."""
         ki = self._by_key.get(key)
         if ki is None:
             ki = KeyIndex(key)
             self._by_key[key] = ki
             self._order.add(key)
-        ki.put(rev)
-        g = ki.generations[-1]
-        return g.created, g.ver
+        return ki
 
     def tombstone(self, key: bytes, rev: int) -> bool:
         """Mark ``key`` deleted at ``rev``; False if it is not alive."""
