@@ -132,3 +132,55 @@ def test_lagging_follower_catches_up_by_snapshot(make_cluster: Callable[..., Clu
     assert (
         "installing the backend received with snapshot" in c.members[lagging].log_path.read_text()
     )
+
+
+def test_a_member_without_quorum_refuses_writes_and_counts_them(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """Two of three members gone: a put on the survivor waits for a leader as etcd's does, then
+    fails with ``request timed out``; it is never acknowledged nor applied, and it is counted in
+    ``etcd_server_proposals_failed_total``."""
+    import urllib.request
+
+    from tests.cluster.harness import free_ports
+
+    c = make_cluster(3, start=False)
+    ports = free_ports(3)
+    for m, port in zip(c.members, ports, strict=True):
+        m.extra_args += ["--listen-metrics-urls", f"http://127.0.0.1:{port}"]
+    c.start_all()
+    c.etcdctl("put", "before", "1")
+    leader = c.leader_index()
+    assert leader is not None
+    survivor = next(i for i in range(3) if i != leader)
+    for i in range(3):
+        if i != survivor:
+            c.kill(i)
+
+    def failed_proposals() -> int:
+        url = f"http://127.0.0.1:{ports[survivor]}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            for line in resp.read().decode().splitlines():
+                if line.startswith("etcd_server_proposals_failed_total "):
+                    return int(line.split()[1])
+        raise AssertionError("etcd_server_proposals_failed_total is missing")
+
+    endpoint = c.members[survivor].endpoint
+    errors_seen = set()
+    deadline = time.monotonic() + 40
+    while failed_proposals() == 0:
+        assert time.monotonic() < deadline, "no failed proposal counted\n" + c.dump_logs()
+        res = c.etcdctl(
+            "put",
+            "after",
+            "x",
+            "--command-timeout=15s",
+            endpoints=endpoint,
+            check=False,
+            timeout=30,
+        )
+        assert res.returncode != 0, "a put was acknowledged without a quorum"
+        errors_seen.add(res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "")
+    assert any("etcdserver: request timed out" in e for e in errors_seen), errors_seen
+    got = c.etcdctl("get", "after", "--consistency=s", endpoints=endpoint)
+    assert got.stdout == ""  # nothing was applied

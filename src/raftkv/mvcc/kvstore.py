@@ -25,6 +25,7 @@ from __future__ import annotations
 import gc
 import struct
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -123,6 +124,8 @@ class KVStore:
         self.compaction_batch = compaction_batch
         self._listeners: list[tuple[CommitListener, ListenerWanted]] = []
         self._in_batch = False
+        # Told the seconds each write batch's LMDB commit (with its fsync) took.
+        self.on_commit: Callable[[float], None] | None = None
         self._restore()
 
     # -- start-up ---------------------------------------------------------
@@ -294,7 +297,10 @@ class KVStore:
         try:
             yield batch
             batch._finish()
+            started = time.monotonic()
             raw.commit()
+            if self.on_commit is not None:
+                self.on_commit(time.monotonic() - started)
         except BaseException:
             raw.abort()
             self._in_batch = False

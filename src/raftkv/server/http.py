@@ -51,6 +51,8 @@ def metrics_text(member: Member) -> str:
         ("etcd_server_is_leader", "gauge", 1 if member.raft.is_leader else 0),
         ("etcd_server_proposals_committed_total", "gauge", hs.commit),
         ("etcd_server_proposals_applied_total", "gauge", member.applier.applied_index()),
+        ("etcd_server_proposals_pending", "gauge", len(member.applier.waiters)),
+        ("etcd_server_proposals_failed_total", "counter", member.proposals_failed),
         ("etcd_mvcc_db_total_size_in_bytes", "gauge", backend.file_size()),
         ("etcd_mvcc_db_total_size_in_use_in_bytes", "gauge", backend.size()),
         ("etcd_debugging_mvcc_keys_total", "gauge", store.key_count()),
@@ -72,6 +74,7 @@ def metrics_text(member: Member) -> str:
         out.append(f"# TYPE {name} gauge")
         for member_id, index in sorted(by_member.items()):
             out.append(f'{name}{{member_id="{member_id:x}"}} {index}')
+    out.extend(member.disk_metrics.render())
     return "\n".join(out) + "\n"
 
 

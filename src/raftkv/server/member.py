@@ -45,6 +45,7 @@ from raftkv.server.config import ServerConfig
 from raftkv.server.deadlines import Deadlines
 from raftkv.server.guard import ConsistencyGuard
 from raftkv.server.hash_check import StateHashChecker
+from raftkv.server.metrics import DiskMetrics
 from raftkv.server.raft_node import RaftNode
 from raftkv.server.repair import Repairer
 from raftkv.server.requests import RequestIdGenerator, RequestKind, encode_request
@@ -67,6 +68,7 @@ class Member:
         # etcd: 5 s plus two election timeouts before a request gives up.
         self.request_timeout = 5.0 + 2 * config.election_timeout_ms / 1000
         self._deadlines = Deadlines(self.request_timeout, errors.ERR_TIMEOUT)
+        self.disk_metrics = DiskMetrics()
         self.member_id = 0
         self.cluster_id = 0
         self.raft: RaftNode
@@ -78,6 +80,7 @@ class Member:
         self._tasks: list[asyncio.Task[None]] = []
         self._published = False
         self.range_count = 0
+        self.proposals_failed = 0  # etcd_server_proposals_failed_total
         self._peers: dict[int, tuple[str, ...]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.stopped = asyncio.Event()
@@ -139,6 +142,8 @@ class Member:
                 self.applier.install_snapshot(rec.snapshot, db)
         if rec.new_cluster:
             self.applier.write_initial_members(rec.initial_members)
+        rec.wal.on_fsync = self.disk_metrics.wal_fsync.observe
+        self.applier.store.on_commit = self.disk_metrics.backend_commit.observe
         self.transport = PeerTransport(
             member_id=self.member_id,
             cluster_id=self.cluster_id,
@@ -373,7 +378,11 @@ class Member:
             self.raft.propose(encode_request(kind, request_id, body), fut)
             return await fut
         except ProposalDroppedError:
+            self.proposals_failed += 1
             raise errors.ERR_NO_LEADER from None
+        except (errors.ERR_TIMEOUT, asyncio.CancelledError):
+            self.proposals_failed += 1  # as etcd: a proposal whose request ended unanswered
+            raise
         finally:
             waiters.pop(request_id, None)
             if not fut.done():

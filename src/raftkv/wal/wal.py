@@ -35,7 +35,8 @@ import logging
 import os
 import shutil
 import signal
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import NoReturn
 
@@ -121,6 +122,8 @@ class WAL:
         self._dirty = False
         self._closed = False
         self._failed = False
+        # Told the seconds each fdatasync of ``sync`` took (from the syncing thread).
+        self.on_fsync: Callable[[float], None] | None = None
 
     # -- construction -------------------------------------------------------
 
@@ -250,12 +253,15 @@ class WAL:
         if self._dirty:
             if failpoints.ENABLED:
                 failpoints.hit("walBeforeFsync")  # sleep and panic act inside hit()
+            started = time.monotonic()
             try:
                 os.fdatasync(self._tail_fd)
             except BaseException:
                 self._failed = True
                 raise
             self._dirty = False
+            if self.on_fsync is not None:
+                self.on_fsync(time.monotonic() - started)
         if self._offset >= self._segment_size:
             self._cut()
 
