@@ -222,22 +222,15 @@ class ApplyDigest:
         self._history.clear()
         self._head_index = index
         self._head = digest
-        self._remember(index, digest)
+        self._remember([(index, digest)])
 
     # -- batches ------------------------------------------------------------------------
 
     def commit(self) -> None:
         """The batch holding the entries finished since the last commit is durable."""
-        pending = self._pending
-        if not pending:
-            return
-        self._history.update(pending)
-        order = self._order
-        order.extend([index for index, _digest in pending])
-        pending.clear()
-        history = self._history
-        for _ in range(len(order) - self.capacity):
-            del history[order.popleft()]
+        if self._pending:
+            self._remember(self._pending)
+            self._pending.clear()
 
     def rollback(self) -> None:
         """The batch was aborted: the head goes back to the last committed entry."""
@@ -265,11 +258,14 @@ class ApplyDigest:
         """The digest after applying entry ``index``; None if evicted, pending or not applied."""
         return self._history.get(index)
 
-    def _remember(self, index: int, digest: bytes) -> None:
-        self._history[index] = digest
-        self._order.append(index)
-        if len(self._order) > self.capacity:
-            del self._history[self._order.popleft()]
+    def _remember(self, entries: list[tuple[int, bytes]]) -> None:
+        """Keep ``(index, digest)`` pairs (in index order), evicting the oldest past
+        ``capacity``."""
+        history, order = self._history, self._order
+        history.update(entries)
+        order.extend([index for index, _digest in entries])
+        for _ in range(len(order) - self.capacity):
+            del history[order.popleft()]
 
 
 # -- persistence ------------------------------------------------------------------------

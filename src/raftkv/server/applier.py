@@ -443,17 +443,8 @@ class Applier:
         """Apply one KV write and keep lease attachments in step with the keys it changed."""
         mark = batch.change_count()
         resp = op(req)
-        recorder = self.digest.recorder
-        get_lease = self.lessor.get_lease
         for key, create, mod, version, value, lease in batch.changes_since(mark):
-            if create:  # a put (a tombstone has no create revision)
-                recorder.put(key, value, lease, mod, create, version)
-            else:
-                recorder.delete(key, mod)
-                lease = 0
-            old = get_lease(key)
-            if old or lease:
-                self._move_lease(key, old, lease)
+            self._took_effect(key, create, mod, version, value, lease)
         if not self._answer_wanted:
             return None
         return convert.response_to_pb(resp, self.header(batch.revision))
@@ -462,22 +453,30 @@ class Applier:
         """``_write`` of a put without prev_kv, ignore_value or ignore_lease: same effects,
         digest records and answer, without the request and response records."""
         rev, created, version = batch.put_plain(key, value, lease)
-        self.digest.recorder.put(key, value, lease, rev, created, version)
-        old = self.lessor.get_lease(key)
-        if old or lease:
-            self._move_lease(key, old, lease)
+        self._took_effect(key, created, rev, version, value, lease)
         if not self._answer_wanted:
             return None
         resp = pb.PutResponse()
         resp.header.CopyFrom(self.header(rev))  # cheaper than PutResponse(header=...)
         return resp
 
-    def _move_lease(self, key: bytes, old: int, new: int) -> None:
-        """``key`` was attached to lease ``old`` and now to ``new`` (0: none)."""
-        if old and old != new and self.lessor.lookup(old) is not None:
+    def _took_effect(
+        self, key: bytes, create: int, mod: int, version: int, value: bytes, lease: int
+    ) -> None:
+        """One write (``RawKV``'s fields; a tombstone has no create revision) went into the
+        batch: record it in the apply digest and keep ``key``'s lease attachment in step."""
+        if create:
+            self.digest.recorder.put(key, value, lease, mod, create, version)
+        else:
+            self.digest.recorder.delete(key, mod)
+            lease = 0
+        old = self.lessor.get_lease(key)
+        if not (old or lease):
+            return
+        if old and old != lease and self.lessor.lookup(old) is not None:
             self.lessor.detach(old, key)
-        if new and new != old:
-            self.lessor.attach(new, key)
+        if lease and lease != old:
+            self.lessor.attach(lease, key)
 
     def _apply_alarm(self, batch: WriteBatch, req: pb.AlarmRequest) -> pb.AlarmResponse:
         key = (req.memberID, int(req.alarm))
