@@ -83,19 +83,17 @@ class StoreTxnWrite:
     def put(self, key: bytes, value: bytes, lease: int) -> int:
         store = self._store
         rev = self.begin_rev + 1
-        created, ver = rev, 0
+        idx_rev = pack(rev, len(self.changes))
         with store.lock:
-            got = store._index.get(key, rev)
-            if got is not None:
-                created, ver = got[1] >> SUB_BITS, got[2]
-            idx_rev = pack(rev, len(self.changes))
+            # An error below aborts the batch, which rebuilds the index from the backend.
+            created_packed, ver = store._index.put_latest(key, idx_rev)
+            created = created_packed >> SUB_BITS
             self._tx.put(
                 BUCKET_KEY,
                 rev_to_bytes(idx_rev),
-                encode_kv_fields(key, value, created, rev, ver + 1, lease),
+                encode_kv_fields(key, value, created, rev, ver, lease),
             )
-            store._index.put(key, idx_rev)
-        self.changes.append((key, created, rev, ver + 1, value, lease))
+        self.changes.append((key, created, rev, ver, value, lease))
         return rev
 
     def delete_range(self, key: bytes, end: bytes | None) -> tuple[int, int]:
