@@ -156,6 +156,50 @@ def test_follower_forwards_queued_proposals_in_batches_split_by_size(tmp_path: P
     asyncio.run(main())
 
 
+def test_an_unanswered_read_index_request_is_sent_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follower's read index request that its leader never answers (lost as the leader
+    stepped down) is forwarded again, as etcd retries it, and the answer to the copy ends the
+    wait."""
+    monkeypatch.setattr(rn, "READ_INDEX_RETRY", 0.05)
+
+    async def main() -> int:
+        node = make_node(tmp_path, (1, 2, 3))
+        follow_leader_2(node)
+        transport = RecordingTransport()
+        applier = make_applier(tmp_path)
+        node.start(transport, applier)
+        ctx = b"read-1"
+
+        def forwarded() -> list[Message]:
+            return [m for m in transport.sent if m.type == MessageType.MSG_READ_INDEX]
+
+        try:
+            reader = asyncio.create_task(node.read_index(ctx))
+            while len(forwarded()) < 2:
+                transport.changed.clear()
+                await asyncio.wait_for(transport.changed.wait(), 10)
+            assert not reader.done()
+            assert all(m.to == 2 and m.context == ctx for m in forwarded())
+            node.step(
+                Message(
+                    type=MessageType.MSG_READ_INDEX_RESP,
+                    to=1,
+                    frm=2,
+                    term=1,
+                    index=1,
+                    context=ctx,
+                )
+            )
+            return await asyncio.wait_for(reader, 10)
+        finally:
+            await node.stop()
+            applier.close()
+
+    assert asyncio.run(main()) == 1
+
+
 def test_propose_without_a_leader_raises_at_once(tmp_path: Path) -> None:
     async def main() -> None:
         node = make_node(tmp_path, (1, 2, 3))

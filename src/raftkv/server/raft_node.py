@@ -70,6 +70,10 @@ most this often (seconds), so proposals and appended entries arriving meanwhile 
 fdatasync, one MsgApp per follower and one acknowledgement.  Under 100 concurrent clients this
 cuts the members' CPU per put by about a fifth; a lone client never waits for it."""
 
+READ_INDEX_RETRY = 0.5
+"""Seconds before a read index request still unanswered is sent again (etcd's
+``readIndexRetryTime``)."""
+
 APPLY_COALESCE_INTERVAL = 0.015
 """While entries are in flight (appended, not yet committed), apply batches start at most this
 often (seconds): each batch is one LMDB commit, whose fdatasync blocks the event loop, so under
@@ -255,13 +259,23 @@ class RaftNode:
         self._wake.set()
 
     async def read_index(self, ctx: bytes) -> int:
-        """The commit index a linearizable read must wait for (one heartbeat round)."""
+        """The commit index a linearizable read must wait for (one heartbeat round).
+
+        A request lost on its way (a follower forwarded it to a leader that stepped down) is
+        sent again every ``READ_INDEX_RETRY`` seconds until answered, as etcd does; the
+        caller bounds the whole wait."""
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._read_waiters[ctx] = fut
         try:
-            self.node.read_index(ctx)
-            self._wake.set()
-            return await fut
+            while True:
+                self.node.read_index(ctx)
+                self._wake.set()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(READ_INDEX_RETRY):
+                        return await asyncio.shield(fut)
+                log.debug(
+                    "no answer to a read index request in %.1fs: sending it again", READ_INDEX_RETRY
+                )
         finally:
             self._read_waiters.pop(ctx, None)
 
