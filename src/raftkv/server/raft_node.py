@@ -6,7 +6,8 @@ apply, snapshots to send and install).
 
 Contracts (the order the Raft contract demands):
 - a Ready's snapshot, entries, term and vote are durable (WAL fdatasync, snapshot file fsync)
-  before any of its messages leave, except the leader's own MsgApp messages, which may go out
+  before any of its messages leave (the WAL write is made on the event loop, its fdatasync in
+  one dedicated thread, ``SerialWorker``), except the leader's own MsgApp messages, which may go out
   while the leader persists (Raft thesis §10.2.1: the leader counts itself only once persisted);
   a hard state that only moves the commit index is written but not synced (etcd's MustSync);
 - while the pipeline is busy, Ready iterations start at most every ``READY_BATCH_INTERVAL``;
@@ -55,6 +56,7 @@ from raftkv.raft.types import (
     Snapshot,
     StateType,
 )
+from raftkv.server.worker import SerialWorker
 from raftkv.snap import Snapshotter
 from raftkv.wal import WAL, WalSnapshot
 
@@ -148,6 +150,7 @@ class RaftNode:
         self._apply_idle.set()
         self._last_apply = 0.0
         self._last_ready = 0.0
+        self._wal_worker: SerialWorker | None = None
         # Proposals queued since the last Ready iteration, stepped as one MsgProp; each has
         # the future its proposer awaits, which gets ProposalDroppedError if the batch drops.
         self._proposals: list[bytes] = []
@@ -167,6 +170,7 @@ class RaftNode:
     def start(self, transport: Transport, state_machine: StateMachine) -> None:
         self.transport = transport
         self.state_machine = state_machine
+        self._wal_worker = SerialWorker("raftkv-wal-sync")
         self._tasks = [
             asyncio.create_task(self._tick_loop(), name="raft-tick"),
             asyncio.create_task(self._ready_loop(), name="raft-ready"),
@@ -187,6 +191,10 @@ class RaftNode:
         for waiter in self._proposal_waiters:
             if not waiter.done():
                 waiter.cancel()
+        if self._wal_worker is not None:
+            # A cancelled Ready may have left an fdatasync running: let it end before closing.
+            await self._wal_worker.run(lambda: None)
+            self._wal_worker.close()
         self.wal.close()
 
     # -- inputs ---------------------------------------------------------------------------
@@ -433,7 +441,9 @@ class RaftNode:
                 self.wal.save_snapshot, WalSnapshot(md.index, md.term, md.conf_state)
             )
         if rd.must_sync:
-            await asyncio.to_thread(self.wal.save, rd.hard_state, rd.entries)
+            assert self._wal_worker is not None
+            self.wal.write(rd.hard_state, rd.entries)
+            await self._wal_worker.run(self.wal.sync)
         elif rd.hard_state is not None:
             # Only the commit index moved: written, not synced (etcd's MustSync). A commit
             # index lost in a crash is learnt again from the leader; nothing else in this
