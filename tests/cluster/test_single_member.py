@@ -229,9 +229,10 @@ def test_health_and_metrics_endpoints(make_cluster: Callable[..., Cluster]) -> N
     assert int(metrics["etcd_mvcc_put_total"]) >= 2
     assert int(metrics["etcd_mvcc_delete_total"]) >= 1
     assert int(metrics["etcd_debugging_mvcc_current_revision"]) == 4
-    # etcd's disk histograms: every acknowledged write went through a WAL fsync and a commit.
+    # etcd's disk histograms: every acknowledged write went through a WAL fsync; backend
+    # commits are batched (--backend-batch-interval), so the three writes took at least one.
     assert int(metrics["etcd_disk_wal_fsync_duration_seconds_count"]) >= 3
-    assert int(metrics["etcd_disk_backend_commit_duration_seconds_count"]) >= 3
+    assert int(metrics["etcd_disk_backend_commit_duration_seconds_count"]) >= 1
     assert (
         metrics['etcd_disk_wal_fsync_duration_seconds_bucket{le="+Inf"}']
         == (metrics["etcd_disk_wal_fsync_duration_seconds_count"])

@@ -1,8 +1,10 @@
 """Child process of the crash test: applies a deterministic entry stream and acknowledges.
 
-Usage: ``python -m tests.mvcc.crash_child DIR SEED COUNT``.  Applies entries
-1..COUNT (``entry(seed, i)``) in batches, one LMDB commit per batch, and after
-each commit prints ``ACK <last index>`` so the parent knows what is durable.
+Usage: ``python -m tests.mvcc.crash_child DIR SEED COUNT [BATCH_LIMIT]``.  Applies entries
+1..COUNT (``entry(seed, i)``) in batches and, whenever that reached the file (an LMDB
+commit), prints ``ACK <last index>`` so the parent knows what is durable.  Without
+BATCH_LIMIT every batch is committed at once; with it, batches gather in the backend's
+pending batch until it holds BATCH_LIMIT operations (or a compaction step commits it).
 """
 
 from __future__ import annotations
@@ -37,8 +39,13 @@ def entry(seed: int, i: int) -> WriteRequest:
     return CompactionRequest(max(1, i // 2))
 
 
-def open_store(path: str) -> KVStore:
-    return KVStore(Backend(path, BackendConfig(map_size=256 * 1024 * 1024)), compaction_batch=7)
+def open_store(path: str, batch_limit: int = 0) -> KVStore:
+    config = BackendConfig(map_size=256 * 1024 * 1024)
+    if batch_limit:
+        config = BackendConfig(
+            map_size=256 * 1024 * 1024, batch_interval=3600.0, batch_limit=batch_limit
+        )
+    return KVStore(Backend(path, config), compaction_batch=7)
 
 
 def apply_range(store: KVStore, seed: int, first: int, last: int, batch: int = 13) -> None:
@@ -53,13 +60,21 @@ def apply_range(store: KVStore, seed: int, first: int, last: int, batch: int = 1
 
 def main(argv: list[str]) -> int:
     path, seed, count = argv[0], int(argv[1]), int(argv[2])
-    store = open_store(path)
+    store = open_store(path, int(argv[3]) if len(argv) > 3 else 0)
+    committed = [False]
+
+    def on_commit(_seconds: float) -> None:
+        committed[0] = True
+
+    store.on_commit = on_commit
     rng = random.Random(seed)
     i = store.consistent_index + 1
     while i <= count:
         j = min(count, i + rng.randrange(1, 20) - 1)
         store.apply_batch([(k, 1, entry(seed, k)) for k in range(i, j + 1)])
-        print(f"ACK {j}", flush=True)
+        if committed[0]:  # the commit (if any) included this whole apply_batch
+            committed[0] = False
+            print(f"ACK {j}", flush=True)
         while not store.compact_step():
             pass
         i = j + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,120 @@ def test_kv_proto_encoding_matches_protobuf_rules() -> None:
         b"\x0a\x01a\x10\x02\x18\xac\x02\x20\x01\x2a\x01v"
     )
     assert kv_to_proto(KeyValue(b"", lease=-1)) == b"\x30" + b"\xff" * 9 + b"\x01"
+
+
+# -- batched commits ------------------------------------------------------------------------
+
+
+def _committed_count(b: Backend, bucket: str) -> int:
+    """Entries of ``bucket`` in the file, read without committing the pending batch."""
+    with b.env.begin() as txn:
+        return int(txn.stat(b.db(bucket))["entries"])
+
+
+def _batched(path: Path, interval: float = 3600.0, limit: int = 1000) -> Backend:
+    return Backend(
+        path, BackendConfig(map_size=SMALL_MAP, batch_interval=interval, batch_limit=limit)
+    )
+
+
+def _put_batch(b: Backend, key: bytes, ops: int = 1) -> None:
+    tx, raw = b.begin_batch()
+    tx.put("lease", key, b"v")
+    raw.commit()
+    b.end_batch(ops)
+
+
+def test_batches_stay_pending_until_committed_yet_are_read(tmp_path: Path) -> None:
+    b = _batched(tmp_path)
+    commits: list[float] = []
+    b.on_commit = commits.append
+    _put_batch(b, b"a")
+    _put_batch(b, b"b")
+    assert _committed_count(b, "lease") == 0
+    assert b.commit_deadline() is not None
+    with b.read_latest() as tx:
+        assert [k for k, _v in tx.iterate("lease")] == [b"a", b"b"]
+    assert commits == []
+    b.commit_pending()
+    assert _committed_count(b, "lease") == 2
+    assert b.commit_deadline() is None
+    assert len(commits) == 1 and commits[0] >= 0
+    b.close()
+
+
+def test_read_write_and_close_commit_the_pending_batch_first(tmp_path: Path) -> None:
+    b = _batched(tmp_path)
+    _put_batch(b, b"a")
+    assert b.get("lease", b"a") == b"v"  # read() commits first
+    assert _committed_count(b, "lease") == 1
+    _put_batch(b, b"b")
+    b.put("members", b"m", b"x")  # write() commits first, then its own transaction
+    assert _committed_count(b, "lease") == 2
+    _put_batch(b, b"c")
+    b.close()
+    b = _batched(tmp_path)
+    assert [k for k, _v in b.items("lease")] == [b"a", b"b", b"c"]
+    b.close()
+
+
+def test_batch_commits_when_it_reaches_the_limit_or_the_interval(tmp_path: Path) -> None:
+    b = _batched(tmp_path / "limit", limit=5)
+    _put_batch(b, b"a", ops=3)
+    assert _committed_count(b, "lease") == 0
+    _put_batch(b, b"b", ops=2)
+    assert _committed_count(b, "lease") == 2 and b.commit_deadline() is None
+    b.close()
+    b = _batched(tmp_path / "interval", interval=0.0)
+    _put_batch(b, b"a")
+    assert _committed_count(b, "lease") == 1 and b.commit_deadline() is None
+    b.close()
+
+
+def test_an_aborted_nested_batch_keeps_the_pending_ones(tmp_path: Path) -> None:
+    b = _batched(tmp_path)
+    _put_batch(b, b"a")
+    tx, raw = b.begin_batch()
+    tx.put("lease", b"b", b"v")
+    raw.abort()
+    b.commit_pending()
+    assert [k for k, _v in b.items("lease")] == [b"a"]
+    b.close()
+
+
+def test_the_pending_batch_belongs_to_its_thread(tmp_path: Path) -> None:
+    b = _batched(tmp_path)
+    _put_batch(b, b"a")
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        for call in (b.commit_pending, lambda: b.read_latest().__enter__()):
+            try:
+                call()
+            except RuntimeError as exc:
+                errors.append(exc)
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert len(errors) == 2
+    assert _committed_count(b, "lease") == 0
+    b.close()
+    assert Backend(tmp_path, BackendConfig(map_size=SMALL_MAP)).items("lease")[0][0] == b"a"
+
+
+def test_store_reads_see_applied_writes_before_the_commit(tmp_path: Path) -> None:
+    s = KVStore(_batched(tmp_path))
+    s.apply_batch([(1, 1, PutRequest(b"k", b"v1"))])
+    s.apply_batch([(2, 1, PutRequest(b"k", b"v2"))])
+    assert _committed_count(s.backend, "key") == 0
+    kvs = s.range(RangeRequest(b"k")).kvs
+    assert [(kv.value, kv.mod_revision) for kv in kvs] == [(b"v2", 3)]
+    assert s.range(RangeRequest(b"k", revision=2)).kvs[0].value == b"v1"
+    hashed, _rev = s.hash_kv()  # hashing reads the file: the pending batch is committed first
+    assert _committed_count(s.backend, "key") == 2
+    s.backend.close()
+    reopened = KVStore(Backend(tmp_path, BackendConfig(map_size=SMALL_MAP)))
+    assert reopened.consistent_index == 2
+    assert reopened.hash_kv()[0] == hashed
+    reopened.backend.close()

@@ -25,12 +25,19 @@ def _dump(s: KVStore) -> tuple[object, ...]:
     return (s.current_revision, s.compact_revision, r.kvs, s.hash_kv()[0].hash)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_sigkill_then_replay(tmp_path: Path, seed: int) -> None:
+@pytest.mark.parametrize(
+    ("seed", "batch_limit"),
+    [(1, 0), (2, 0), (3, 0), (4, 40), (8, 90)],
+    ids=["commit-each-1", "commit-each-2", "commit-each-3", "batched-40", "batched-90"],
+)
+def test_sigkill_then_replay(tmp_path: Path, seed: int, batch_limit: int) -> None:
+    """With batched commits (``batch_limit``) a kill also loses the pending batch: the file
+    still holds exactly a prefix, and replaying from before it converges."""
     db = tmp_path / "db"
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT}")
+    argv = [str(db), str(seed), str(COUNT)] + ([str(batch_limit)] if batch_limit else [])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.mvcc.crash_child", str(db), str(seed), str(COUNT)],
+        [sys.executable, "-m", "tests.mvcc.crash_child", *argv],
         stdout=subprocess.PIPE,
         text=True,
         env=env,

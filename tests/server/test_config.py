@@ -26,6 +26,7 @@ def test_defaults_are_etcds() -> None:
     assert cfg.snapshot_count == 100_000
     assert cfg.max_request_bytes == 1_572_864
     assert cfg.quota_backend_bytes == 2 * 1024**3
+    assert (cfg.backend_batch_interval_s, cfg.backend_batch_limit) == (0.1, 10_000)
     assert cfg.initial_cluster_map() == {"default": ("http://127.0.0.1:2380",)}
 
 
@@ -56,6 +57,8 @@ def test_experimental_aliases() -> None:
         (["--initial-cluster", "a=http://127.0.0.1:1"], "couldn't find local name"),
         (["--snapshot-count", "zero"], "--snapshot-count"),
         (["--log-level", "loud"], "--log-level"),
+        (["--backend-batch-interval=-1"], "--backend-batch-interval: must not be negative"),
+        (["--backend-batch-limit", "0"], "--backend-batch-limit"),
     ],
 )
 def test_bad_values_name_the_flag(argv: list[str], needle: str) -> None:
@@ -75,3 +78,9 @@ def test_corrupt_check_time_takes_go_durations() -> None:
         assert parse([f"--experimental-corrupt-check-time={text}"]).corrupt_check_time_s == seconds
     with pytest.raises(ConfigError, match="corrupt-check-time: invalid value '5x'"):
         parse(["--corrupt-check-time=5x"])
+
+
+def test_backend_batch_flags_take_etcds_spelling() -> None:
+    cfg = parse(["--backend-batch-interval", "250ms", "--backend-batch-limit", "500"])
+    assert (cfg.backend_batch_interval_s, cfg.backend_batch_limit) == (0.25, 500)
+    assert parse(["--backend-batch-interval=0"]).backend_batch_interval_s == 0.0

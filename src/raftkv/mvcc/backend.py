@@ -24,8 +24,22 @@ Durability (``sync_mode``), decided per commit of a write transaction:
   against power loss, and power loss between two ``force_commit()`` calls may
   corrupt the file (restore from a snapshot).  For benchmarks and tests.
 
-Threading: a write transaction must be opened, used and closed by one thread;
-read transactions are independent snapshots.
+Batched commits (etcd's backend batch transaction, ``--backend-batch-interval`` and
+``--backend-batch-limit``): ``begin_batch`` opens a write transaction nested in one pending
+outer transaction.  Committing the nested one makes its writes part of the pending batch,
+visible to ``read_latest`` and to later batches; aborting it drops only its own writes.  The
+pending batch reaches the file (one LMDB commit, fsynced per ``sync_mode``) when
+``commit_pending`` runs, which ``end_batch`` does once the batch is ``batch_interval`` old or
+holds ``batch_limit`` operations, and which every ``read``, ``write``, ``force_commit`` and
+``close`` does first, so those always see (and a copy of the file always holds) everything
+written.  With ``batch_interval=0`` (the default) every batch is committed at once.  A crash
+loses the pending batch: the caller must be able to redo it (raftkv replays it from the WAL,
+as the consistent index travels in the same transaction).
+
+Threading: a write transaction must be opened, used and closed by one thread; the pending
+batch belongs to the thread that opened it, and ``commit_pending`` from another thread while
+a batch is pending raises ``RuntimeError``.  Read transactions are independent snapshots of
+what was committed.
 
 Failpoint ``backendBitFlip`` (``raftkv.guard.failpoints``): when it fires on a
 ``put`` to the ``key`` bucket (one hit per put there; other buckets never hit
@@ -38,7 +52,9 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -81,6 +97,10 @@ class BackendConfig:
     sync_mode: SyncMode = "nometasync"
     max_readers: int = 126
     extra_buckets: tuple[str, ...] = ()
+    # Batched commits (see the module docstring): seconds and operations a pending batch may
+    # reach before it is committed; 0 seconds commits every batch at once.
+    batch_interval: float = 0.0
+    batch_limit: int = 10_000
 
 
 def seal(key: bytes, payload: bytes) -> bytes:
@@ -195,6 +215,15 @@ class Backend:
         with self._env.begin(write=True) as txn:
             for name in names:
                 self._dbs[name] = self._env.open_db(name.encode(), txn=txn, create=True)
+        # The pending batch: its outer write transaction, the thread that owns it, when it was
+        # opened (time.monotonic) and how many operations it holds.
+        self._outer: Any = None
+        self._outer_thread = 0
+        self._outer_since = 0.0
+        self._pending_ops = 0
+        self._commit_failed: BaseException | None = None
+        # Told the seconds each commit of a pending batch took (its LMDB commit and fsync).
+        self.on_commit: Callable[[float], None] | None = None
 
     @property
     def env(self) -> Any:
@@ -213,6 +242,8 @@ class Backend:
 
     @contextmanager
     def read(self) -> Iterator[ReadTxn]:
+        """A snapshot of everything written so far (the pending batch is committed first)."""
+        self.commit_pending()
         txn = self._env.begin(write=False, buffers=False)
         try:
             yield ReadTxn(self, txn)
@@ -220,8 +251,23 @@ class Backend:
             txn.abort()
 
     @contextmanager
+    def read_latest(self) -> Iterator[ReadTxn]:
+        """Everything written so far, read through the pending batch when there is one (no
+        commit).  Only for the owning thread, and only within synchronous code: the view is
+        not a snapshot (later batches change what it reads) and ends with the next commit."""
+        if self._outer is None:
+            with self.read() as tx:
+                yield tx
+        elif threading.get_ident() != self._outer_thread:
+            raise RuntimeError("the pending backend batch belongs to another thread")
+        else:
+            yield ReadTxn(self, self._outer)
+
+    @contextmanager
     def write(self) -> Iterator[WriteTxn]:
-        """A write transaction, committed when the block exits normally, aborted on error."""
+        """A write transaction of its own (the pending batch is committed first), committed
+        when the block exits normally, aborted on error."""
+        self.commit_pending()
         txn = self._env.begin(write=True)
         try:
             yield WriteTxn(self, txn)
@@ -233,13 +279,60 @@ class Backend:
         except lmdb.MapFullError as exc:
             raise BackendSpaceExceededError() from exc
 
-    def begin_write(self) -> tuple[WriteTxn, Any]:
-        """A write transaction and its raw handle; the caller commits or aborts the handle."""
-        txn = self._env.begin(write=True)
-        return WriteTxn(self, txn), txn
+    def begin_batch(self) -> tuple[WriteTxn, Any]:
+        """A write transaction nested in the pending batch (opened if there is none) and its
+        raw handle: the caller commits the handle (its writes join the batch) then calls
+        ``end_batch``, or aborts it (its writes are dropped, the batch is kept)."""
+        if self._commit_failed is not None:
+            raise RuntimeError("a pending backend batch was lost") from self._commit_failed
+        if self._outer is None:
+            self._outer = self._env.begin(write=True)
+            self._outer_thread = threading.get_ident()
+            self._outer_since = time.monotonic()
+        child = self._env.begin(write=True, parent=self._outer)
+        return WriteTxn(self, child), child
+
+    def end_batch(self, ops: int) -> None:
+        """A nested transaction with ``ops`` operations was committed into the batch; commit
+        the batch if it is now due (see ``commit_deadline``)."""
+        self._pending_ops += ops
+        if (
+            self._pending_ops >= self.config.batch_limit
+            or time.monotonic() - self._outer_since >= self.config.batch_interval
+        ):
+            self.commit_pending()
+
+    def commit_deadline(self) -> float | None:
+        """When (``time.monotonic``) the pending batch must be committed; None if none."""
+        if self._outer is None:
+            return None
+        return self._outer_since + self.config.batch_interval
+
+    def commit_pending(self) -> None:
+        """Commit the pending batch, if any (one LMDB commit, fsynced per ``sync_mode``).
+
+        If the commit fails, the batch's writes are gone from the file while whoever wrote
+        them moved on: the error is raised, and every later ``begin_batch`` raises too, so
+        the owner stops and redoes the lost writes from its own log on restart."""
+        outer = self._outer
+        if outer is None:
+            return
+        if threading.get_ident() != self._outer_thread:
+            raise RuntimeError("the pending backend batch belongs to another thread")
+        self._outer = None
+        self._pending_ops = 0
+        started = time.monotonic()
+        try:
+            outer.commit()
+        except BaseException as exc:
+            self._commit_failed = exc
+            raise
+        if self.on_commit is not None:
+            self.on_commit(time.monotonic() - started)
 
     def force_commit(self) -> None:
-        """Flush every committed transaction to stable storage (one fsync)."""
+        """Commit the pending batch and flush everything to stable storage (one fsync)."""
+        self.commit_pending()
         self._env.sync(True)
 
     def size(self) -> int:
@@ -255,6 +348,8 @@ class Backend:
         return int(self.config.map_size)
 
     def close(self) -> None:
+        """Commit the pending batch and close the environment."""
+        self.commit_pending()
         self._env.close()
 
     # Simple one-shot bucket helpers (each in its own transaction).

@@ -2,9 +2,9 @@
 
 Owns: the current and compacted revisions, the in-memory key index (rebuilt
 from the key bucket at start-up), read views, opening and committing write batches (one LMDB
-write transaction for many Raft entries, with the consistent index written in the same
-transaction; the batch itself is ``raftkv.mvcc.write_batch``), compaction in bounded steps,
-and HashKV.
+write transaction, nested in the backend's pending batch, for many Raft entries, with the
+consistent index written in the same transaction; the batch itself is
+``raftkv.mvcc.write_batch``), compaction in bounded steps, and HashKV.
 
 Contracts:
 - one request that writes = one main revision; each write in it a sub revision;
@@ -14,10 +14,13 @@ Contracts:
   below the stored consistent index: re-applying after a crash is a no-op;
 - the consistent index and term are committed in the same LMDB transaction as
   the writes of the entries they cover;
-- watchers (``add_commit_listener``) hear about a batch only after it committed; its events
-  are built only when some listener wants them;
-- a write batch and ``compact_step`` run on one thread, never nested; reads may
-  come from any thread (``lock`` serialises index access).
+- watchers (``add_commit_listener``) hear about a batch only after it committed (into the
+  backend's pending batch: readers see it from then on); its events are built only when some
+  listener wants them;
+- a write batch and ``compact_step`` run on one thread, never nested; reads (``read``,
+  ``range``, ``read_txn``) read through the backend's pending batch, so they come from that
+  same thread while a batch is pending; ``hash_kv_deferred``'s callable may run in any thread
+  (``lock`` serialises index access).
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from __future__ import annotations
 import gc
 import struct
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -124,8 +126,6 @@ class KVStore:
         self.compaction_batch = compaction_batch
         self._listeners: list[tuple[CommitListener, ListenerWanted]] = []
         self._in_batch = False
-        # Told the seconds each write batch's LMDB commit (with its fsync) took.
-        self.on_commit: Callable[[float], None] | None = None
         self._restore()
 
     # -- start-up ---------------------------------------------------------
@@ -206,6 +206,16 @@ class KVStore:
     def term(self) -> int:
         return self._term
 
+    @property
+    def on_commit(self) -> Callable[[float], None] | None:
+        """Told the seconds each LMDB commit of the backend's pending batch took (with its
+        fsync); kept across ``replace_backend``."""
+        return self.backend.on_commit
+
+    @on_commit.setter
+    def on_commit(self, observer: Callable[[float], None] | None) -> None:
+        self.backend.on_commit = observer
+
     def replace_backend(self, backend: Backend) -> None:
         """Adopt another backend (one received with a Raft snapshot) and rebuild from it.
 
@@ -214,6 +224,7 @@ class KVStore:
         if self._in_batch:
             raise RuntimeError("replace_backend inside a write batch")
         with self.lock:
+            backend.on_commit = self.backend.on_commit
             self.backend = backend
             self._restore()
 
@@ -259,8 +270,9 @@ class KVStore:
 
     @contextmanager
     def read(self) -> Iterator[StoreRead]:
-        """A read view at the current committed revision (a consistent snapshot)."""
-        cm = self.backend.read()
+        """A read view at the current revision, through the backend's pending batch: use it
+        within synchronous code (it is a consistent view only until the next write batch)."""
+        cm = self.backend.read_latest()
         with self.lock:
             tx = cm.__enter__()
             view = StoreRead(self, tx, self._current_rev)
@@ -284,23 +296,23 @@ class KVStore:
 
     @contextmanager
     def write_batch(self) -> Iterator[WriteBatch]:
-        """One LMDB write transaction for many entries; committed when the block exits.
+        """One LMDB write transaction for many entries, committed into the backend's pending
+        batch when the block exits (the backend commits that to the file when it is due).
 
         A request error inside one op leaves the batch usable; any other exception
-        aborts the whole batch and rebuilds the in-memory state from the backend.
+        aborts the whole batch (earlier batches stay pending) and rebuilds the in-memory
+        state from the backend.
         """
         if self._in_batch:
             raise RuntimeError("write batches do not nest")
-        tx, raw = self.backend.begin_write()
+        tx, raw = self.backend.begin_batch()
         self._in_batch = True
         batch = WriteBatch(self, tx)
         try:
             yield batch
             batch._finish()
-            started = time.monotonic()
             raw.commit()
-            if self.on_commit is not None:
-                self.on_commit(time.monotonic() - started)
+            self.backend.end_batch(max(1, len(batch._changes)))
         except BaseException:
             raw.abort()
             self._in_batch = False

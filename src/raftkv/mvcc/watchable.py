@@ -371,7 +371,7 @@ class WatchableStore:
             group.add(w)
         min_rev = min(w.min_rev for w in chosen)
         evs: list[Event] = []
-        with self.store.backend.read() as tx:
+        with self.store.backend.read_latest() as tx:
             for raw, payload in tx.iterate(
                 BUCKET_KEY, main_to_bytes(min_rev), main_to_bytes(cur + 1)
             ):

@@ -189,7 +189,8 @@ class Applier:
             self.backend.close()
 
     def write_initial_members(self, members: Sequence[MemberInfo]) -> None:
-        """Bootstrap: the initial member list, committed at consistent index 1."""
+        """Bootstrap: the initial member list, committed at consistent index 1 and made
+        durable at once (the bootstrap Raft snapshot is at index 1, so no WAL entry redoes it)."""
         try:
             with self.store.write_batch() as batch:
                 if batch.begin_entry(1, 1):
@@ -201,6 +202,7 @@ class Applier:
             self.digest.rollback()
             raise
         self.digest.commit()
+        self.backend.force_commit()
         self._applied = max(self._applied, 1)
         self._on_members_changed(dict(self.members))
 
@@ -237,10 +239,22 @@ class Applier:
         return encode_members(list(self.members.values()))
 
     def force_commit(self) -> None:
+        """Everything applied so far reaches stable storage (the pending batch is committed,
+        then one fsync).  From the applying thread."""
         self.backend.force_commit()
 
+    def commit_pending(self) -> None:
+        """Commit the backend's pending batch (from the applying thread)."""
+        self.backend.commit_pending()
+
+    def commit_deadline(self) -> float | None:
+        """When (``time.monotonic``) the pending batch is due; None when nothing is pending."""
+        return self.backend.commit_deadline()
+
     def copy_backend(self, path: str) -> None:
-        """A consistent, compacted copy of the backend file (for a follower's snapshot)."""
+        """A consistent, compacted copy of what the backend file holds (for a follower's
+        snapshot, a backup or a defragmentation).  May run in any thread; it holds only what
+        was committed, so the applying thread calls ``commit_pending`` first."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             self.backend.env.copyfd(fd, compact=True)
@@ -290,6 +304,7 @@ class Applier:
         caller re-promotes it on the leader.
         """
         tmp = os.path.join(self.data_dir.db, "defrag.mdb.tmp")
+        self.commit_pending()
         self.copy_backend(tmp)
         with self._hashing:
             self.backend.close()

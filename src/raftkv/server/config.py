@@ -44,6 +44,8 @@ class ServerConfig:
     snapshot_count: int = 100_000
     snapshot_catchup_entries: int = 5000
     quota_backend_bytes: int = 2 * 1024**3
+    backend_batch_interval_s: float = 0.1
+    backend_batch_limit: int = 10_000
     max_request_bytes: int = 1_572_864
     max_txn_ops: int = 128
     auto_compaction_mode: str = "periodic"
@@ -123,6 +125,18 @@ _FLAGS: dict[str, tuple[str, str, str]] = {
         "snapshot_catchup_entries",
         "int",
         "Entries kept behind a snapshot for slow followers to catch up without a snapshot.",
+    ),
+    "backend-batch-interval": (
+        "backend_batch_interval_s",
+        "duration",
+        "Maximum time before committing the backend transaction, as a Go duration (e.g. "
+        "100ms) or seconds; 0 commits after every apply batch. Applied entries not yet "
+        "committed are replayed from the WAL after a crash.",
+    ),
+    "backend-batch-limit": (
+        "backend_batch_limit",
+        "int",
+        "Maximum operations before committing the backend transaction.",
     ),
     "quota-backend-bytes": (
         "quota_backend_bytes",
@@ -317,6 +331,10 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError("--snapshot-count: must be positive")
     if cfg.snapshot_catchup_entries < 0:
         raise ConfigError("--snapshot-catchup-entries: must not be negative")
+    if cfg.backend_batch_interval_s < 0:
+        raise ConfigError("--backend-batch-interval: must not be negative")
+    if cfg.backend_batch_limit <= 0:
+        raise ConfigError("--backend-batch-limit: must be positive")
     if cfg.max_request_bytes <= 0 or cfg.max_txn_ops <= 0:
         raise ConfigError("--max-request-bytes and --max-txn-ops must be positive")
     if cfg.auto_compaction_mode not in ("periodic", "revision"):

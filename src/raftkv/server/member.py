@@ -125,7 +125,11 @@ class Member:
         self.raft.on_fatal = self._fatal
         self.applier = Applier(
             data_dir=self.data_dir,
-            backend_config=BackendConfig(map_size=cfg.quota_backend_bytes),
+            backend_config=BackendConfig(
+                map_size=cfg.quota_backend_bytes,
+                batch_interval=cfg.backend_batch_interval_s,
+                batch_limit=cfg.backend_batch_limit,
+            ),
             min_lease_ttl=min_lease_ttl(self.election_ticks, cfg.heartbeat_interval_ms),
             header=self.header,
             apply_conf_change=self.raft.apply_conf_change,
@@ -744,6 +748,7 @@ class Member:
     async def snapshot_stream(self) -> AsyncIterator[pb.SnapshotResponse]:
         self.check_fence()  # a diverged member's state must not become anyone's backup
         path = os.path.join(self.data_dir.snap, f"client-snapshot-{secrets.token_hex(4)}.db")
+        self.applier.commit_pending()  # the copy holds everything applied until now
         await asyncio.to_thread(self.applier.copy_backend, path)
         try:
             total = os.path.getsize(path)

@@ -18,7 +18,12 @@ Contracts (the order the Raft contract demands):
   batches are merged into one backend transaction.  A Ready carrying a conf change or a
   snapshot waits for the queue to drain before ``advance``, so the core never sees a
   membership change out of order with its own; while entries are in flight, apply batches
-  start at most every ``APPLY_COALESCE_INTERVAL`` (each is one LMDB commit and fdatasync);
+  start at most every ``APPLY_COALESCE_INTERVAL``;
+- an apply batch joins the backend's pending batch, which the state machine commits to the
+  file (one LMDB commit and fdatasync) when it is due by size or age, and which the apply
+  task commits once its deadline (``commit_deadline``) passes with nothing more to apply, so
+  applied entries reach the file within ``--backend-batch-interval``; until then the WAL
+  holds them, and a restart re-applies them;
 - a corrupt stored value met while applying parks the apply loop (the batch is kept) and tells
   ``on_apply_corruption``; ``resume_apply`` retries it once the state was replaced;
 - proposals are queued by ``propose`` and stepped at the top of the next loop iteration as one
@@ -27,7 +32,8 @@ Contracts (the order the Raft contract demands):
 - the RawNode is touched only from the event loop thread; the WAL and snapshot files only from
   the one thread doing the current Ready's persistence, so they are never used concurrently;
 - before the log is compacted to a snapshot index, the state machine has durably committed
-  everything up to that index, so a restart never needs an entry that was released.
+  everything up to that index (``force_commit``), so a restart never needs an entry that was
+  released; before its backend file is copied for a follower, its pending batch is committed.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -78,9 +85,9 @@ READ_INDEX_RETRY = 0.5
 
 APPLY_COALESCE_INTERVAL = 0.015
 """While entries are in flight (appended, not yet committed), apply batches start at most this
-often (seconds): each batch is one LMDB commit, whose fdatasync blocks the event loop, so under
-load fewer, larger batches leave the loop free for requests.  With nothing in flight (a lone
-client) a committed entry is applied at once."""
+often (seconds): under load fewer, larger batches cost less CPU per entry, in apply and in
+answering the clients they release together.  With nothing in flight (a lone client) a
+committed entry is applied at once."""
 
 
 class StateMachine(Protocol):
@@ -93,6 +100,10 @@ class StateMachine(Protocol):
     def snapshot_data(self) -> bytes: ...
 
     def force_commit(self) -> None: ...
+
+    def commit_pending(self) -> None: ...
+
+    def commit_deadline(self) -> float | None: ...
 
     def copy_backend(self, path: str) -> None: ...
 
@@ -355,8 +366,7 @@ class RaftNode:
             while True:
                 if not self._apply_queue:
                     self._apply_idle.set()
-                    await self._apply_wake.wait()
-                    self._apply_wake.clear()
+                    await self._idle_until_work()
                     continue
                 wait = self._last_apply + APPLY_COALESCE_INTERVAL - loop.time()
                 if wait > 0 and self._apply_queue[0][0] is None and self._entries_in_flight():
@@ -390,6 +400,23 @@ class RaftNode:
         except BaseException as exc:
             self._fail("apply loop", exc)
             raise
+
+    async def _idle_until_work(self) -> None:
+        """Wait for entries to apply; meanwhile commit the state machine's pending batch once
+        it is due."""
+        assert self.state_machine is not None
+        due = self.state_machine.commit_deadline()
+        if due is not None:
+            left = due - time.monotonic()
+            if left <= 0:
+                self.state_machine.commit_pending()
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._apply_wake.wait()
+        else:
+            await self._apply_wake.wait()
+        self._apply_wake.clear()
 
     async def _park(self, exc: BackendCorruptionError) -> None:
         log.error("apply stopped: the backend is corrupt (%s); waiting for a repair", exc)
@@ -477,6 +504,7 @@ class RaftNode:
             return
         path = os.path.join(self.snap_dir, f"outgoing-{m.to:x}-{m.index:016x}.db.tmp")
         try:
+            self.state_machine.commit_pending()
             await asyncio.to_thread(self.state_machine.copy_backend, path)
         except OSError as exc:
             log.error("cannot copy the backend for a snapshot to %x: %s", m.to, exc)
@@ -527,7 +555,8 @@ class RaftNode:
     async def create_snapshot(self, applied: int) -> None:
         """Snapshot the raft state at ``applied`` and compact the log behind it."""
         assert self.state_machine is not None
-        await asyncio.to_thread(self.state_machine.force_commit)
+        # On this thread: the pending batch belongs to it (one fdatasync per snapshot).
+        self.state_machine.force_commit()
         snap = self.storage.create_snapshot(
             applied, self.conf_state, self.state_machine.snapshot_data()
         )
