@@ -7,12 +7,18 @@ it measures is the most one raftkv member process could answer if everything beh
 layer cost nothing; compare it with etcd's figures from ``compare_etcd.py``.
 
     python bench/grpc_ceiling.py --total 20000
+    python bench/grpc_ceiling.py --compare-runtime --rounds 3   # member runtime vs gRPC defaults
+
+The null server runs with a member's gRPC runtime settings (``raftkv.server.grpc_runtime``)
+unless ``--grpc-defaults``; ``--compare-runtime`` alternates both, puts only, and also prints
+the server's CPU per call.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -26,7 +32,11 @@ from raftkv.benchmark import runner  # noqa: E402
 from raftkv.benchmark.workload import Workload  # noqa: E402
 
 
-def serve(port: int) -> None:
+def serve(port: int, member_runtime: bool) -> None:
+    if member_runtime:
+        from raftkv.server.grpc_runtime import apply_member_defaults
+
+        apply_member_defaults()
     import grpc.aio
 
     from raftkv.proto import rpc_pb2 as pb
@@ -54,36 +64,96 @@ def serve(port: int) -> None:
         asyncio.run(main())
 
 
+def process_cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
+
+
+def start_server(member_runtime: bool) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    argv = [sys.executable, __file__, "--serve", str(port)]
+    if not member_runtime:
+        argv.append("--grpc-defaults")
+    env = dict(os.environ)
+    env.pop("GRPC_EXPERIMENTS", None)
+    proc = subprocess.Popen(argv, env=env)
+    time.sleep(1.5)
+    return proc, port
+
+
+def load(port: int, workload: Workload, total: int) -> runner.Stats:
+    cfg = runner.LoadConfig(
+        endpoints=(f"127.0.0.1:{port}",),
+        workload=workload,
+        total=total,
+        clients=100,
+        conns=10,
+        seed=1,
+    )
+    return runner.run(cfg)
+
+
+PUTS = Workload("put", 8, 256, key_space_size=100000, sequential=True)
+
+
+def compare_runtime(total: int, rounds: int) -> None:
+    print("| gRPC runtime | puts/s | server CPU ms/call | client CPU ms/call |")
+    print("|---|---|---|---|")
+    for _ in range(rounds):
+        for member_runtime in (False, True):
+            proc, port = start_server(member_runtime)
+            try:
+                before = process_cpu(proc.pid)
+                stats = load(port, PUTS, total)
+                server = (process_cpu(proc.pid) - before) / total * 1e3
+            finally:
+                proc.kill()
+                proc.wait(10)
+            name = "member (raftkv serve)" if member_runtime else "gRPC defaults"
+            client = stats.client_cpu / total * 1e3
+            print(f"| {name} | {stats.rps:.0f} | {server:.3f} | {client:.3f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--total", type=int, default=10000)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--grpc-defaults",
+        action="store_true",
+        help="run the null server with gRPC's defaults, not a member's runtime settings",
+    )
+    parser.add_argument(
+        "--compare-runtime",
+        action="store_true",
+        help="alternate gRPC defaults and the member runtime (puts), with server CPU per call",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of --compare-runtime")
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve)
+        serve(args.serve, member_runtime=not args.grpc_defaults)
         return
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
+    if args.compare_runtime:
+        compare_runtime(args.total, args.rounds)
+        return
+    proc, port = start_server(member_runtime=not args.grpc_defaults)
     try:
-        time.sleep(1.5)
         print("| scenario (null gRPC server) | req/s | p99 |")
         print("|---|---|---|")
         for title, workload in (
-            ("100 clients, puts", Workload("put", 8, 256, key_space_size=100000, sequential=True)),
+            ("100 clients, puts", PUTS),
             ("100 clients, range", Workload("range", range_key=b"foo", serializable=True)),
         ):
-            cfg = runner.LoadConfig(
-                endpoints=(f"127.0.0.1:{port}",),
-                workload=workload,
-                total=args.total,
-                clients=100,
-                conns=10,
-                seed=1,
-            )
-            stats = runner.run(cfg)
+            stats = load(port, workload, args.total)
             p99 = stats.percentile_map()["p99"] * 1000
             print(f"| {title} | {stats.rps:.0f} | {p99:.1f} ms |", flush=True)
     finally:
