@@ -9,9 +9,9 @@ layer cost nothing; compare it with etcd's figures from ``compare_etcd.py``.
     python bench/grpc_ceiling.py --total 20000
     python bench/grpc_ceiling.py --compare-runtime --rounds 3   # member runtime vs gRPC defaults
 
-The null server runs with a member's gRPC runtime settings (``raftkv.server.grpc_runtime``)
-unless ``--grpc-defaults``; ``--compare-runtime`` alternates both, puts only, and also prints
-the server's CPU per call.
+The null server runs with a member's runtime settings (``raftkv.server.runtime``: gRPC's
+switches, the GC thresholds) unless ``--grpc-defaults``; ``--compare-runtime`` alternates
+both, puts only, and also prints the server's CPU per call.
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ from raftkv.benchmark.workload import Workload  # noqa: E402
 
 def serve(port: int, member_runtime: bool) -> None:
     if member_runtime:
-        from raftkv.server.grpc_runtime import apply_member_defaults
+        from raftkv.server.runtime import apply_grpc_defaults, tune_gc
 
-        apply_member_defaults()
+        apply_grpc_defaults()
+        tune_gc()
     import grpc.aio
 
     from raftkv.proto import rpc_pb2 as pb
@@ -130,7 +131,7 @@ def main() -> None:
     parser.add_argument(
         "--grpc-defaults",
         action="store_true",
-        help="run the null server with gRPC's defaults, not a member's runtime settings",
+        help="run the null server with gRPC's and Python's defaults, not a member's runtime",
     )
     parser.add_argument(
         "--compare-runtime",

@@ -21,7 +21,8 @@ def register(sub: Any) -> None:
             "(e.g. RAFTKV_DATA_DIR) or in a YAML --config-file using the flag names as keys. "
             "Unless GRPC_EXPERIMENTS is set, the member sets it to "
             "'-event_engine_listener,pollset_alternative' (cheaper gRPC calls, measured on "
-            "grpcio 1.85)."
+            "grpcio 1.85), and it collects Python's young objects after 50000 allocations "
+            "instead of 700."
         ),
     )
     add_serve_arguments(p)
@@ -34,9 +35,10 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"raftkv serve: {exc}", file=sys.stderr)
         return 2
-    from raftkv.server.grpc_runtime import apply_member_defaults
+    from raftkv.server.runtime import apply_grpc_defaults, tune_gc
 
-    experiments = apply_member_defaults()  # before anything creates a gRPC server or channel
+    experiments = apply_grpc_defaults()  # before anything creates a gRPC server or channel
+    tune_gc()
     from raftkv.server.logsetup import configure
     from raftkv.server.run import run
 
