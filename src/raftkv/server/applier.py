@@ -8,10 +8,13 @@ Contracts:
   member (no clock, no randomness, sorted iteration only); lease IDs are chosen before proposing;
 - one LMDB write transaction per batch of committed entries, the consistent index in it, so an
   entry at or below the durable consistent index is skipped after a restart (exactly once);
+  batches join the backend's pending batch (``--backend-batch-interval``), so the durable
+  consistent index may lag what was applied: the WAL still holds those entries (snapshots
+  force-commit before the log is compacted) and a restart re-applies them;
 - request errors (compacted revision, missing lease, ...) are answers, given to the waiting
   client; anything else raised while applying is a fatal bug: the batch is aborted and the error
   propagates to the Ready loop, which stops the member rather than let it diverge;
-- waiters are resolved only after the batch committed;
+- waiters are resolved only after the batch committed (into the pending batch: readers see it);
 - every applied entry's effects (keys written and deleted with revisions, values and leases;
   lease, membership, alarm and compaction changes) are folded into the apply digest chain
   (``raftkv.guard.digest``), whose head is stored in the same transaction, so members that
