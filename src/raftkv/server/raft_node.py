@@ -6,9 +6,10 @@ apply, snapshots to send and install).
 
 Contracts (the order the Raft contract demands):
 - a Ready's snapshot, entries, term and vote are durable (WAL fdatasync, snapshot file fsync)
-  before any of its messages leave (the WAL write is made on the event loop, its fdatasync in
-  one dedicated thread, ``SerialWorker``), except the leader's own MsgApp messages, which may go out
+  before any of its messages leave, except the leader's own MsgApp messages, which may go out
   while the leader persists (Raft thesis §10.2.1: the leader counts itself only once persisted);
+  the WAL write is made on the event loop, its fdatasync in one dedicated thread
+  (``SerialWorker``);
   a hard state that only moves the commit index is written but not synced (etcd's MustSync);
 - while the pipeline is busy, Ready iterations start at most every ``READY_BATCH_INTERVAL``;
 - committed entries are applied in index order, exactly once per member lifetime (the state
@@ -29,8 +30,9 @@ Contracts (the order the Raft contract demands):
 - proposals are queued by ``propose`` and stepped at the top of the next loop iteration as one
   batch (one MsgProp, forwarded as one message by a follower); a proposal the core refuses
   fails its waiter with ``ProposalDroppedError``, so none is silently lost;
-- the RawNode is touched only from the event loop thread; the WAL and snapshot files only from
-  the one thread doing the current Ready's persistence, so they are never used concurrently;
+- the RawNode is touched only from the event loop thread; the WAL and snapshot files only by
+  the current Ready's persistence, whose steps (on the loop or in a worker thread) run one after
+  the other, so they are never used concurrently;
 - before the log is compacted to a snapshot index, the state machine has durably committed
   everything up to that index (``force_commit``), so a restart never needs an entry that was
   released; before its backend file is copied for a follower, its pending batch is committed.
