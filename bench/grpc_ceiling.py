@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "bench"))
+
+from compare_etcd import free_ports  # noqa: E402
+from cpu_per_request import process_cpu  # noqa: E402
 
 from raftkv.benchmark import runner  # noqa: E402
 from raftkv.benchmark.workload import Workload  # noqa: E402
@@ -65,22 +68,8 @@ def serve(port: int, member_runtime: bool) -> None:
         asyncio.run(main())
 
 
-def process_cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
-
-
 def start_server(member_runtime: bool) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
+    port = free_ports(1)[0]
     argv = [sys.executable, __file__, "--serve", str(port)]
     if not member_runtime:
         argv.append("--grpc-defaults")
