@@ -312,7 +312,7 @@ class KVStore:
             yield batch
             batch._finish()
             raw.commit()
-            self.backend.end_batch(max(1, len(batch._changes)))
+            self.backend.end_batch(max(1, batch.change_count()))
         except BaseException:
             raw.abort()
             self._in_batch = False
