@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from raftkv import errors
-from raftkv.api.common import Context, guarded
+from raftkv.api.common import Context, fail, guarded
+from raftkv.backup.snapshot_file import SNAPSHOT_FORMAT_METADATA
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
 from raftkv.server.member import Member
@@ -48,5 +49,10 @@ class MaintenanceService(pb_grpc.MaintenanceServicer):
     async def Snapshot(
         self, request: pb.SnapshotRequest, context: Context
     ) -> AsyncIterator[pb.SnapshotResponse]:
-        async for chunk in self.member.snapshot_stream():
-            yield chunk
+        metadata = dict(context.invocation_metadata() or ())
+        fmt = metadata.get(SNAPSHOT_FORMAT_METADATA, "etcd")
+        try:
+            async for chunk in self.member.snapshot_stream(str(fmt)):
+                yield chunk
+        except Exception as exc:  # a corrupt value met while exporting: DataLoss, fenced
+            await fail(context, exc)

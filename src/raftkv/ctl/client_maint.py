@@ -1,16 +1,14 @@
 """Cluster and maintenance commands: member list, endpoint status/health/hashkv, alarm, defrag,
-snapshot save, move-leader, version.
+move-leader, version.
 
 Owns: per-endpoint fan-out (``--cluster`` expands the endpoints to every member's client URLs),
 etcdctl 3.4's renderings of these responses (``simple`` lines, ``table`` boxes, ``json`` arrays of
-``{"Endpoint":..., "Status":...}`` and friends, ``fields``), the client-side alarm disarm loop, and
-writing a snapshot stream to ``<file>.part`` then renaming it once synced.
+``{"Endpoint":..., "Status":...}`` and friends, ``fields``) and the client-side alarm disarm loop.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from typing import Any
 
@@ -22,7 +20,6 @@ from raftkv.ctl.client_conn import (
     EXIT_BAD_ARGS,
     EXIT_BAD_FEATURE,
     EXIT_ERROR,
-    EXIT_INTERRUPTED,
     CtlError,
     GlobalOptions,
     Stubs,
@@ -353,38 +350,6 @@ def cmd_defrag(args: argparse.Namespace, opts: GlobalOptions, out: fmt.Out) -> i
             failures += 1
             out.err_line(f"Failed to defragment etcd member[{ep}] ({_err_text(exc)})")
     return EXIT_ERROR if failures else 0
-
-
-def cmd_snapshot_save(args: argparse.Namespace, opts: GlobalOptions, out: fmt.Out) -> int:
-    from raftkv.proto import rpc_pb2
-
-    if len(args.args) != 1:
-        raise CtlError("snapshot save expects one argument", EXIT_BAD_ARGS)
-    if len(opts.endpoints) != 1:
-        raise CtlError(
-            "snapshot must be requested to one selected node, not multiple "
-            + fmt.go_string_list(opts.endpoints),
-            EXIT_INTERRUPTED,  # the code etcdctl 3.4 exits with here
-        )
-    path = str(args.args[0])
-    part = path + ".part"
-    stubs = connect(opts)
-    try:
-        with open(part, "wb") as f:
-            try:
-                for chunk in stubs.maintenance.Snapshot(rpc_pb2.SnapshotRequest()):
-                    f.write(chunk.blob)
-            except grpc.RpcError as exc:
-                raise CtlError(grpc_error_text(exc)) from None
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(part, path)
-    finally:
-        stubs.close()
-        if os.path.exists(part):
-            os.unlink(part)
-    out.line(f"Snapshot saved at {path}")
-    return 0
 
 
 def cmd_move_leader(args: argparse.Namespace, opts: GlobalOptions, out: fmt.Out) -> int:

@@ -188,11 +188,35 @@ def register(subparsers: Any) -> None:
     p = leaf(
         snapshot,
         "save",
-        "Stores an etcd node backend snapshot to a given file",
-        "client_maint",
+        "Stores an etcd node backend snapshot to a given file (etcd's format: etcdctl and "
+        "etcdutl read it)",
+        "client_snapshot",
         "cmd_snapshot_save",
     )
     p.add_argument("args", nargs="*", metavar="filename")
+    p = leaf(
+        snapshot,
+        "status",
+        "Gets backend snapshot status of a given file (etcd's fields, plus the format, the "
+        "consistent index and the state hash a raftkv snapshot recorded)",
+        "client_snapshot",
+        "cmd_snapshot_status",
+    )
+    p.add_argument("args", nargs="*", metavar="filename")
+    p = leaf(
+        snapshot,
+        "restore",
+        "Restores a snapshot (raftkv's or a real etcd's) into a new member's data directory; "
+        "the SHA-256 and structure are checked, the imported state verified against the state "
+        "hash a raftkv snapshot recorded, and the directory renamed into place only when "
+        "complete",
+        "client_snapshot",
+        "cmd_snapshot_restore",
+    )
+    p.add_argument("args", nargs="*", metavar="filename")
+    from raftkv.ctl.client_snapshot import add_restore_flags
+
+    add_restore_flags(p)
 
     p = leaf(
         subparsers,

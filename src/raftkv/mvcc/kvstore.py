@@ -180,7 +180,9 @@ class KVStore:
             self._index = index
             self._consistent_index = _U64.unpack(ci)[0] if ci else 0
             self._term = _U64.unpack(term)[0] if term else 0
-            self._current_rev = max(current, compact)
+            # A scheduled compaction names a revision that existed, even when no record of it
+            # is left (all compacted away) or none was ever kept (a restore's --bump-revision).
+            self._current_rev = max(current, compact, scheduled)
             self._compact_rev = compact
             self._compactions: deque[_Compaction] = deque()
             if sched is not None and scheduled > compact:

@@ -94,7 +94,8 @@ def decode_kv_meta(payload: bytes) -> tuple[bytes, int, int]:
     return payload[start : start + klen], create, version
 
 
-def _varint(n: int) -> bytes:
+def encode_varint(n: int) -> bytes:
+    """Protobuf varint of ``n`` (a negative int64 as its 64-bit two's complement)."""
     if n < 0:
         n += 1 << 64
     out = bytearray()
@@ -109,15 +110,15 @@ def kv_to_proto(kv: KeyValue) -> bytes:
     """Canonical proto3 encoding of mvccpb.KeyValue (zero fields omitted, in field order)."""
     out = bytearray()
     if kv.key:
-        out += b"\x0a" + _varint(len(kv.key)) + kv.key
+        out += b"\x0a" + encode_varint(len(kv.key)) + kv.key
     if kv.create_revision:
-        out += b"\x10" + _varint(kv.create_revision)
+        out += b"\x10" + encode_varint(kv.create_revision)
     if kv.mod_revision:
-        out += b"\x18" + _varint(kv.mod_revision)
+        out += b"\x18" + encode_varint(kv.mod_revision)
     if kv.version:
-        out += b"\x20" + _varint(kv.version)
+        out += b"\x20" + encode_varint(kv.version)
     if kv.value:
-        out += b"\x2a" + _varint(len(kv.value)) + kv.value
+        out += b"\x2a" + encode_varint(len(kv.value)) + kv.value
     if kv.lease:
-        out += b"\x30" + _varint(kv.lease)
+        out += b"\x30" + encode_varint(kv.lease)
     return bytes(out)

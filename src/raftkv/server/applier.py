@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from raftkv import errors
+from raftkv.backup.snapshot_file import write_snapshot_db
 from raftkv.guard import failpoints
 from raftkv.guard.digest import META_APPLY_DIGEST, ApplyDigest
 from raftkv.guard.state_hash import StateHash, compute_state_hash
@@ -264,6 +265,25 @@ class Applier:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def etcd_snapshot_deferred(self) -> Callable[[str], int]:
+        """Fix the whole state now (as ``state_hash_deferred``); the callable writes it to a new
+        file as an etcd-format snapshot database, with the state hash at this index recorded,
+        and returns its size.  It may run in another thread and must be called exactly once;
+        apply goes on meanwhile (it reads an LMDB snapshot).  Commit the pending batch first."""
+        state_hash = self.state_hash_deferred()
+        cm = self.backend.read()
+        tx = cm.__enter__()
+
+        def write(path: str) -> int:
+            try:
+                recorded = state_hash()
+                with self._hashing:  # the backend is not closed under a running export
+                    return write_snapshot_db(tx, recorded, path)
+            finally:
+                cm.__exit__(None, None, None)
+
+        return write
 
     def install_snapshot(self, snap: Snapshot, db_path: str | None) -> None:
         """Replace the whole state with the snapshot's (the received backend file)."""

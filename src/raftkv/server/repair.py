@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 import grpc.aio
 
+from raftkv.backup.snapshot_file import SNAPSHOT_FORMAT_LMDB, SNAPSHOT_FORMAT_METADATA
 from raftkv.guard.digest import META_APPLY_DIGEST, ApplyDigest
 from raftkv.mvcc.backend import BUCKET_META, META_CONSISTENT_INDEX, Backend, BackendConfig
 from raftkv.mvcc.errors import BackendCorruptionError
@@ -171,7 +172,10 @@ class Repairer:
             stub = pb_grpc.MaintenanceStub(channel)
             with open(path, "wb") as f:
                 async with asyncio.timeout(REPAIR_TIMEOUT):
-                    async for resp in stub.Snapshot(pb.SnapshotRequest()):
+                    async for resp in stub.Snapshot(
+                        pb.SnapshotRequest(),
+                        metadata=((SNAPSHOT_FORMAT_METADATA, SNAPSHOT_FORMAT_LMDB),),
+                    ):
                         data = tail + resp.blob
                         body, tail = data[:-_SHA256_LEN], data[-_SHA256_LEN:]
                         digest.update(body)
