@@ -73,6 +73,35 @@ def go_bytes(data: bytes) -> str:
     return "[" + " ".join(str(b) for b in data) + "]"
 
 
+class StreamCheck:
+    """The SHA-256 trailer of a ``Maintenance.Snapshot`` stream, checked as the stream arrives.
+
+    ``feed`` takes each message's blob and returns the part now known to be database (the
+    last 32 bytes seen are held back: they may be the trailer); ``finish``, after the last
+    message, raises ``SnapshotFileError`` with etcd's message when the trailer is missing or
+    differs, and returns the database's size."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._tail = b""
+        self.size = 0  # bytes received, trailer included
+
+    def feed(self, blob: bytes) -> bytes:
+        self.size += len(blob)
+        data = self._tail + blob
+        body, self._tail = data[:-SHA256_LEN], data[-SHA256_LEN:]
+        self._digest.update(body)
+        return body
+
+    def finish(self) -> int:
+        if not has_checksum(self.size):
+            raise SnapshotFileError(f"sha256 checksum not found [bytes: {self.size}]")
+        got = self._digest.digest()
+        if got != self._tail:
+            raise SnapshotFileError(f"expected sha256 {go_bytes(self._tail)}, got {go_bytes(got)}")
+        return self.size - SHA256_LEN
+
+
 def verify_checksum(path: str, skip_hash_check: bool = False) -> int:
     """The length of the database in snapshot file ``path`` (its size less the trailer), with
     the trailer checked against the database unless ``skip_hash_check``."""

@@ -11,7 +11,6 @@ peer URL and data-dir defaults).  The work itself is ``raftkv.backup``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -31,11 +30,9 @@ from raftkv.ctl.client_conn import (
     parse_go_int,
 )
 
-_SHA256_LEN = 32
-
 
 def cmd_snapshot_save(args: argparse.Namespace, opts: GlobalOptions, out: fmt.Out) -> int:
-    from raftkv.backup.snapshot_file import go_bytes
+    from raftkv.backup.snapshot_file import SnapshotFileError, StreamCheck
     from raftkv.proto import rpc_pb2
     from raftkv.wal.files import fsync_dir
 
@@ -54,24 +51,18 @@ def cmd_snapshot_save(args: argparse.Namespace, opts: GlobalOptions, out: fmt.Ou
     try:
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
-            digest = hashlib.sha256()
-            tail = b""
-            size = 0
+            check = StreamCheck()
             try:
                 for chunk in stubs.maintenance.Snapshot(rpc_pb2.SnapshotRequest()):
                     f.write(chunk.blob)
-                    size += len(chunk.blob)
-                    data = tail + chunk.blob
-                    digest.update(data[:-_SHA256_LEN])
-                    tail = data[-_SHA256_LEN:]
+                    check.feed(chunk.blob)
                     if progress is not None:
-                        progress.show(size, chunk.remaining_bytes)
+                        progress.show(check.size, chunk.remaining_bytes)
+                check.finish()
             except grpc.RpcError as exc:
                 raise CtlError(grpc_error_text(exc)) from None
-            if size % 512 != _SHA256_LEN:
-                raise CtlError(f"sha256 checksum not found [bytes: {size}]")
-            if digest.digest() != tail:
-                raise CtlError(f"expected sha256 {go_bytes(tail)}, got {go_bytes(digest.digest())}")
+            except SnapshotFileError as exc:
+                raise CtlError(str(exc)) from None
             f.flush()
             os.fsync(f.fileno())
         os.replace(part, path)

@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "raftkv.ctl.cmd_tools",
     "raftkv.ctl.cmd_check",
     "raftkv.ctl.cmd_benchmark",
+    "raftkv.ctl.cmd_backup",
 )
 
 

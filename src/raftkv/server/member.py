@@ -753,6 +753,9 @@ class Member:
         self.check_fence()  # a diverged member's state must not become anyone's backup
         path = os.path.join(self.data_dir.snap, f"client-snapshot-{secrets.token_hex(4)}.db")
         self.applier.commit_pending()  # the copy holds everything applied until now
+        # Every message's header carries the snapshot's revision (the proto: the first header
+        # is the snapshot's point in time), not the revision when the message is sent.
+        revision = self.applier.store.current_revision
         try:
             if fmt == SNAPSHOT_FORMAT_LMDB:
                 await asyncio.to_thread(self.applier.copy_backend, path)
@@ -769,11 +772,13 @@ class Member:
                     sent += len(chunk)
                     digest.update(chunk)
                     yield pb.SnapshotResponse(
-                        header=self.header(), remaining_bytes=total - sent, blob=chunk
+                        header=self.header(revision), remaining_bytes=total - sent, blob=chunk
                     )
             # As etcd: the stream ends with the SHA-256 of the database, which
             # `etcdctl snapshot save` and restore verify.
-            yield pb.SnapshotResponse(header=self.header(), remaining_bytes=0, blob=digest.digest())
+            yield pb.SnapshotResponse(
+                header=self.header(revision), remaining_bytes=0, blob=digest.digest()
+            )
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)  # also a partial file an export that failed left

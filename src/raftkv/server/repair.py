@@ -22,7 +22,6 @@ Contracts:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import os
@@ -33,7 +32,12 @@ from urllib.parse import urlsplit
 
 import grpc.aio
 
-from raftkv.backup.snapshot_file import SNAPSHOT_FORMAT_LMDB, SNAPSHOT_FORMAT_METADATA
+from raftkv.backup.snapshot_file import (
+    SNAPSHOT_FORMAT_LMDB,
+    SNAPSHOT_FORMAT_METADATA,
+    SnapshotFileError,
+    StreamCheck,
+)
 from raftkv.guard.digest import META_APPLY_DIGEST, ApplyDigest
 from raftkv.mvcc.backend import BUCKET_META, META_CONSISTENT_INDEX, Backend, BackendConfig
 from raftkv.mvcc.errors import BackendCorruptionError
@@ -50,7 +54,6 @@ log = logging.getLogger("raftkv.repair")
 
 REPAIR_TIMEOUT = 120.0
 FETCH_ATTEMPTS = 3
-_SHA256_LEN = 32
 
 
 class RepairError(Exception):
@@ -164,8 +167,7 @@ class Repairer:
         if info is None or not info.client_urls:
             raise RepairError(f"member {source:x} has published no client URL")
         target = _grpc_target(info.client_urls[0])
-        digest = hashlib.sha256()
-        tail = b""
+        check = StreamCheck()
         async with grpc.aio.insecure_channel(
             target, options=[("grpc.max_receive_message_length", 2**31 - 1)]
         ) as channel:
@@ -176,13 +178,12 @@ class Repairer:
                         pb.SnapshotRequest(),
                         metadata=((SNAPSHOT_FORMAT_METADATA, SNAPSHOT_FORMAT_LMDB),),
                     ):
-                        data = tail + resp.blob
-                        body, tail = data[:-_SHA256_LEN], data[-_SHA256_LEN:]
-                        digest.update(body)
-                        await asyncio.to_thread(f.write, body)
+                        await asyncio.to_thread(f.write, check.feed(resp.blob))
                 await asyncio.to_thread(os.fsync, f.fileno())
-        if len(tail) != _SHA256_LEN or digest.digest() != tail:
-            raise RepairError(f"backend from member {source:x} failed its SHA-256 check")
+        try:
+            check.finish()
+        except SnapshotFileError as exc:
+            raise RepairError(f"backend from member {source:x}: {exc}") from None
 
     async def _check_quorum_digest(self, index: int, head: bytes) -> None:
         """The file's apply digest at its index must be the one a majority of voters holds."""
