@@ -66,10 +66,8 @@ from raftkv.mvcc.revision import (
     REV_BYTES_LEN,
     TOMBSTONE_MARK,
     bytes_to_rev,
-    decode_kv,
     encode_kv_fields,
-    encode_varint,
-    kv_to_proto,
+    payload_to_proto,
 )
 from raftkv.proto import kv_pb2
 from raftkv.proto import rpc_pb2 as pb
@@ -130,6 +128,18 @@ def encode_etcd_lease(lease_id: int, ttl: int, remaining_ttl: int) -> bytes:
     return bytes(out)
 
 
+def encode_varint(n: int) -> bytes:
+    """Protobuf varint of ``n`` (a negative int64 as its 64-bit two's complement)."""
+    if n < 0:
+        n += 1 << 64
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
 def decode_varint_fields(data: bytes) -> dict[int, int]:
     """Field number -> value of a message whose fields are all varints (ValueError otherwise);
     values are read as int64 (two's complement)."""
@@ -182,7 +192,7 @@ def export_buckets(tx: ReadTxn, state_hash: StateHash | None) -> list[tuple[byte
         B_AUTH_ROLES: [],
         B_AUTH_USERS: [],
         B_CLUSTER: [(K_CLUSTER_VERSION, CLUSTER_VERSION)],
-        B_KEY: ((raw, kv_to_proto(decode_kv(payload))) for raw, payload in tx.iterate(BUCKET_KEY)),
+        B_KEY: ((raw, payload_to_proto(payload)) for raw, payload in tx.iterate(BUCKET_KEY)),
         B_LEASE: _leases(tx),
         B_MEMBERS: sorted((f"{int(m['id']):x}".encode(), member_json(m)) for m in members),
         B_MEMBERS_REMOVED: [],

@@ -60,9 +60,9 @@ from raftkv.mvcc.revision import (
     decode_kv,
     decode_kv_meta,
     is_tombstone,
-    kv_to_proto,
     main_to_bytes,
     pack,
+    payload_to_proto,
     rev_to_bytes,
 )
 from raftkv.mvcc.types import (
@@ -434,7 +434,7 @@ class KVStore:
                     kr = bytes_to_rev(raw)
                     if kr < lower and keep and kr not in keep:
                         continue
-                    h = crc32c.crc32c(kv_to_proto(decode_kv(payload)), crc32c.crc32c(raw, h))
+                    h = crc32c.crc32c(payload_to_proto(payload), crc32c.crc32c(raw, h))
             finally:
                 cm.__exit__(None, None, None)
             return KeyValueHash(h, rev, compact), current

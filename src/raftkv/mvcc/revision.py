@@ -18,6 +18,7 @@ from __future__ import annotations
 import struct
 
 from raftkv.mvcc.types import KeyValue
+from raftkv.proto import kv_pb2
 
 SUB_BITS = 32
 SUB_MASK = (1 << SUB_BITS) - 1
@@ -26,6 +27,7 @@ TOMBSTONE_MARK = b"t"
 
 _REV = struct.Struct(">QcQ")
 _KV_HEADER = struct.Struct(">qqqqI")
+_KV_PROTO = kv_pb2.KeyValue
 
 
 def pack(main: int, sub: int = 0) -> int:
@@ -94,31 +96,29 @@ def decode_kv_meta(payload: bytes) -> tuple[bytes, int, int]:
     return payload[start : start + klen], create, version
 
 
-def encode_varint(n: int) -> bytes:
-    """Protobuf varint of ``n`` (a negative int64 as its 64-bit two's complement)."""
-    if n < 0:
-        n += 1 << 64
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def kv_to_proto(kv: KeyValue) -> bytes:
-    """Canonical proto3 encoding of mvccpb.KeyValue (zero fields omitted, in field order)."""
-    out = bytearray()
-    if kv.key:
-        out += b"\x0a" + encode_varint(len(kv.key)) + kv.key
-    if kv.create_revision:
-        out += b"\x10" + encode_varint(kv.create_revision)
-    if kv.mod_revision:
-        out += b"\x18" + encode_varint(kv.mod_revision)
-    if kv.version:
-        out += b"\x20" + encode_varint(kv.version)
-    if kv.value:
-        out += b"\x2a" + encode_varint(len(kv.value)) + kv.value
-    if kv.lease:
-        out += b"\x30" + encode_varint(kv.lease)
-    return bytes(out)
+    """Canonical proto3 encoding of mvccpb.KeyValue (zero fields omitted, in field order), the
+    bytes etcd stores and HashKV hashes; protobuf's C runtime writes exactly these."""
+    return _KV_PROTO(
+        key=kv.key,
+        create_revision=kv.create_revision,
+        mod_revision=kv.mod_revision,
+        version=kv.version,
+        value=kv.value,
+        lease=kv.lease,
+    ).SerializeToString()
+
+
+def payload_to_proto(payload: bytes) -> bytes:
+    """``kv_to_proto(decode_kv(payload))`` without building the ``KeyValue`` (hot: HashKV and
+    snapshot export run it on every stored record)."""
+    create, mod, version, lease, klen = _KV_HEADER.unpack_from(payload)
+    start = _KV_HEADER.size
+    return _KV_PROTO(
+        key=payload[start : start + klen],
+        create_revision=create,
+        mod_revision=mod,
+        version=version,
+        value=payload[start + klen :],
+        lease=lease,
+    ).SerializeToString()
