@@ -252,3 +252,34 @@ def test_members_restored_from_different_snapshots_are_named(
         assert named == {cluster.member_id(0)}
     finally:
         cluster.close()
+
+
+def test_restore_with_a_dedicated_wal_dir(snapshot: Path, tmp_path: Path) -> None:
+    """--wal-dir: the WAL goes there (etcd's), the member serves from it with the same flag,
+    and check data finds it; an existing --wal-dir is refused."""
+    wal = tmp_path / "disk2" / "wal"
+    wal.mkdir(parents=True)
+    rc, _out, err = _restore(snapshot, tmp_path / "x", "--wal-dir", str(wal))
+    assert rc == 1 and f'wal-dir "{wal}" exists' in err
+    wal.rmdir()
+    _nothing_left(tmp_path, tmp_path / "x")
+
+    cluster = Cluster(tmp_path / "c", 1, extra_args=["--wal-dir", str(wal)])
+    (tmp_path / "c").mkdir()
+    m = cluster.members[0]
+    raftkv(
+        "snapshot", "restore", str(snapshot), "--name", m.name, "--data-dir", str(m.data_dir),
+        "--wal-dir", str(wal), "--initial-cluster", cluster.initial_cluster,
+        "--initial-advertise-peer-urls", m.peer_url,
+    )  # fmt: skip
+    assert sorted(os.listdir(m.data_dir / "member")) == ["db", "snap"]
+    assert any(name.endswith(".wal") for name in os.listdir(wal))
+    before = json.loads(raftkv("snapshot", "status", str(snapshot), "-w", "json").stdout)
+    try:
+        cluster.start_all()
+        assert dump(m.endpoint)["revision"] == before["revision"]
+        ctl(m.endpoint, "put", "on-wal-dir", "1")
+    finally:
+        cluster.close()
+    res = raftkv("check", "data", "--data-dir", str(m.data_dir), "--wal-dir", str(wal), check=False)
+    assert res.returncode == 0, res.stdout + res.stderr

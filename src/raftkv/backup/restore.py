@@ -71,6 +71,7 @@ class RestoreOptions:
     snapshot: str
     name: str = "default"
     data_dir: str = ""  # default: <name>.raftkv, as `raftkv serve`
+    wal_dir: str = ""  # default: <data-dir>/member/wal; else a dedicated WAL directory
     initial_cluster: str = ""  # default: <name>=<initial advertise peer URLs>
     initial_cluster_token: str = "etcd-cluster"
     initial_advertise_peer_urls: tuple[str, ...] = ("http://127.0.0.1:2380",)
@@ -106,8 +107,13 @@ def restore_snapshot(
     target = os.path.abspath(opts.data_dir or cfg.resolved_data_dir)
     if os.path.exists(target) and (not os.path.isdir(target) or os.listdir(target)):
         raise RestoreError(f"data-dir {json.dumps(target)} not empty or could not be read")
+    wal_target = os.path.abspath(opts.wal_dir) if opts.wal_dir else ""
+    if wal_target and os.path.exists(wal_target):
+        raise RestoreError(f"wal-dir {json.dumps(wal_target)} exists")
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
+    if wal_target:
+        os.makedirs(os.path.dirname(wal_target), exist_ok=True)
     log(f"restoring snapshot {opts.snapshot} into {target}")
     with open_snapshot(opts.snapshot, opts.skip_hash_check) as reader:
         if auth_enabled(reader):
@@ -117,16 +123,31 @@ def restore_snapshot(
             )
         size = reader.size
         tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.restore-", dir=parent)
+        tmp_wal = (
+            tempfile.mkdtemp(
+                prefix=f".{os.path.basename(wal_target)}.restore-",
+                dir=os.path.dirname(wal_target),
+            )
+            if wal_target
+            else ""
+        )
         try:
-            cfg = dataclasses.replace(cfg, data_dir=tmp)
+            cfg = dataclasses.replace(cfg, data_dir=tmp, wal_dir=tmp_wal)
             result = _build(reader, cfg, size, opts.bump_revision, log)
             _fsync_tree(tmp)
+            if tmp_wal:  # the WAL first: a data dir in place always has its WAL
+                _fsync_tree(tmp_wal)
+                os.rename(tmp_wal, wal_target)
+                tmp_wal = wal_target  # removed too if the data dir cannot be put in place
+                fsync_dir(os.path.dirname(wal_target))
             if os.path.isdir(target):
                 os.rmdir(target)  # empty, checked above
             os.rename(tmp, target)
             fsync_dir(parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            if tmp_wal:
+                shutil.rmtree(tmp_wal, ignore_errors=True)
             raise
     log(f"restored snapshot {opts.snapshot} into {target}")
     return dataclasses.replace(result, data_dir=target)
@@ -165,6 +186,9 @@ def _build(
         rec = open_raft_side(cfg)
         rec.wal.close()
         applier.write_initial_members(rec.initial_members)
+        # The state at index 1 is not the empty one a new member starts from: keep a copy
+        # where `raftkv check data` finds its rebuild base (a backend copy at index 1).
+        applier.copy_backend(dd.received_backend_path(1, 1))
         state = applier.state_hash_deferred()()
     finally:
         applier.close()

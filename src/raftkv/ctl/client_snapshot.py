@@ -150,6 +150,9 @@ def add_restore_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir", default="", help="Path to the data directory (default <name>.raftkv)"
     )
+    p.add_argument(
+        "--wal-dir", default="", help="Path to the WAL directory (use --data-dir if none given)"
+    )
     p.add_argument("--name", default="default", help="Human-readable name for this member")
     p.add_argument(
         "--initial-cluster",
@@ -222,6 +225,7 @@ def cmd_snapshot_restore(args: argparse.Namespace, opts: GlobalOptions, out: fmt
         snapshot=path,
         name=args.name,
         data_dir=args.data_dir,
+        wal_dir=args.wal_dir,
         initial_cluster=args.initial_cluster,
         initial_cluster_token=args.initial_cluster_token,
         initial_advertise_peer_urls=tuple(

@@ -42,6 +42,7 @@ def add_data_parser(check_sub: Any) -> argparse.ArgumentParser:
         description=_DESCRIPTION,
     )
     p.add_argument("--data-dir", required=True, help="the member's --data-dir")
+    p.add_argument("--wal-dir", default="", help="the member's --wal-dir, if it ran with one")
     p.add_argument("-w", "--write-out", choices=("simple", "json"), default="simple")
     p.add_argument(
         "--heartbeat-interval",
@@ -101,6 +102,7 @@ def run_data(args: argparse.Namespace) -> int:
         lease_min_ttl=lease_floor(args.heartbeat_interval, args.election_timeout),
         work_dir=args.work_dir,
         rebuild=not args.skip_rebuild,
+        wal_dir=args.wal_dir,
     )
     sys.stdout.write(render(report, args.write_out) + "\n")
     sys.stdout.flush()

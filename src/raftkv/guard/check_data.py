@@ -90,13 +90,14 @@ def check_data(
     lease_min_ttl: int | None = None,
     work_dir: str | None = None,
     rebuild: bool = True,
+    wal_dir: str = "",
 ) -> DataReport:
     """Verify the member data directory ``data_dir`` (the ``--data-dir`` it ran with).
 
     ``lease_min_ttl`` is the member's minimum lease TTL (default: that of the default
     ``--heartbeat-interval`` and ``--election-timeout``); ``rebuild=False`` skips the rebuild.
     """
-    dd = DataDir(os.path.abspath(data_dir))
+    dd = DataDir(os.path.abspath(data_dir), os.path.abspath(wal_dir) if wal_dir else "")
     report = DataReport(dd.root)
     member = CheckResult("member")
     report.checks.append(member)

@@ -66,12 +66,17 @@ def choose_base(wal: WalContents, files: SnapFiles, target: int) -> RebuildBase 
             return True
         return first is not None and last is not None and first <= base + 1 and last >= target
 
-    boot = files.snapshots.get(1)
-    if boot is not None and covered(1):
-        return RebuildBase(1, "bootstrap snapshot", snapshot=boot)
     copies = [
         b for b in files.backends if b.consistent_index is not None and b.consistent_index <= target
     ]
+    # A backend copy at index 1 is the state a restore started the member from (the bootstrap
+    # snapshot holds only the member list then): it is the base, never the empty state.
+    restored = [b for b in copies if b.consistent_index == 1]
+    if restored and covered(1):
+        return RebuildBase(1, restored[0].path, backend_path=restored[0].path)
+    boot = files.snapshots.get(1)
+    if boot is not None and covered(1):
+        return RebuildBase(1, "bootstrap snapshot", snapshot=boot)
     copies.sort(key=lambda b: b.consistent_index or 0, reverse=True)
     for b in copies:
         assert b.consistent_index is not None

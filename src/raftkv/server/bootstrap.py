@@ -5,7 +5,7 @@ Owns: the data-dir layout and the recovery of the Raft side (snapshot file + WAL
 
 Layout (etcd's, with LMDB in place of bbolt)::
 
-    <data-dir>/member/wal/    WAL segments
+    <data-dir>/member/wal/    WAL segments (or --wal-dir)
     <data-dir>/member/snap/   raft snapshot files and received backend files (*.snap.db)
     <data-dir>/member/db/     the LMDB environment (data.mdb)
 
@@ -94,19 +94,26 @@ class RaftRecovery:
 
 
 class DataDir:
-    def __init__(self, root: str) -> None:
+    """The paths of a member's data directory; ``wal_dir`` (etcd's ``--wal-dir``) keeps the
+    WAL on another disk instead of ``member/wal``."""
+
+    def __init__(self, root: str, wal_dir: str = "") -> None:
         self.root = root
         self.member = os.path.join(root, "member")
-        self.wal = os.path.join(self.member, "wal")
+        self.wal = wal_dir or os.path.join(self.member, "wal")
         self.snap = os.path.join(self.member, "snap")
         self.db = os.path.join(self.member, "db")
 
     def has_wal(self) -> bool:
         return os.path.isdir(self.wal) and any(n.endswith(".wal") for n in os.listdir(self.wal))
 
+    def received_backend_path(self, index: int, term: int) -> str:
+        """Where the backend file of the snapshot at (index, term) is kept."""
+        return os.path.join(self.snap, f"{index:016x}-{term:016x}.snap.db")
+
     def received_backend(self, index: int, term: int) -> str | None:
         """A backend file received with the snapshot at (index, term), if it is there."""
-        path = os.path.join(self.snap, f"{index:016x}-{term:016x}.snap.db")
+        path = self.received_backend_path(index, term)
         return path if os.path.exists(path) else None
 
 
@@ -124,7 +131,7 @@ def initial_members(cfg: ServerConfig) -> list[MemberInfo]:
 
 
 def open_raft_side(cfg: ServerConfig) -> RaftRecovery:
-    dd = DataDir(cfg.resolved_data_dir)
+    dd = DataDir(cfg.resolved_data_dir, cfg.wal_dir)
     os.makedirs(dd.snap, exist_ok=True)
     snapshotter = Snapshotter(dd.snap)
     if dd.has_wal():

@@ -32,6 +32,7 @@ class ConfigError(ValueError):
 class ServerConfig:
     name: str = "default"
     data_dir: str = ""
+    wal_dir: str = ""
     listen_client_urls: tuple[str, ...] = ("http://127.0.0.1:2379",)
     advertise_client_urls: tuple[str, ...] = ("http://127.0.0.1:2379",)
     listen_peer_urls: tuple[str, ...] = ("http://127.0.0.1:2380",)
@@ -87,6 +88,11 @@ class ServerConfig:
 _FLAGS: dict[str, tuple[str, str, str]] = {
     "name": ("name", "str", "Human-readable name for this member."),
     "data-dir": ("data_dir", "str", "Path to the data directory (default: <name>.raftkv)."),
+    "wal-dir": (
+        "wal_dir",
+        "str",
+        "Path to the dedicated WAL directory (default: <data-dir>/member/wal).",
+    ),
     "listen-client-urls": ("listen_client_urls", "urls", "URLs to listen on for client traffic."),
     "advertise-client-urls": (
         "advertise_client_urls",

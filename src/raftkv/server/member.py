@@ -63,7 +63,7 @@ MAX_LEASE_ID = (1 << 63) - 1
 class Member:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.data_dir = DataDir(config.resolved_data_dir)
+        self.data_dir = DataDir(config.resolved_data_dir, config.wal_dir)
         hb = config.heartbeat_interval_ms
         self.election_ticks = max(1, config.election_timeout_ms // hb)
         # etcd: 5 s plus two election timeouts before a request gives up.
