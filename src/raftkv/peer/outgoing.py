@@ -225,7 +225,10 @@ class PeerStream:
                 self._url_index += 1
             else:
                 started = loop.time()
-                await self._serve(reader, writer)
+                try:
+                    await self._serve(reader, writer)
+                except Exception:  # never let one broken stream end this peer's for good
+                    self._log.exception("peer %x: stream failed", self.peer_id)
                 if loop.time() - started >= self._config.max_backoff:
                     backoff = self._config.min_backoff
             await asyncio.sleep(self._backoff_delay(backoff))
@@ -242,7 +245,8 @@ class PeerStream:
         reader_task = asyncio.get_running_loop().create_task(self._read_loop(reader))
         try:
             await self._write_loop(writer)
-        except (OSError, ConnectionError) as e:
+        except (OSError, ConnectionError, RuntimeError) as e:
+            # uvloop raises RuntimeError for a write on a transport the peer closed
             self.stats.last_error = f"write: {e!r}"
         finally:
             self.connected.clear()
