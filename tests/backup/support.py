@@ -77,11 +77,10 @@ def workload(endpoint: str, keys: int = 60) -> dict[str, Any]:
     return {"leases": leases, "compacted": compact_at}
 
 
-def dump(endpoint: str) -> dict[str, Any]:
-    """Every live key (with create/mod revision, version, lease), the revision, and every
-    lease's granted TTL and keys."""
-    res = json.loads(ctl(endpoint, "get", "", "--prefix", "-w", "json").stdout)
-    kvs = {
+def kvs_of(get_json: dict[str, Any]) -> dict[str, tuple[str, int, int, int, int]]:
+    """key -> (value, create revision, mod revision, version, lease) of ``etcdctl get -w
+    json``'s output."""
+    return {
         base64.b64decode(kv["key"]).decode(): (
             base64.b64decode(kv.get("value", "")).decode(),
             int(kv["create_revision"]),
@@ -89,8 +88,15 @@ def dump(endpoint: str) -> dict[str, Any]:
             int(kv["version"]),
             int(kv.get("lease", 0)),
         )
-        for kv in res.get("kvs", [])
+        for kv in get_json.get("kvs", [])
     }
+
+
+def dump(endpoint: str) -> dict[str, Any]:
+    """Every live key (with create/mod revision, version, lease), the revision, and every
+    lease's granted TTL and keys."""
+    res = json.loads(ctl(endpoint, "get", "", "--prefix", "-w", "json").stdout)
+    kvs = kvs_of(res)
     leases = {}
     listed = ctl(endpoint, "lease", "list").stdout.split()
     for word in listed:

@@ -9,7 +9,6 @@ Contract: every wait is bounded; every process started here is killed by its own
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -21,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.backup.support import raftkv
+from tests.backup.support import kvs_of, raftkv
 from tests.cluster.harness import REPO, Cluster, require_etcdctl
 
 
@@ -157,17 +156,7 @@ def store_at(
     args = ["get", "", "--from-key", "-w", "json"]
     if rev:
         args.append(f"--rev={rev}")
-    res = json.loads(cluster.etcdctl(*args, endpoints=endpoint).stdout)
-    return {
-        base64.b64decode(kv["key"]).decode(): (
-            base64.b64decode(kv.get("value", "")).decode(),
-            int(kv["create_revision"]),
-            int(kv["mod_revision"]),
-            int(kv["version"]),
-            int(kv.get("lease", 0)),
-        )
-        for kv in res.get("kvs", [])
-    }
+    return kvs_of(json.loads(cluster.etcdctl(*args, endpoints=endpoint).stdout))
 
 
 def restore_and_start(root: Path, backups: Path | str, *point: str) -> tuple[Cluster, str]:

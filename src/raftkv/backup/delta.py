@@ -45,6 +45,7 @@ import zstandard
 from google.protobuf.message import DecodeError
 
 from raftkv.backup.bbolt import BoltReader, write_bolt
+from raftkv.backup.bbolt.layout import FileFormatError
 from raftkv.backup.etcd_schema import (
     B_KEY,
     B_LEASE,
@@ -77,17 +78,8 @@ _I64 = struct.Struct(">q")
 MAX_RECORD = 1 << 30
 
 
-class DeltaFormatError(Exception):
+class DeltaFormatError(FileFormatError):
     """The one error of the delta decoder: the file is not a complete, intact delta."""
-
-    def __init__(self, path: str, offset: int, reason: str) -> None:
-        super().__init__(path, offset, reason)
-        self.path = path
-        self.offset = offset
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"{self.path}: offset {self.offset}: {self.reason}"
 
 
 class MergeError(Exception):

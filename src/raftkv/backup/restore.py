@@ -21,7 +21,10 @@ the end (a failed restore leaves nothing behind, never a half-restored data dir)
    1 listing the new members, WAL) and the member list is applied at index 1.  The apply
    digest chain starts from a digest of the imported state instead of the genesis value, so
    members restored from different snapshots diverge at index 1 and the guard names them;
-5. everything is fsynced, the directory renamed to ``--data-dir`` and its parent fsynced.
+   a copy of the backend at index 1 is kept as ``member/snap/<1>-<1>.snap.db``, the base
+   ``raftkv check data`` rebuilds this member from;
+5. everything is fsynced, the WAL directory (``--wal-dir``, when given) and then the data
+   directory renamed into place and their parents fsynced.
 
 Member and cluster IDs come from ``--initial-cluster`` and ``--initial-cluster-token`` as at
 bootstrap, so every member restored with the same flags agrees without talking.

@@ -112,12 +112,10 @@ assert PAGE_HEADER_SIZE == 16 and BRANCH_ELEMENT.size == 16 and LEAF_ELEMENT.siz
 assert META_SIZE == 64 and BUCKET_HEADER_SIZE == 16
 
 
-class BoltFormatError(Exception):
-    """The one documented error of the reader: the file is not a valid bbolt database.
-
-    ``path`` names the file, ``offset`` is the byte offset in it of the bad structure (a page
-    header, an element, a value), ``reason`` says what is wrong.
-    """
+class FileFormatError(Exception):
+    """A file is not what its decoder reads: ``path`` names it, ``offset`` is the byte offset
+    of the bad structure in it, ``reason`` says what is wrong.  The base of the one documented
+    error of each backup file decoder (bbolt databases, deltas)."""
 
     def __init__(self, path: str, offset: int, reason: str) -> None:
         super().__init__(path, offset, reason)
@@ -127,6 +125,11 @@ class BoltFormatError(Exception):
 
     def __str__(self) -> str:
         return f"{self.path}: offset {self.offset}: {self.reason}"
+
+
+class BoltFormatError(FileFormatError):
+    """The one documented error of the reader: the file is not a valid bbolt database (the
+    offset is that of a page header, an element or a value)."""
 
 
 def fnv1a64(data: bytes) -> int:
