@@ -8,6 +8,7 @@ version and lease."""
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,7 +39,9 @@ def cluster3(tmp_path: Path) -> Iterator[Cluster]:
 
 def _check_point(tmp_path: Path, live: Cluster, dest: Path, rev: int, *point: str) -> str:
     want = store_at(live, live.members[1].endpoint, rev)
-    restored, line = restore_and_start(tmp_path / f"r{rev}-{len(point)}", dest, *point)
+    # a directory of its own per point (two points may name the same revision)
+    root = Path(tempfile.mkdtemp(prefix=f"r{rev}-", dir=tmp_path))
+    restored, line = restore_and_start(root, dest, *point)
     try:
         endpoint = restored.members[0].endpoint
         got = store_at(restored, endpoint)
