@@ -29,10 +29,8 @@ import pytest
 from raftkv.backup.bbolt import BoltReader, write_bolt
 from raftkv.proto import kv_pb2, rpc_pb2, rpc_pb2_grpc
 from tests.backup.support import EtcdCluster
-from tests.cluster.harness import ETCDCTL, require_etcdctl
-from tests.compat.servers import ETCD, Target, require_etcd, start_etcd
-
-pytestmark = pytest.mark.skipif(ETCD is None or ETCDCTL is None, reason="etcd 3.4 not installed")
+from tests.cluster.harness import require_etcdctl
+from tests.compat.servers import Target, require_etcd, start_etcd
 
 Kv = dict[str, Any]  # one entry of `etcdctl get -w json`'s "kvs", defaults filled in
 

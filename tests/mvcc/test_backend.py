@@ -22,9 +22,9 @@ from raftkv.mvcc.revision import (
     decode_kv,
     encode_kv,
     is_tombstone,
-    kv_to_proto,
     main_to_bytes,
     pack,
+    payload_to_proto,
     rev_to_bytes,
 )
 from raftkv.mvcc.types import KeyValue
@@ -148,11 +148,11 @@ def test_revision_codec() -> None:
 
 
 def test_kv_proto_encoding_matches_protobuf_rules() -> None:
-    assert kv_to_proto(KeyValue(b"a")) == b"\x0a\x01a"
-    assert kv_to_proto(KeyValue(b"a", 2, 300, 1, b"v", 0)) == (
+    assert payload_to_proto(encode_kv(KeyValue(b"a"))) == b"\x0a\x01a"
+    assert payload_to_proto(encode_kv(KeyValue(b"a", 2, 300, 1, b"v", 0))) == (
         b"\x0a\x01a\x10\x02\x18\xac\x02\x20\x01\x2a\x01v"
     )
-    assert kv_to_proto(KeyValue(b"", lease=-1)) == b"\x30" + b"\xff" * 9 + b"\x01"
+    assert payload_to_proto(encode_kv(KeyValue(b"", lease=-1))) == b"\x30" + b"\xff" * 9 + b"\x01"
 
 
 # -- batched commits ------------------------------------------------------------------------

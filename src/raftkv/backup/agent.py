@@ -54,10 +54,10 @@ from raftkv.backup.manifest import (
     format_time,
 )
 from raftkv.backup.retention import RetentionPolicy, plan_retention
+from raftkv.backup.snapshot_file import sha256_file
 from raftkv.backup.source import Source, SourceError, WatchCompactedError, WatchFeed
 from raftkv.backup.verify import (
     Verification,
-    sha256_file,
     verify_chain,
     verify_full,
 )

@@ -31,7 +31,6 @@ digest are dropped (they describe the full, not the merge).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -54,6 +53,7 @@ from raftkv.backup.etcd_schema import (
     K_STATE_HASH,
     encode_etcd_lease,
 )
+from raftkv.backup.snapshot_file import sha256_prefix
 from raftkv.mvcc.revision import REV_BYTES_LEN, bytes_to_rev, pack, rev_to_bytes
 from raftkv.proto import kv_pb2
 
@@ -403,14 +403,7 @@ def merge_snapshot(
         size = write_bolt(f, buckets)
         f.flush()
         f.seek(0)
-        digest = hashlib.sha256()
-        remaining = size
-        while remaining:
-            chunk = f.read(min(remaining, 1 << 20))
-            digest.update(chunk)
-            remaining -= len(chunk)
-        f.seek(size)
-        f.write(digest.digest())
+        f.write(sha256_prefix(f, size))  # the trailer, right after the database
         f.flush()
         os.fsync(f.fileno())
     return MergeSummary(out_path, size, counted[1], counted[0])

@@ -22,7 +22,6 @@ Contracts, for both:
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 import shutil
@@ -37,6 +36,7 @@ from raftkv.backup.manifest import (
     read_manifest_file,
     write_file_atomic,
 )
+from raftkv.backup.snapshot_file import sha256_file
 from raftkv.wal.files import fsync_dir
 
 PART_SUFFIX = ".part"
@@ -233,13 +233,10 @@ class S3Destination:
         os.unlink(staged)
         back = self.local_copy(name, self.staging_dir)
         try:
-            digest = hashlib.sha256()
-            with open(back, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    digest.update(chunk)
+            got = sha256_file(back)
         finally:
             os.unlink(back)
-        if digest.hexdigest() != sha256:
+        if got != sha256:
             raise DestinationError(f"{self.url}: {name}: the stored object differs from the upload")
 
     def discard(self, staged: str) -> None:

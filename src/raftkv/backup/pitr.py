@@ -33,7 +33,7 @@ from raftkv.backup.destination import Destination
 from raftkv.backup.etcd_schema import B_LEASE, decode_varint_fields
 from raftkv.backup.manifest import BackupEntry, Manifest, format_time
 from raftkv.backup.restore import RestoreOptions, RestoreResult, restore_snapshot
-from raftkv.backup.snapshot_file import open_snapshot
+from raftkv.backup.snapshot_file import open_snapshot, sha256_file
 from raftkv.backup.verify import (
     RESTORE_ERRORS,
     BackupFileError,
@@ -41,7 +41,6 @@ from raftkv.backup.verify import (
     judge_recorded,
     recorded,
     restore_state,
-    sha256_file,
     verify_chain,
 )
 

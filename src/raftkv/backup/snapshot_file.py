@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import crc32c
 
@@ -102,6 +102,25 @@ class StreamCheck:
         return self.size - SHA256_LEN
 
 
+def sha256_prefix(f: BinaryIO, length: int) -> bytes:
+    """SHA-256 of the next ``length`` bytes of ``f``; ``SnapshotFileError`` if it has fewer."""
+    digest = hashlib.sha256()
+    remaining = length
+    while remaining:
+        chunk = f.read(min(remaining, 1 << 20))
+        if not chunk:
+            raise SnapshotFileError(f"{getattr(f, 'name', 'file')}: shorter than {length} bytes")
+        digest.update(chunk)
+        remaining -= len(chunk)
+    return digest.digest()
+
+
+def sha256_file(path: str) -> str:
+    """Hex SHA-256 of the whole file ``path``."""
+    with open(path, "rb") as f:
+        return sha256_prefix(f, os.fstat(f.fileno()).st_size).hex()
+
+
 def verify_checksum(path: str, skip_hash_check: bool = False) -> int:
     """The length of the database in snapshot file ``path`` (its size less the trailer), with
     the trailer checked against the database unless ``skip_hash_check``."""
@@ -115,17 +134,9 @@ def verify_checksum(path: str, skip_hash_check: bool = False) -> int:
     length = size - SHA256_LEN
     if skip_hash_check:
         return length
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        remaining = length
-        while remaining:
-            chunk = f.read(min(remaining, 1 << 20))
-            if not chunk:
-                raise SnapshotFileError(f"{path}: file shrank while it was read")
-            digest.update(chunk)
-            remaining -= len(chunk)
+        got = sha256_prefix(f, length)
         want = f.read(SHA256_LEN)
-    got = digest.digest()
     if got != want:
         raise SnapshotFileError(f"expected sha256 {go_bytes(want)}, got {go_bytes(got)}")
     return length

@@ -22,7 +22,6 @@ HashKV of the key bucket at that revision) against
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import shutil
@@ -67,14 +66,6 @@ class Verification:
     error: str  # why it failed ("" when ok)
     state: RecordedState | None
     seconds: float
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def decompress_file(src: str, dst: str) -> int:

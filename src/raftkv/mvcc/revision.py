@@ -96,22 +96,10 @@ def decode_kv_meta(payload: bytes) -> tuple[bytes, int, int]:
     return payload[start : start + klen], create, version
 
 
-def kv_to_proto(kv: KeyValue) -> bytes:
-    """Canonical proto3 encoding of mvccpb.KeyValue (zero fields omitted, in field order), the
-    bytes etcd stores and HashKV hashes; protobuf's C runtime writes exactly these."""
-    return _KV_PROTO(
-        key=kv.key,
-        create_revision=kv.create_revision,
-        mod_revision=kv.mod_revision,
-        version=kv.version,
-        value=kv.value,
-        lease=kv.lease,
-    ).SerializeToString()
-
-
 def payload_to_proto(payload: bytes) -> bytes:
-    """``kv_to_proto(decode_kv(payload))`` without building the ``KeyValue`` (hot: HashKV and
-    snapshot export run it on every stored record)."""
+    """The stored record ``payload`` as the canonical proto3 encoding of mvccpb.KeyValue (zero
+    fields omitted, in field order): the bytes etcd stores and HashKV hashes, which protobuf's
+    C runtime writes exactly.  Hot: HashKV and snapshot export run it on every record."""
     create, mod, version, lease, klen = _KV_HEADER.unpack_from(payload)
     start = _KV_HEADER.size
     return _KV_PROTO(

@@ -22,6 +22,7 @@ import json
 import os
 from dataclasses import dataclass
 
+from raftkv.peer.snapshot import snapshot_db_name
 from raftkv.raft.storage import MemoryStorage
 from raftkv.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
 from raftkv.server.config import ServerConfig
@@ -109,7 +110,7 @@ class DataDir:
 
     def received_backend_path(self, index: int, term: int) -> str:
         """Where the backend file of the snapshot at (index, term) is kept."""
-        return os.path.join(self.snap, f"{index:016x}-{term:016x}.snap.db")
+        return os.path.join(self.snap, snapshot_db_name(index, term))
 
     def received_backend(self, index: int, term: int) -> str | None:
         """A backend file received with the snapshot at (index, term), if it is there."""
