@@ -223,6 +223,12 @@ ERR_NOT_LEADER: Final = _define("ERR_NOT_LEADER", _C.FAILED_PRECONDITION, "etcds
 ERR_LEADER_CHANGED: Final = _define(
     "ERR_LEADER_CHANGED", _C.UNAVAILABLE, "etcdserver: leader changed"
 )
+ERR_CONF_CHANGE_PENDING: Final = _define(
+    # raftkv's: etcd lets such a change time out; raftkv says at once why it cannot be made.
+    "ERR_CONF_CHANGE_PENDING",
+    _C.FAILED_PRECONDITION,
+    "etcdserver: a membership change is already in progress",
+)
 ERR_NOT_CAPABLE: Final = _define(
     "ERR_NOT_CAPABLE", _C.FAILED_PRECONDITION, "etcdserver: not capable"
 )

@@ -3,36 +3,36 @@
 from __future__ import annotations
 
 from raftkv.api.common import Context, guarded
+from raftkv.api.ports import ClusterPort
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
-from raftkv.server.member import Member
 
 
 class ClusterService(pb_grpc.ClusterServicer):
-    def __init__(self, member: Member) -> None:
-        self.member = member
+    def __init__(self, cluster: ClusterPort) -> None:
+        self.cluster = cluster
 
     async def MemberList(
         self, request: pb.MemberListRequest, context: Context
     ) -> pb.MemberListResponse:
-        return await guarded(context, lambda: self.member.member_list(request))
+        return await guarded(context, lambda: self.cluster.member_list(request))
 
     async def MemberAdd(
         self, request: pb.MemberAddRequest, context: Context
     ) -> pb.MemberAddResponse:
-        return await guarded(context, lambda: self.member.member_add(request))
+        return await guarded(context, lambda: self.cluster.member_add(request))
 
     async def MemberRemove(
         self, request: pb.MemberRemoveRequest, context: Context
     ) -> pb.MemberRemoveResponse:
-        return await guarded(context, lambda: self.member.member_remove(request))
+        return await guarded(context, lambda: self.cluster.member_remove(request))
 
     async def MemberUpdate(
         self, request: pb.MemberUpdateRequest, context: Context
     ) -> pb.MemberUpdateResponse:
-        return await guarded(context, lambda: self.member.member_update(request))
+        return await guarded(context, lambda: self.cluster.member_update(request))
 
     async def MemberPromote(
         self, request: pb.MemberPromoteRequest, context: Context
     ) -> pb.MemberPromoteResponse:
-        return await guarded(context, lambda: self.member.member_promote(request))
+        return await guarded(context, lambda: self.cluster.member_promote(request))

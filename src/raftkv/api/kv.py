@@ -9,26 +9,26 @@ from __future__ import annotations
 
 from raftkv.api import validate
 from raftkv.api.common import Context, fail, guarded
+from raftkv.api.ports import KVPort
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
-from raftkv.server.member import Member
 
 
 class KVService(pb_grpc.KVServicer):
-    def __init__(self, member: Member) -> None:
-        self.member = member
+    def __init__(self, kv: KVPort) -> None:
+        self.kv = kv
 
     async def Range(self, request: pb.RangeRequest, context: Context) -> pb.RangeResponse:
         try:
             validate.check_range(request)
-            return await self.member.range(request)
+            return await self.kv.range(request)
         except Exception as exc:
             await fail(context, exc)
 
     async def Put(self, request: pb.PutRequest, context: Context) -> pb.PutResponse:
         try:
             validate.check_put(request)
-            return await self.member.put(request)
+            return await self.kv.put(request)
         except Exception as exc:
             await fail(context, exc)
 
@@ -37,18 +37,18 @@ class KVService(pb_grpc.KVServicer):
     ) -> pb.DeleteRangeResponse:
         async def body() -> pb.DeleteRangeResponse:
             validate.check_delete_range(request)
-            return await self.member.delete_range(request)
+            return await self.kv.delete_range(request)
 
         return await guarded(context, body)
 
     async def Txn(self, request: pb.TxnRequest, context: Context) -> pb.TxnResponse:
         async def body() -> pb.TxnResponse:
-            validate.check_txn(request, self.member.config.max_txn_ops)
-            return await self.member.txn(request)
+            validate.check_txn(request, self.kv.max_txn_ops)
+            return await self.kv.txn(request)
 
         return await guarded(context, body)
 
     async def Compact(
         self, request: pb.CompactionRequest, context: Context
     ) -> pb.CompactionResponse:
-        return await guarded(context, lambda: self.member.compact(request))
+        return await guarded(context, lambda: self.kv.compact(request))

@@ -10,43 +10,43 @@ from collections.abc import AsyncIterator
 
 from raftkv import errors
 from raftkv.api.common import Context, guarded
+from raftkv.api.ports import LeasePort
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
-from raftkv.server.member import Member
 
 
 class LeaseService(pb_grpc.LeaseServicer):
-    def __init__(self, member: Member) -> None:
-        self.member = member
+    def __init__(self, leases: LeasePort) -> None:
+        self.leases = leases
 
     async def LeaseGrant(
         self, request: pb.LeaseGrantRequest, context: Context
     ) -> pb.LeaseGrantResponse:
-        return await guarded(context, lambda: self.member.lease_grant(request))
+        return await guarded(context, lambda: self.leases.grant(request))
 
     async def LeaseRevoke(
         self, request: pb.LeaseRevokeRequest, context: Context
     ) -> pb.LeaseRevokeResponse:
-        return await guarded(context, lambda: self.member.lease_revoke(request))
+        return await guarded(context, lambda: self.leases.revoke(request))
 
     async def LeaseTimeToLive(
         self, request: pb.LeaseTimeToLiveRequest, context: Context
     ) -> pb.LeaseTimeToLiveResponse:
-        return await guarded(context, lambda: self.member.lease_time_to_live(request))
+        return await guarded(context, lambda: self.leases.time_to_live(request))
 
     async def LeaseLeases(
         self, request: pb.LeaseLeasesRequest, context: Context
     ) -> pb.LeaseLeasesResponse:
-        return await guarded(context, self.member.lease_leases)
+        return await guarded(context, self.leases.leases)
 
     async def LeaseKeepAlive(
         self, request_iterator: AsyncIterator[pb.LeaseKeepAliveRequest], context: Context
     ) -> AsyncIterator[pb.LeaseKeepAliveResponse]:
         async for req in request_iterator:
             try:
-                ttl = await self.member.lease_renew(req.ID)
+                ttl = await self.leases.renew(req.ID)
             except errors.ERR_LEASE_NOT_FOUND:
                 ttl = 0
             except errors.EtcdError as exc:
                 await errors.abort(context, exc)
-            yield pb.LeaseKeepAliveResponse(header=self.member.header(), ID=req.ID, TTL=ttl)
+            yield pb.LeaseKeepAliveResponse(header=self.leases.header(), ID=req.ID, TTL=ttl)

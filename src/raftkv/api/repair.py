@@ -20,7 +20,7 @@ import grpc
 import grpc.aio
 
 if TYPE_CHECKING:  # the CLI imports this module for the wire format only: keep it light
-    from raftkv.server.member import Member
+    from raftkv.api.ports import RepairPort
 
 SERVICE = "raftkvpb.Guard"
 METHOD = "RepairMember"
@@ -35,7 +35,7 @@ def decode(data: bytes) -> Any:
     return json.loads(data)
 
 
-def add_repair_service(server: grpc.aio.Server, member: Member) -> None:
+def add_repair_service(server: grpc.aio.Server, repairer: RepairPort) -> None:
     from raftkv.server.repair import RepairError
 
     async def repair(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def add_repair_service(server: grpc.aio.Server, member: Member) -> None:
         if not isinstance(target, int) or target <= 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "member_id must be a member ID")
         try:
-            return await member.repairer.repair(int(target))
+            return await repairer.repair(int(target))
         except RepairError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             raise  # unreachable: abort raises

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 from raftkv import errors
 from raftkv.api.common import Context
+from raftkv.api.ports import WatchPort
 from raftkv.mvcc.watchable import WatchFilter, WatchResponse
 from raftkv.proto import kv_pb2
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
 from raftkv.server import convert
-from raftkv.server.member import Member
 
 STREAM_BUFFER = 1024
 PROGRESS_INTERVAL = 600.0  # etcd's default progress-notify interval (10 minutes)
@@ -51,7 +51,7 @@ _FENCED = pb.WatchResponse()  # marker: the member was fenced; the stream ends w
 
 
 class _Stream:
-    def __init__(self, member: Member) -> None:
+    def __init__(self, member: WatchPort) -> None:
         self.member = member
         self.out: asyncio.Queue[pb.WatchResponse | None] = asyncio.Queue()
         self.watchers: dict[int, _StreamWatcher] = {}
@@ -61,7 +61,7 @@ class _Stream:
 
     @property
     def watchable(self):  # type: ignore[no-untyped-def]
-        return self.member.applier.watchable
+        return self.member.watchable
 
     def sink(self, resp: WatchResponse) -> bool:
         if self.out.qsize() >= STREAM_BUFFER:
@@ -89,7 +89,7 @@ class _Stream:
             self._forget(w)
             return
         events = [convert.event_to_pb(ev) for ev in resp.events]
-        limit = self.member.config.max_request_bytes
+        limit = self.member.max_request_bytes
         if not w.fragment or sum(ev.ByteSize() for ev in events) <= limit:
             self.out.put_nowait(
                 pb.WatchResponse(header=header, watch_id=w.stream_id, events=events)
@@ -132,7 +132,7 @@ class _Stream:
                 self.next_id += 1
             stream_id = self.next_id
             self.next_id += 1
-        compacted = self.member.applier.store.compact_revision
+        compacted = self.member.compact_revision
         self.out.put_nowait(
             pb.WatchResponse(header=self.member.header(), watch_id=stream_id, created=True)
         )
@@ -185,15 +185,17 @@ class _Stream:
 
 
 class WatchService(pb_grpc.WatchServicer):
-    def __init__(self, member: Member, progress_interval: float = PROGRESS_INTERVAL) -> None:
+    def __init__(self, member: WatchPort, progress_interval: float = PROGRESS_INTERVAL) -> None:
         self.member = member
         self.progress_interval = progress_interval
 
     async def Watch(
         self, request_iterator: AsyncIterator[pb.WatchRequest], context: Context
     ) -> AsyncIterator[pb.WatchResponse]:
-        if self.member.is_fenced():  # a fenced member serves no reads, watches included
-            await context.abort(errors.ERR_CORRUPT.code, errors.ERR_CORRUPT.message)
+        try:  # a fenced member serves no reads, watches included; nor does a learner
+            self.member.check_watch()
+        except errors.EtcdError as exc:
+            await errors.abort(context, exc)
         stream = _Stream(self.member)
 
         async def read_requests() -> None:

@@ -74,6 +74,7 @@ _T_MEMBER_REMOVE = 7
 _T_ALARM = 8
 _T_COMPACT = 9
 _T_AUTH = 10
+_T_CLUSTER = 11
 
 _RECORD_MAGIC = b"RKAD"
 _RECORD_VERSION = 1
@@ -153,6 +154,15 @@ class EffectRecorder:
         buf = self._buf
         data = value if value is not None else b""
         buf += _AUTH.pack(_T_AUTH, len(key), value is not None, len(data))
+        buf += key
+        buf += data
+
+    def cluster(self, key: bytes, value: bytes | None) -> None:
+        """A cluster-bucket record (cluster version, downgrade, removed member) written
+        (``value``) or deleted (None)."""
+        buf = self._buf
+        data = value if value is not None else b""
+        buf += _AUTH.pack(_T_CLUSTER, len(key), value is not None, len(data))
         buf += key
         buf += data
 

@@ -62,6 +62,9 @@ class MemberLike(Protocol):
     @property
     def is_learner(self) -> bool: ...
 
+    @property
+    def version(self) -> str: ...
+
 
 def _put_str(h: Any, text: str) -> None:
     data = text.encode()
@@ -69,11 +72,16 @@ def _put_str(h: Any, text: str) -> None:
     h.update(data)
 
 
-def members_digest(members: Iterable[MemberLike]) -> bytes:
-    """BLAKE2b-128 of the member list by ID: id, learner flag, name, peer URLs, client URLs.
+def members_digest(
+    members: Iterable[MemberLike], cluster: Sequence[tuple[bytes, bytes]] = ()
+) -> bytes:
+    """BLAKE2b-128 of the member list by ID: id, learner flag, name, peer URLs, client URLs,
+    published version; then the cluster records (removed IDs, cluster version, downgrade:
+    ``ClusterInfo.records()``, sorted by key).
 
     URL lists keep their stored order (it is replicated as is).  Duplicate IDs raise
-    ``ValueError``.
+    ``ValueError``.  An unknown version and an empty cluster record list add nothing, so
+    the digest of a raftkv 0.1 member list is unchanged.
     """
     ordered = sorted(members, key=lambda m: m.id)
     if len({m.id for m in ordered}) != len(ordered):
@@ -86,6 +94,12 @@ def members_digest(members: Iterable[MemberLike]) -> bytes:
             h.update(_U32.pack(len(urls)))
             for url in urls:
                 _put_str(h, url)
+        if m.version:
+            _put_str(h, "version:" + m.version)
+    if cluster:
+        h.update(b"cluster" + _U32.pack(len(cluster)))
+        for key, value in cluster:
+            h.update(_U32.pack(len(key)) + key + _U32.pack(len(value)) + value)
     return h.digest()
 
 
@@ -176,6 +190,7 @@ def compute_state_hash(
     lease_digest: bytes,
     members: Iterable[MemberLike],
     alarms: Iterable[tuple[int, int]],
+    cluster: Sequence[tuple[bytes, bytes]] = (),
 ) -> StateHash:
     """The state hash from its inputs (see the module contract for when to take them)."""
     return StateHash(
@@ -184,6 +199,6 @@ def compute_state_hash(
         compact_revision=kv_hash.compact_revision,
         keys=kv_hash.hash,
         leases=lease_digest,
-        members=members_digest(members),
+        members=members_digest(members, cluster),
         alarms=alarms_digest(alarms),
     )

@@ -71,11 +71,13 @@ BUCKET_LEASE = "lease"
 BUCKET_AUTH = "auth"
 BUCKET_MEMBERS = "members"
 BUCKET_ALARM = "alarm"
+BUCKET_CLUSTER = "cluster"  # cluster version, downgrade, removed member IDs
 # Keys of the meta bucket the MVCC store keeps (names as etcd's).
 META_CONSISTENT_INDEX = b"consistent_index"
 META_TERM = b"term"
 META_SCHEDULED_COMPACT = b"scheduledCompactRev"
 META_FINISHED_COMPACT = b"finishedCompactRev"
+META_STORAGE_VERSION = b"storageVersion"  # the data layout version (raftkv.version)
 DEFAULT_BUCKETS = (
     BUCKET_KEY,
     BUCKET_META,
@@ -83,6 +85,7 @@ DEFAULT_BUCKETS = (
     BUCKET_AUTH,
     BUCKET_MEMBERS,
     BUCKET_ALARM,
+    BUCKET_CLUSTER,
 )
 
 SyncMode = Literal["full", "nometasync", "nosync"]

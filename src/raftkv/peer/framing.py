@@ -26,8 +26,10 @@ from enum import IntEnum
 
 import crc32c
 
+from raftkv.version import MIN_CLUSTER_VERSION, SERVER_VERSION, Version
+
 MAGIC = b"RKVP"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: the handshake carries server versions (raftkv 0.2)
 MAX_FRAME_PAYLOAD = 64 * 1024 * 1024
 """Largest payload a reader accepts; larger lengths are treated as corruption."""
 
@@ -35,8 +37,9 @@ _HEADER = struct.Struct(">IBI")
 HEADER_SIZE = _HEADER.size
 _LEN_KIND = struct.Struct(">IB")
 _U32 = struct.Struct(">I")
-_HELLO = struct.Struct(">4sHBQQQ")
-_HELLO_OK = struct.Struct(">HQQ")
+_HELLO_HEAD = struct.Struct(">4sH")  # magic, protocol version: readable in every version
+_HELLO = struct.Struct(">4sHBQQQHHHHH")
+_HELLO_OK = struct.Struct(">HQQHHHHH")
 _REQUEST = struct.Struct(">QH")
 _RESPONSE = struct.Struct(">QB")
 _SNAP_BEGIN = struct.Struct(">Q")
@@ -69,6 +72,7 @@ class StreamKind(IntEnum):
 
     MESSAGES = 1  # raft messages and requests from the dialer; responses back
     SNAPSHOT = 2  # one MsgSnap plus its backend file; one SNAP_ACK or ERROR back
+    CLUSTER_INFO = 3  # no membership needed: one RESPONSE with the cluster's member list
 
 
 class ErrorCode(IntEnum):
@@ -126,30 +130,75 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[FrameKind, bytes]:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerVersions:
+    """What a member tells a peer of its versions in the handshake (etcd's X-Server-Version
+    and X-Min-Cluster-Version headers)."""
+
+    server: Version = SERVER_VERSION
+    min_cluster: Version = MIN_CLUSTER_VERSION
+
+    def incompatibility(self, remote: PeerVersions, remote_name: str) -> str | None:
+        """etcd's checkVersionCompatibility, from this (local) side: why ``remote`` cannot
+        talk to this member, or None."""
+        if remote.server.minor_version < self.min_cluster.minor_version:
+            return (
+                f"remote version is too low: remote[{remote_name}]={remote.server}, "
+                f"local={self.server}"
+            )
+        if remote.min_cluster.minor_version > self.server.minor_version:
+            return (
+                f"local version is too low: remote[{remote_name}]={remote.server}, "
+                f"local={self.server}"
+            )
+        return None
+
+
+LOCAL_VERSIONS = PeerVersions()
+
+
+@dataclass(frozen=True, slots=True)
 class Hello:
     version: int
     stream: StreamKind
     cluster_id: int
     frm: int
     to: int
+    versions: PeerVersions = LOCAL_VERSIONS
+
+
+def _pack_versions(v: PeerVersions) -> tuple[int, ...]:
+    return (v.server.major, v.server.minor, v.server.patch, *v.min_cluster[:2])
+
+
+def _unpack_versions(fields: tuple[int, ...]) -> PeerVersions:
+    return PeerVersions(Version(*fields[:3]), Version(*fields[3:5]))
 
 
 def encode_hello(h: Hello) -> bytes:
-    payload = _HELLO.pack(MAGIC, h.version, h.stream, h.cluster_id, h.frm, h.to)
+    payload = _HELLO.pack(
+        MAGIC, h.version, h.stream, h.cluster_id, h.frm, h.to, *_pack_versions(h.versions)
+    )
     return encode_frame(FrameKind.HELLO, payload)
 
 
 def decode_hello(payload: bytes) -> Hello:
-    if len(payload) != _HELLO.size:
+    """The handshake; one of another protocol version comes back with only its version set
+    (``stream`` MESSAGES, IDs 0), for the receiver to refuse with a clear reason."""
+    if len(payload) < _HELLO_HEAD.size:
         raise FrameError("bad handshake length")
-    magic, version, stream, cluster_id, frm, to = _HELLO.unpack(payload)
+    magic, version = _HELLO_HEAD.unpack_from(payload)
     if magic != MAGIC:
         raise FrameError("bad handshake magic")
+    if version != PROTOCOL_VERSION:
+        return Hello(version, StreamKind.MESSAGES, 0, 0, 0)
+    if len(payload) != _HELLO.size:
+        raise FrameError("bad handshake length")
+    _magic, version, stream, cluster_id, frm, to, *versions = _HELLO.unpack(payload)
     try:
         kind = StreamKind(stream)
     except ValueError:
         raise FrameError(f"unknown stream kind {stream}") from None
-    return Hello(version, kind, cluster_id, frm, to)
+    return Hello(version, kind, cluster_id, frm, to, _unpack_versions(tuple(versions)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,16 +206,19 @@ class HelloOk:
     version: int
     cluster_id: int
     member_id: int
+    versions: PeerVersions = LOCAL_VERSIONS
 
 
 def encode_hello_ok(h: HelloOk) -> bytes:
-    return encode_frame(FrameKind.HELLO_OK, _HELLO_OK.pack(h.version, h.cluster_id, h.member_id))
+    payload = _HELLO_OK.pack(h.version, h.cluster_id, h.member_id, *_pack_versions(h.versions))
+    return encode_frame(FrameKind.HELLO_OK, payload)
 
 
 def decode_hello_ok(payload: bytes) -> HelloOk:
     if len(payload) != _HELLO_OK.size:
         raise FrameError("bad handshake reply length")
-    return HelloOk(*_HELLO_OK.unpack(payload))
+    version, cluster_id, member_id, *versions = _HELLO_OK.unpack(payload)
+    return HelloOk(version, cluster_id, member_id, _unpack_versions(tuple(versions)))
 
 
 def encode_error(code: ErrorCode, detail: str = "") -> bytes:

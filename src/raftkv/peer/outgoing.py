@@ -26,7 +26,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from raftkv.peer import framing
-from raftkv.peer.framing import ErrorCode, FrameError, FrameKind, Hello, StreamKind
+from raftkv.peer.framing import (
+    LOCAL_VERSIONS,
+    ErrorCode,
+    FrameError,
+    FrameKind,
+    Hello,
+    PeerVersions,
+    StreamKind,
+)
 from raftkv.raft.codec import encode_message
 from raftkv.raft.types import Message
 
@@ -68,6 +76,7 @@ class StreamConfig:
     dial_timeout: float = 1.0
     min_backoff: float = 0.05
     max_backoff: float = 1.0
+    versions: PeerVersions = LOCAL_VERSIONS
 
 
 def parse_url(url: str) -> tuple[str, int]:
@@ -98,6 +107,11 @@ async def dial(
         if kind is not FrameKind.HELLO_OK:
             raise FrameError(f"expected a handshake reply, got {kind.name}")
         ok = framing.decode_hello_ok(payload)
+        why = hello.versions.incompatibility(ok.versions, f"{ok.member_id:x}")
+        if why is not None:
+            raise PeerRefusedError(ErrorCode.INCOMPATIBLE_VERSION, why)
+        if hello.stream is StreamKind.CLUSTER_INFO:
+            return reader, writer
         if ok.cluster_id != hello.cluster_id:
             raise PeerRefusedError(
                 ErrorCode.CLUSTER_ID_MISMATCH,
@@ -212,6 +226,7 @@ class PeerStream:
                 self._config.cluster_id,
                 self._config.member_id,
                 self.peer_id,
+                self._config.versions,
             )
             try:
                 reader, writer = await dial(url, hello, timeout=self._config.dial_timeout)
@@ -352,3 +367,24 @@ class PeerStream:
             if not fut.done():
                 fut.set_exception(PeerRequestError(f"peer {self.peer_id:x}: {why}"))
         self._pending.clear()
+
+
+async def fetch_cluster_info(
+    url: str, *, timeout: float, versions: PeerVersions = LOCAL_VERSIONS
+) -> bytes:
+    """Ask the member at peer ``url`` for its cluster's member list (a ``CLUSTER_INFO``
+    stream: no membership needed, so a member that is joining can ask).  Returns the answer's
+    bytes; raises ``PeerRefusedError`` (versions incompatible), ``PeerRequestError`` (the peer
+    could not answer), ``OSError``, ``TimeoutError`` or ``FrameError``."""
+    hello = Hello(framing.PROTOCOL_VERSION, StreamKind.CLUSTER_INFO, 0, 0, 0, versions)
+    reader, writer = await dial(url, hello, timeout=timeout)
+    try:
+        kind, payload = await asyncio.wait_for(framing.read_frame(reader), timeout)
+    finally:
+        writer.close()
+    if kind is not FrameKind.RESPONSE:
+        raise FrameError(f"expected the cluster info, got {kind.name}")
+    _corr, ok, body = framing.decode_response(payload)
+    if not ok:
+        raise PeerRequestError(body.decode(errors="replace"))
+    return body

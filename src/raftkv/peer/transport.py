@@ -31,7 +31,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from raftkv.peer import framing
-from raftkv.peer.framing import ErrorCode, FrameError, FrameKind, Hello, HelloOk, StreamKind
+from raftkv.peer.framing import (
+    LOCAL_VERSIONS,
+    ErrorCode,
+    FrameError,
+    FrameKind,
+    Hello,
+    HelloOk,
+    PeerVersions,
+    StreamKind,
+)
 from raftkv.peer.outgoing import (
     PeerRefusedError,
     PeerRequestError,
@@ -39,6 +48,7 @@ from raftkv.peer.outgoing import (
     PeerStream,
     StreamConfig,
     dial,
+    fetch_cluster_info,
     parse_url,
 )
 from raftkv.peer.snapshot import ChunkHook, SnapshotTransferError, receive_file, send_file
@@ -51,7 +61,9 @@ __all__ = [
     "PeerRequestError",
     "PeerStats",
     "PeerTransport",
+    "PeerVersions",
     "TransportStats",
+    "fetch_cluster_info",
 ]
 
 Handler = Callable[[int, bytes], Awaitable[bytes]]
@@ -98,6 +110,7 @@ class PeerTransport:
         handshake_timeout: float = 5.0,
         snapshot_ack_timeout: float = 60.0,
         unreachable_interval: float = 0.1,
+        versions: PeerVersions = LOCAL_VERSIONS,
     ) -> None:
         """``on_removed`` is called (possibly repeatedly) when a peer refuses us as removed.
 
@@ -116,13 +129,17 @@ class PeerTransport:
         self.snapshot_dir = snapshot_dir
         self._log = logger if logger is not None else logging.getLogger("raftkv.peer")
         self._rng = random.Random(member_id if seed is None else seed)
+        self.versions = versions
         self._config = StreamConfig(
             member_id=member_id,
             cluster_id=cluster_id,
             queue_size=queue_size,
             dial_timeout=dial_timeout,
             max_backoff=max_backoff,
+            versions=versions,
         )
+        # Answers a CLUSTER_INFO stream (a joining member asking for the member list).
+        self.cluster_info: Callable[[], bytes] | None = None
         self._handshake_timeout = handshake_timeout
         self._snapshot_ack_timeout = snapshot_ack_timeout
         self._unreachable_interval = unreachable_interval
@@ -303,7 +320,12 @@ class PeerTransport:
     async def _send_snapshot(self, peer: PeerStream, m: Message, db_path: str) -> None:
         ok = False
         hello = Hello(
-            framing.PROTOCOL_VERSION, StreamKind.SNAPSHOT, self.cluster_id, self.member_id, m.to
+            framing.PROTOCOL_VERSION,
+            StreamKind.SNAPSHOT,
+            self.cluster_id,
+            self.member_id,
+            m.to,
+            self.versions,
         )
         try:
             last: Exception | None = None
@@ -390,9 +412,23 @@ class PeerTransport:
         finally:
             writer.close()
 
-    def _refusal(self, h: Hello) -> ErrorCode | None:
+    def _refusal(self, h: Hello) -> tuple[ErrorCode, str] | None:
         if h.version != framing.PROTOCOL_VERSION:
-            return ErrorCode.INCOMPATIBLE_VERSION
+            self._log.warning(
+                "refused a stream of peer protocol %d (ours is %d): the remote member runs "
+                "an incompatible raftkv version",
+                h.version,
+                framing.PROTOCOL_VERSION,
+            )
+            return ErrorCode.INCOMPATIBLE_VERSION, (
+                f"peer protocol {h.version}, local {framing.PROTOCOL_VERSION}"
+            )
+        why = self.versions.incompatibility(h.versions, f"{h.frm:x}")
+        if why is not None:
+            self._log.warning("refused a stream from %x: %s", h.frm, why)
+            return ErrorCode.INCOMPATIBLE_VERSION, why
+        if h.stream is StreamKind.CLUSTER_INFO:
+            return None
         if h.cluster_id != self.cluster_id:
             self._log.warning(
                 "request cluster ID mismatch local-member-id=%x local-member-cluster-id=%x "
@@ -402,13 +438,13 @@ class PeerTransport:
                 h.frm,
                 h.cluster_id,
             )
-            return ErrorCode.CLUSTER_ID_MISMATCH
+            return ErrorCode.CLUSTER_ID_MISMATCH, ""
         if h.frm in self._removed:
             self._log.warning("refused stream from removed member %x", h.frm)
-            return ErrorCode.MEMBER_REMOVED
+            return ErrorCode.MEMBER_REMOVED, ""
         if h.to != self.member_id:
             self._log.warning("refused stream for member %x (we are %x)", h.to, self.member_id)
-            return ErrorCode.WRONG_MEMBER
+            return ErrorCode.WRONG_MEMBER, ""
         return None
 
     async def _serve_connection(
@@ -418,16 +454,22 @@ class PeerTransport:
         if kind is not FrameKind.HELLO:
             raise FrameError(f"expected a handshake, got {kind.name}")
         hello = framing.decode_hello(payload)
-        code = self._refusal(hello)
-        if code is not None:
+        refusal = self._refusal(hello)
+        if refusal is not None:
             self.stats.refused_handshakes += 1
-            writer.write(framing.encode_error(code))
+            writer.write(framing.encode_error(*refusal))
             await writer.drain()
             return
-        reply = HelloOk(framing.PROTOCOL_VERSION, self.cluster_id, self.member_id)
+        reply = HelloOk(framing.PROTOCOL_VERSION, self.cluster_id, self.member_id, self.versions)
         writer.write(framing.encode_hello_ok(reply))
         if hello.stream is StreamKind.MESSAGES:
             await self._serve_messages(hello.frm, reader, writer)
+        elif hello.stream is StreamKind.CLUSTER_INFO:
+            if self.cluster_info is None:
+                writer.write(framing.encode_response(0, False, b"no cluster info here"))
+            else:
+                writer.write(framing.encode_response(0, True, self.cluster_info()))
+            await writer.drain()
         else:
             await self._serve_snapshot(hello.frm, reader, writer)
 

@@ -32,6 +32,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from raftkv import errors
@@ -45,8 +46,8 @@ from raftkv.mvcc import types as m
 from raftkv.mvcc.backend import (
     BUCKET_ALARM,
     BUCKET_LEASE,
-    BUCKET_MEMBERS,
     BUCKET_META,
+    META_STORAGE_VERSION,
     Backend,
     BackendConfig,
 )
@@ -56,10 +57,27 @@ from raftkv.mvcc.watchable import WatchableStore
 from raftkv.mvcc.write_batch import WriteBatch
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.raft.codec import decode_conf_change
-from raftkv.raft.types import ConfChange, ConfChangeType, Entry, EntryType, Snapshot
+from raftkv.raft.types import ConfChange, Entry, EntryType, Snapshot
 from raftkv.server import convert
 from raftkv.server.bootstrap import DataDir, MemberInfo, encode_members
-from raftkv.server.requests import RequestKind, decode_request
+from raftkv.server.cluster_info import (
+    DEFAULT_MAX_LEARNERS,
+    ClusterInfo,
+    DowngradeInfo,
+    MemberChange,
+)
+from raftkv.server.raft_node import FatalStateMachineError
+from raftkv.server.requests import (
+    CHECKPOINT_KINDS,
+    FIRST_VERSION,
+    KIND_SINCE,
+    RequestDecodeError,
+    RequestKind,
+    UnknownRequestError,
+    decode_request,
+    request_kind,
+)
+from raftkv.version import SERVER_VERSION, STORAGE_VERSION, Version
 
 log = logging.getLogger("raftkv.apply")
 
@@ -67,15 +85,17 @@ _U64 = struct.Struct(">Q")
 _ALARM_KEY = struct.Struct(">QI")
 
 Header = Callable[[int], pb.ResponseHeader]
+Handler = Callable[[WriteBatch, bytes, int], Any]
+"""Applies one request (its body, at its entry index) in the batch; returns the answer."""
 
 # Entries whose apply is followed by a state hash on every member (first byte of entry data).
 REVISIONS_KEPT = 10_000
 
-_CHECKPOINT_KINDS = frozenset((RequestKind.HASH_CHECK, RequestKind.COMPACTION))
-_PUT = RequestKind.PUT
-_HASH_CHECK = RequestKind.HASH_CHECK
-_MEMBER_ATTRIBUTES = RequestKind.MEMBER_ATTRIBUTES
 _CONF_CHANGE = EntryType.CONF_CHANGE
+# Kinds after whose apply the member is told the cluster record changed.
+_CLUSTER_KINDS = frozenset(
+    (RequestKind.MEMBER_ATTRIBUTES, RequestKind.CLUSTER_VERSION, RequestKind.DOWNGRADE)
+)
 
 
 class _LeaseBucket:
@@ -118,6 +138,8 @@ class Applier:
         header: Header,
         apply_conf_change: Callable[[ConfChange], object],
         on_members_changed: Callable[[dict[int, MemberInfo]], None],
+        max_learners: int = DEFAULT_MAX_LEARNERS,
+        waiters: dict[int, asyncio.Future[Any]] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.backend_config = backend_config
@@ -125,7 +147,9 @@ class Applier:
         self.header = header
         self._apply_conf_change = apply_conf_change
         self._on_members_changed = on_members_changed
-        self.waiters: dict[int, asyncio.Future[Any]] = {}
+        self.max_learners = max_learners
+        # The proposer's wait registry (request ID -> future): answered here once applied.
+        self.waiters: dict[int, asyncio.Future[Any]] = {} if waiters is None else waiters
         self.compaction_waiters: list[asyncio.Future[None]] = []
         # etcd's etcd_mvcc_{put,delete,txn}_total: requests applied on this member.
         self.counters = {"put": 0, "delete": 0, "txn": 0}
@@ -139,6 +163,7 @@ class Applier:
         # the backend: a hash not yet started when the backend closes fails instead (its read
         # transaction is invalidated), one running is waited for.
         self._hashing = threading.Lock()
+        self._handlers = self._handler_table()
         self._open()
 
     @classmethod
@@ -158,6 +183,7 @@ class Applier:
 
     def _open(self) -> None:
         self.backend = Backend(self.data_dir.db, self.backend_config)
+        check_storage_version(self.backend, self.data_dir.db)
         self.store = KVStore(
             self.backend, lease_exists=lambda lid: self.lessor.lookup(lid) is not None
         )
@@ -173,12 +199,7 @@ class Applier:
         for key, lease_id in sorted(self.store.leased_keys().items()):
             if self.lessor.lookup(lease_id) is not None:
                 self.lessor.attach(lease_id, key)
-        self.members = {
-            info.id: info
-            for info in (
-                MemberInfo.from_json(_json_obj(v)) for _k, v in self.backend.items(BUCKET_MEMBERS)
-            )
-        }
+        self.cluster = ClusterInfo(self.backend)
         self.alarms = {_ALARM_KEY.unpack(k) for k, _v in self.backend.items(BUCKET_ALARM)}
         self._applied = self.store.consistent_index
 
@@ -187,6 +208,16 @@ class Applier:
             self.backend.get(BUCKET_META, META_APPLY_DIGEST),
             fallback_index=self.store.consistent_index,
         )
+
+    def storage_version(self) -> Version | None:
+        """The storage version recorded in the backend (None: raftkv 0.1 recorded none)."""
+        raw = self.backend.get(BUCKET_META, META_STORAGE_VERSION)
+        return Version.parse(raw.decode()) if raw is not None else None
+
+    @property
+    def members(self) -> dict[int, MemberInfo]:
+        """The replicated member list by ID (a new dict after each change: never mutated)."""
+        return self.cluster.members
 
     def close(self) -> None:
         with self._hashing:
@@ -199,7 +230,7 @@ class Applier:
             with self.store.write_batch() as batch:
                 if batch.begin_entry(1, 1):
                     for info in sorted(members, key=lambda m: m.id):
-                        self._put_member(batch, info)
+                        self.cluster.put_member(batch.tx, self.digest.recorder, info)
                     self.digest.recorder.finish(1)
                     batch.tx.put(BUCKET_META, META_APPLY_DIGEST, self.digest.encode_head())
         except BaseException:
@@ -224,6 +255,7 @@ class Applier:
         keys = self.store.hash_kv_deferred(0)
         leases = self.lessor.state_digest()
         members = list(self.members.values())
+        cluster = self.cluster.records()
         alarms = set(self.alarms)
 
         def compute() -> StateHash:
@@ -235,6 +267,7 @@ class Applier:
                 lease_digest=leases,
                 members=members,
                 alarms=alarms,
+                cluster=cluster,
             )
 
         return compute
@@ -315,6 +348,7 @@ class Applier:
             self.backend.close()
         os.replace(db_path, os.path.join(self.data_dir.db, "data.mdb"))
         self.backend = Backend(self.data_dir.db, self.backend_config)
+        check_storage_version(self.backend, self.data_dir.db)
         self.watchable.restore(self.backend)  # keeps the watchers; they catch up
         self._load_side_state()
         self._load_digest()  # the sender's chain head travels in its backend
@@ -343,11 +377,11 @@ class Applier:
         so ``on_checkpoint`` sees the state exactly at that entry's index."""
         start = 0
         for i, e in enumerate(entries):
-            if e.data and e.data[0] in _CHECKPOINT_KINDS and e.type == EntryType.NORMAL:
+            if e.type == EntryType.NORMAL and request_kind(e.data) in CHECKPOINT_KINDS:
                 self._apply_batch(entries[start : i + 1])
                 start = i + 1
                 if self.on_checkpoint is not None and e.index == self._applied:
-                    self.on_checkpoint(e.index, e.data[0] == RequestKind.COMPACTION)
+                    self.on_checkpoint(e.index, request_kind(e.data) == RequestKind.COMPACTION)
         if start < len(entries):
             self._apply_batch(entries[start:] if start else entries)
 
@@ -358,7 +392,7 @@ class Applier:
         finish = recorder.finish
         revision_at = self.revision_at
         waiters = self.waiters
-        apply_request = self._apply_request
+        handlers = self._handlers
         try:
             with self.store.write_batch() as batch:
                 self.lease_bucket.tx = batch.tx
@@ -367,23 +401,31 @@ class Applier:
                     for e in entries:
                         index = e.index
                         if not begin_entry(index, e.term):
+                            if e.type == _CONF_CHANGE:
+                                self._replay_conf_change(e)
                             continue
                         if failpoints.ENABLED and failpoints.hit("applySkipEntry"):
                             log.warning("failpoint applySkipEntry: skipping entry %d", index)
                             finish(index)
                             continue
                         if e.type == _CONF_CHANGE:
-                            self._apply_conf_change_entry(batch, e)
+                            answers.append(self._apply_conf_change_entry(batch, e))
                             members_changed = True
                         elif e.data:
-                            kind, request_id, body = decode_request(e.data)
+                            kind, request_id, body = self._decode(e)
                             # Only a proposal made on this member has someone to answer.
                             self._answer_wanted = request_id in waiters
-                            if kind == _HASH_CHECK:
-                                answers.append((request_id, index))
-                            else:
-                                answers.append((request_id, apply_request(batch, kind, body)))
-                                members_changed |= kind == _MEMBER_ATTRIBUTES
+                            try:
+                                answer = handlers[kind](batch, body, index)
+                            except MVCCRequestError as exc:
+                                answer = convert.error_to_etcd(exc)
+                            except lease_errors.LeaseError as exc:
+                                mapped = _LEASE_ERRORS.get(type(exc))
+                                if mapped is None:
+                                    raise
+                                answer = mapped()
+                            answers.append((request_id, answer))
+                            members_changed |= kind in _CLUSTER_KINDS
                         finish(index)
                         revision_at[index] = batch.revision
                     self._answer_wanted = True
@@ -414,68 +456,113 @@ class Applier:
             else:
                 fut.set_result(answer)
 
-    def _apply_request(self, batch: WriteBatch, kind: RequestKind, body: bytes) -> Any:
+    def _decode(self, e: Entry) -> tuple[RequestKind, int, bytes]:
         try:
-            if kind == _PUT:
-                self.counters["put"] += 1
-                req = pb.PutRequest.FromString(body)
-                if failpoints.ENABLED and failpoints.hit("applyCorruptValue"):
-                    req.value = req.value + b"\x00corrupted"
-                if req.prev_kv or req.ignore_value or req.ignore_lease:
-                    return self._write(batch, batch.put, convert.put_to_mvcc(req))
-                return self._put_plain(batch, req.key, req.value, req.lease)
-            if kind == RequestKind.DELETE_RANGE:
-                self.counters["delete"] += 1
-                dreq = pb.DeleteRangeRequest.FromString(body)
-                return self._write(batch, batch.delete_range, convert.delete_to_mvcc(dreq))
-            if kind == RequestKind.TXN:
-                self.counters["txn"] += 1
-                treq = pb.TxnRequest.FromString(body)
-                return self._write(batch, batch.txn, convert.txn_to_mvcc(treq))
-            if kind == RequestKind.COMPACTION:
-                creq = pb.CompactionRequest.FromString(body)
-                batch.compact(m.CompactionRequest(creq.revision, creq.physical))
-                self.digest.recorder.compact(creq.revision)
-                return pb.CompactionResponse(header=self.header(batch.revision))
-            if kind == RequestKind.LEASE_GRANT:
-                greq = pb.LeaseGrantRequest.FromString(body)
-                if failpoints.ENABLED and failpoints.hit("applyDropLease"):
-                    log.warning("failpoint applyDropLease: not granting lease %x", greq.ID)
-                    return pb.LeaseGrantResponse(
-                        header=self.header(batch.revision), ID=greq.ID, TTL=greq.TTL
-                    )
-                lease = self.lessor.grant(greq.ID, greq.TTL, _now_if(self.lessor.is_primary))
-                self.digest.recorder.lease_grant(lease.id, lease.ttl)
-                return pb.LeaseGrantResponse(
-                    header=self.header(batch.revision), ID=lease.id, TTL=lease.ttl
-                )
-            if kind == RequestKind.LEASE_REVOKE:
-                rreq = pb.LeaseRevokeRequest.FromString(body)
-                keys = self.lessor.revoke(rreq.ID)
-                self.digest.recorder.lease_revoke(rreq.ID)
-                if keys:
-                    deletes = tuple(m.DeleteRangeRequest(key=k) for k in keys)
-                    self._write(batch, batch.txn, m.TxnRequest(success=deletes))
-                return pb.LeaseRevokeResponse(header=self.header(batch.revision))
-            if kind == RequestKind.LEASE_CHECKPOINT:
-                cp = pb.LeaseCheckpointRequest.FromString(body)
-                for c in cp.checkpoints:
-                    if self.lessor.lookup(c.ID) is not None:
-                        self.digest.recorder.lease_checkpoint(c.ID, max(0, c.remaining_TTL))
-                    self.lessor.apply_checkpoint(c.ID, c.remaining_TTL)
-                return pb.LeaseCheckpointResponse(header=self.header(batch.revision))
-            if kind == RequestKind.ALARM:
-                return self._apply_alarm(batch, pb.AlarmRequest.FromString(body))
-            if kind == RequestKind.MEMBER_ATTRIBUTES:
-                return self._apply_member_attributes(batch, body)
-        except MVCCRequestError as exc:
-            return convert.error_to_etcd(exc)
-        except lease_errors.LeaseError as exc:
-            mapped = _LEASE_ERRORS.get(type(exc))
-            if mapped is None:
-                raise
-            return mapped()
-        raise AssertionError(f"unhandled request kind {kind!r}")
+            return decode_request(e.data)
+        except UnknownRequestError as exc:
+            cv = self.cluster.cluster_version
+            raise FatalStateMachineError(
+                f"entry {e.index} holds {exc}, which raftkv {SERVER_VERSION} cannot apply "
+                f"(cluster version {cv.short() if cv else 'not set'}): a newer member proposed "
+                "it; upgrade this member to the cluster's version"
+            ) from None
+        except RequestDecodeError as exc:
+            raise FatalStateMachineError(f"entry {e.index} does not decode: {exc}") from None
+
+    # -- the handler table: one handler per request kind, cross-cutting checks as wrappers --
+
+    def _handler_table(self) -> dict[RequestKind, Handler]:
+        table: dict[RequestKind, Handler] = {
+            RequestKind.PUT: self._apply_put,
+            RequestKind.DELETE_RANGE: self._apply_delete_range,
+            RequestKind.TXN: self._apply_txn,
+            RequestKind.COMPACTION: self._apply_compaction,
+            RequestKind.LEASE_GRANT: self._apply_lease_grant,
+            RequestKind.LEASE_REVOKE: self._apply_lease_revoke,
+            RequestKind.LEASE_CHECKPOINT: self._apply_lease_checkpoint,
+            RequestKind.ALARM: self._apply_alarm,
+            RequestKind.MEMBER_ATTRIBUTES: self._apply_member_attributes,
+            RequestKind.HASH_CHECK: lambda _batch, _body, index: index,
+            RequestKind.CLUSTER_VERSION: self._apply_cluster_version,
+            RequestKind.DOWNGRADE: self._apply_downgrade,
+            RequestKind.MEMBER_CHANGE: self._not_a_request,
+        }
+        missing = set(RequestKind) - set(table)
+        if missing:
+            raise AssertionError(f"request kinds without an apply handler: {sorted(missing)}")
+        for kind, since in KIND_SINCE.items():
+            if since > FIRST_VERSION:
+                table[kind] = self._gated(since, table[kind])
+        return table
+
+    def _gated(self, since: Version, handler: Handler) -> Handler:
+        """``handler`` answers only once the cluster version reaches ``since``; before, the
+        entry takes no effect and its proposer gets ``not capable`` (the same answer on every
+        member: the cluster version is replicated state)."""
+
+        def gated(batch: WriteBatch, body: bytes, index: int) -> Any:
+            cv = self.cluster.cluster_version
+            if cv is None or cv < since:
+                return errors.ERR_NOT_CAPABLE()
+            return handler(batch, body, index)
+
+        return gated
+
+    def _not_a_request(self, batch: WriteBatch, body: bytes, index: int) -> Any:
+        raise FatalStateMachineError(
+            f"entry {index}: a member-change context proposed as a normal entry"
+        )
+
+    def _apply_put(self, batch: WriteBatch, body: bytes, index: int) -> Any:
+        self.counters["put"] += 1
+        req = pb.PutRequest.FromString(body)
+        if failpoints.ENABLED and failpoints.hit("applyCorruptValue"):
+            req.value = req.value + b"\x00corrupted"
+        if req.prev_kv or req.ignore_value or req.ignore_lease:
+            return self._write(batch, batch.put, convert.put_to_mvcc(req))
+        return self._put_plain(batch, req.key, req.value, req.lease)
+
+    def _apply_delete_range(self, batch: WriteBatch, body: bytes, index: int) -> Any:
+        self.counters["delete"] += 1
+        req = pb.DeleteRangeRequest.FromString(body)
+        return self._write(batch, batch.delete_range, convert.delete_to_mvcc(req))
+
+    def _apply_txn(self, batch: WriteBatch, body: bytes, index: int) -> Any:
+        self.counters["txn"] += 1
+        req = pb.TxnRequest.FromString(body)
+        return self._write(batch, batch.txn, convert.txn_to_mvcc(req))
+
+    def _apply_compaction(self, batch: WriteBatch, body: bytes, index: int) -> Any:
+        req = pb.CompactionRequest.FromString(body)
+        batch.compact(m.CompactionRequest(req.revision, req.physical))
+        self.digest.recorder.compact(req.revision)
+        return pb.CompactionResponse(header=self.header(batch.revision))
+
+    def _apply_lease_grant(self, batch: WriteBatch, body: bytes, index: int) -> Any:
+        req = pb.LeaseGrantRequest.FromString(body)
+        if failpoints.ENABLED and failpoints.hit("applyDropLease"):
+            log.warning("failpoint applyDropLease: not granting lease %x", req.ID)
+            return pb.LeaseGrantResponse(header=self.header(batch.revision), ID=req.ID, TTL=req.TTL)
+        lease = self.lessor.grant(req.ID, req.TTL, _now_if(self.lessor.is_primary))
+        self.digest.recorder.lease_grant(lease.id, lease.ttl)
+        return pb.LeaseGrantResponse(header=self.header(batch.revision), ID=lease.id, TTL=lease.ttl)
+
+    def _apply_lease_revoke(self, batch: WriteBatch, body: bytes, index: int) -> Any:
+        req = pb.LeaseRevokeRequest.FromString(body)
+        keys = self.lessor.revoke(req.ID)
+        self.digest.recorder.lease_revoke(req.ID)
+        if keys:
+            deletes = tuple(m.DeleteRangeRequest(key=k) for k in keys)
+            self._write(batch, batch.txn, m.TxnRequest(success=deletes))
+        return pb.LeaseRevokeResponse(header=self.header(batch.revision))
+
+    def _apply_lease_checkpoint(self, batch: WriteBatch, body: bytes, index: int) -> Any:
+        cp = pb.LeaseCheckpointRequest.FromString(body)
+        for c in cp.checkpoints:
+            if self.lessor.lookup(c.ID) is not None:
+                self.digest.recorder.lease_checkpoint(c.ID, max(0, c.remaining_TTL))
+            self.lessor.apply_checkpoint(c.ID, c.remaining_TTL)
+        return pb.LeaseCheckpointResponse(header=self.header(batch.revision))
 
     def _write(self, batch: WriteBatch, op: Callable[[Any], m.WriteResponse], req: Any) -> Any:
         """Apply one KV write and keep lease attachments in step with the keys it changed."""
@@ -516,7 +603,8 @@ class Applier:
         if lease and lease != old:
             self.lessor.attach(lease, key)
 
-    def _apply_alarm(self, batch: WriteBatch, req: pb.AlarmRequest) -> pb.AlarmResponse:
+    def _apply_alarm(self, batch: WriteBatch, body: bytes, index: int) -> pb.AlarmResponse:
+        req = pb.AlarmRequest.FromString(body)
         key = (req.memberID, int(req.alarm))
         resp = pb.AlarmResponse()  # etcd sends alarm responses without a header
         if req.action == pb.AlarmRequest.ACTIVATE and req.alarm != pb.NONE:
@@ -532,36 +620,68 @@ class Applier:
             resp.alarms.add(memberID=req.memberID, alarm=req.alarm)
         return resp
 
-    def _apply_member_attributes(self, batch: WriteBatch, body: bytes) -> pb.ResponseHeader:
+    def _apply_member_attributes(self, batch: WriteBatch, body: bytes, index: int) -> Any:
+        """A member published its name, client URLs and server version (etcd's publish)."""
         info = MemberInfo.from_json(_json_obj(body))
         current = self.members.get(info.id)
         if current is not None:
-            updated = MemberInfo(
-                current.id, info.name, current.peer_urls, info.client_urls, current.is_learner
+            updated = replace(
+                current, name=info.name, client_urls=info.client_urls, version=info.version
             )
-            self._put_member(batch, updated)
+            self.cluster.put_member(batch.tx, self.digest.recorder, updated)
         return self.header(batch.revision)
 
-    def _apply_conf_change_entry(self, batch: WriteBatch, e: Entry) -> None:
-        cc = decode_conf_change(e.data)
-        self._apply_conf_change(cc)
-        if cc.type == ConfChangeType.REMOVE_NODE:
-            if cc.node_id in self.members:
-                self.members = {k: v for k, v in self.members.items() if k != cc.node_id}
-                batch.tx.delete(BUCKET_MEMBERS, _U64.pack(cc.node_id))
-                self.digest.recorder.member_remove(cc.node_id)
-            return
-        if cc.context:
-            info = MemberInfo.from_json(_json_obj(cc.context))
-            if cc.type == ConfChangeType.ADD_NODE:
-                info = MemberInfo(info.id, info.name, info.peer_urls, info.client_urls, False)
-            self._put_member(batch, info)
+    def _apply_cluster_version(self, batch: WriteBatch, body: bytes, index: int) -> Any:
+        """The leader decided the cluster version (the lowest minor among the voters)."""
+        version = Version.parse(body.decode())
+        if version != self.cluster.cluster_version:
+            log.info("cluster version is now %s", version.short())
+            self.cluster.set_cluster_version(batch.tx, self.digest.recorder, version)
+            storage = min(version.minor_version, STORAGE_VERSION)
+            batch.tx.put(BUCKET_META, META_STORAGE_VERSION, storage.short().encode())
+        return self.header(batch.revision)
 
-    def _put_member(self, batch: WriteBatch, info: MemberInfo) -> None:
-        record = encode_members([info])[1:-1]
-        self.members = {**self.members, info.id: info}
-        batch.tx.put(BUCKET_MEMBERS, _U64.pack(info.id), record)
-        self.digest.recorder.member_set(info.id, record)
+    def _apply_downgrade(self, batch: WriteBatch, body: bytes, index: int) -> Any:
+        """A downgrade enabled (held at its target version) or ended (cancelled, or done)."""
+        obj = _json_obj(body)
+        info = DowngradeInfo(Version.parse(obj["target"])) if obj.get("enabled") else None
+        if info != self.cluster.downgrade:
+            self.cluster.set_downgrade(batch.tx, self.digest.recorder, info)
+        return self.header(batch.revision)
+
+    # -- membership changes -------------------------------------------------------------
+
+    def _apply_conf_change_entry(self, batch: WriteBatch, e: Entry) -> tuple[int, Any]:
+        """Validate and apply a conf change (etcd's rules); returns (request id, the member
+        list after it, or the error that refused it)."""
+        cc = decode_conf_change(e.data)
+        request_id, change = self._member_change(e.index, cc)
+        error = self.cluster.validate_change(cc, change, self.max_learners)
+        if error is not None:
+            log.warning("conf change at index %d refused: %s", e.index, error.message)
+            self.cluster.reject_change(batch.tx, self.digest.recorder, e.index)
+            self._apply_conf_change(ConfChange(cc.type, 0))  # a no-op for the Raft core
+            return request_id, error
+        self._apply_conf_change(cc)
+        self.cluster.apply_change(batch.tx, self.digest.recorder, cc, change)
+        return request_id, sorted(self.members.values(), key=lambda i: i.id)
+
+    def _replay_conf_change(self, e: Entry) -> None:
+        """A conf change at or below the consistent index (applied before a restart, or held
+        by a received backend): the Raft core, which restarted from an older snapshot, learns
+        it again; the member list already holds its effect."""
+        if e.index not in self.cluster.rejected:
+            self._apply_conf_change(decode_conf_change(e.data))
+
+    def _member_change(self, index: int, cc: ConfChange) -> tuple[int, MemberChange | None]:
+        if not cc.context:
+            return 0, None
+        if cc.context[:1] == b"{":  # raftkv 0.1: the member record, no request id
+            return 0, MemberChange.decode(cc.context)
+        kind, request_id, body = decode_request(cc.context)
+        if kind != RequestKind.MEMBER_CHANGE:
+            raise FatalStateMachineError(f"conf change at index {index} has a {kind.name} context")
+        return request_id, MemberChange.decode(body)
 
     # -- compaction -----------------------------------------------------------------------
 
@@ -574,6 +694,26 @@ class Applier:
                     fut.set_result(None)
             self.compaction_waiters.clear()
         return done
+
+
+def check_storage_version(backend: Backend, path: str) -> None:
+    """Refuse a backend whose storage version is newer than this binary's (its layout may
+    differ).  The storage version follows the cluster version (written when that is set), so
+    a member one minor older can still open the data of a cluster that did not move past it."""
+    raw = backend.get(BUCKET_META, META_STORAGE_VERSION)
+    if raw is None:
+        return  # raftkv 0.1 recorded none; the first cluster version decided records one
+    stored = Version.parse(raw.decode())
+    if stored > STORAGE_VERSION:
+        raise StorageVersionError(
+            f"{path}: the data dir has storage version {stored.short()}, newer than this "
+            f"raftkv {SERVER_VERSION} supports ({STORAGE_VERSION.short()}); run raftkv "
+            f"{stored.short()} or later, or downgrade the cluster first"
+        )
+
+
+class StorageVersionError(FatalStateMachineError):
+    """The data dir was written by a newer raftkv; the message names both versions."""
 
 
 def _json_obj(data: bytes) -> dict[str, Any]:

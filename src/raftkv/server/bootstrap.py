@@ -14,6 +14,12 @@ the same bootstrap snapshot (index 1, term 1, all initial members voters, the me
 its data) from the flags alone, so they agree without talking.  The snapshot file and the WAL
 are durable before the member serves anything; the member list is written to the backend by
 the caller at consistent index 1.
+
+Joining (``--initial-cluster-state existing``): the member was added with ``member add`` first;
+``join_existing`` asks the running members (over their peer URLs) for the member list, finds
+this member by its peer URLs, and the new WAL records the cluster's IDs.  The member starts
+with an empty log and no configuration: the leader sends it a snapshot (its backend) and the
+log after it.
 """
 
 from __future__ import annotations
@@ -45,15 +51,19 @@ class MemberInfo:
     peer_urls: tuple[str, ...]
     client_urls: tuple[str, ...] = ()
     is_learner: bool = False
+    version: str = ""  # the raftkv server version the member last published ("": unknown)
 
     def to_json(self) -> dict[str, object]:
-        return {
+        obj: dict[str, object] = {
             "id": self.id,
             "name": self.name,
             "peerURLs": list(self.peer_urls),
             "clientURLs": list(self.client_urls),
             "isLearner": self.is_learner,
         }
+        if self.version:
+            obj["raftkvVersion"] = self.version
+        return obj
 
     @classmethod
     def from_json(cls, obj: dict[str, object]) -> MemberInfo:
@@ -63,6 +73,7 @@ class MemberInfo:
             peer_urls=tuple(obj["peerURLs"]),  # type: ignore[arg-type]
             client_urls=tuple(obj.get("clientURLs") or ()),  # type: ignore[arg-type]
             is_learner=bool(obj.get("isLearner", False)),
+            version=str(obj.get("raftkvVersion") or ""),
         )
 
 
@@ -87,7 +98,7 @@ class RaftRecovery:
     hard_state: HardState
     entries: list[Entry]
     new_cluster: bool
-    initial_members: list[MemberInfo]
+    initial_members: list[MemberInfo]  # a new cluster's; a joining member's first peers
 
     @property
     def conf_state(self) -> ConfState:
@@ -131,18 +142,66 @@ def initial_members(cfg: ServerConfig) -> list[MemberInfo]:
     return members
 
 
-def open_raft_side(cfg: ServerConfig) -> RaftRecovery:
+@dataclass(frozen=True)
+class ExistingCluster:
+    """What a joining member learnt from the running cluster."""
+
+    cluster_id: int
+    member_id: int
+    members: tuple[MemberInfo, ...] = ()  # the running members: this member's first peers
+
+
+def open_raft_side(cfg: ServerConfig, existing: ExistingCluster | None = None) -> RaftRecovery:
+    """The Raft side of this member: restarted from its WAL, or created (a new cluster's
+    bootstrap; or, with ``existing``, an empty log to join a running cluster with)."""
     dd = DataDir(cfg.resolved_data_dir, cfg.wal_dir)
     os.makedirs(dd.snap, exist_ok=True)
     snapshotter = Snapshotter(dd.snap)
     if dd.has_wal():
         return _restart(dd, snapshotter)
     if cfg.initial_cluster_state != "new":
-        raise BootstrapError(
-            "--initial-cluster-state=existing: joining a running cluster needs 'member add' "
-            "support, which this version does not have yet"
-        )
+        if existing is None:
+            raise BootstrapError(
+                "--initial-cluster-state existing: the running cluster was not asked"
+            )
+        return _join(existing, dd, snapshotter)
     return _bootstrap_new(cfg, dd, snapshotter)
+
+
+def _join(existing: ExistingCluster, dd: DataDir, snapshotter: Snapshotter) -> RaftRecovery:
+    wal = WAL.create(dd.wal, encode_metadata(existing.member_id, existing.cluster_id))
+    storage = MemoryStorage()
+    hard_state = HardState()
+    return RaftRecovery(
+        existing.member_id,
+        existing.cluster_id,
+        wal,
+        snapshotter,
+        storage,
+        Snapshot(),
+        hard_state,
+        [],
+        False,
+        list(existing.members),
+    )
+
+
+def find_joining_member(cfg: ServerConfig, members: list[MemberInfo], removed: set[int]) -> int:
+    """This member's ID in the running cluster's member list: the member whose peer URLs are
+    this member's advertised ones (``BootstrapError`` with the remedy otherwise)."""
+    mine = sorted(cfg.initial_advertise_peer_urls)
+    for info in members:
+        if sorted(info.peer_urls) == mine:
+            if info.id in removed:
+                raise BootstrapError(
+                    f"member {info.id:x}: the member has been permanently removed from the cluster"
+                )
+            return info.id
+    raise BootstrapError(
+        f"--initial-cluster-state existing: no member of the running cluster has the peer "
+        f"URLs {','.join(mine)}; add it first: raftkv member add {cfg.name} "
+        f"--peer-urls={','.join(mine)}"
+    )
 
 
 def _bootstrap_new(cfg: ServerConfig, dd: DataDir, snapshotter: Snapshotter) -> RaftRecovery:
@@ -169,6 +228,8 @@ def _bootstrap_new(cfg: ServerConfig, dd: DataDir, snapshotter: Snapshotter) -> 
 def _restart(dd: DataDir, snapshotter: Snapshotter) -> RaftRecovery:
     walsnaps = valid_snapshot_entries(dd.wal)
     snap = snapshotter.load_newest_available(walsnaps)
+    if snap is None and any(ws.index == 0 for ws in walsnaps) and not snapshotter.names():
+        snap = Snapshot()  # a member that joined and has received no snapshot yet
     if snap is None:
         raise BootstrapError(f"no usable raft snapshot in {dd.snap} matches the WAL in {dd.wal}")
     md = snap.metadata

@@ -58,6 +58,8 @@ class ServerConfig:
     corrupt_check_time_s: float = 0.0
     corrupt_alarm_policy: str = "member"
     apply_digest_check_interval_ms: int = 100
+    strict_reconfig_check: bool = True
+    max_learners: int = 1
 
     @property
     def resolved_data_dir(self) -> str:
@@ -198,6 +200,16 @@ _FLAGS: dict[str, tuple[str, str, str]] = {
         "Time between the leader's state hash checks over all replicated state, as a Go "
         "duration (e.g. 30s, 5m) or seconds; 0 disables.",
     ),
+    "strict-reconfig-check": (
+        "strict_reconfig_check",
+        "bool",
+        "Reject reconfiguration requests that would cause quorum loss.",
+    ),
+    "max-learners": (
+        "max_learners",
+        "int",
+        "The maximum number of learners allowed in the cluster membership.",
+    ),
 }
 
 # etcd's experimental spellings accepted as aliases.
@@ -205,6 +217,7 @@ _ALIASES = {
     "experimental-initial-corrupt-check": "initial-corrupt-check",
     "experimental-corrupt-check-time": "corrupt-check-time",
     "experimental-snapshot-catchup-entries": "snapshot-catchup-entries",
+    "experimental-max-learners": "max-learners",
 }
 
 _LOG_LEVELS = ("debug", "info", "warn", "error")
@@ -359,6 +372,8 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError("--apply-digest-check-interval: must be positive")
     if cfg.corrupt_check_time_s < 0:
         raise ConfigError("--corrupt-check-time: must not be negative")
+    if cfg.max_learners < 0:
+        raise ConfigError("--max-learners: must not be negative")
     cfg.initial_cluster_map()
 
 

@@ -12,6 +12,7 @@ import json
 from urllib.parse import urlsplit
 
 from raftkv.server.member import Member
+from raftkv.version import ETCD_API_VERSION, SERVER_VERSION
 
 _ALARM_NAMES = {1: "NOSPACE", 2: "CORRUPT"}
 
@@ -46,13 +47,13 @@ def metrics_text(member: Member) -> str:
         ("etcd_mvcc_put_total", "counter", counters["put"]),
         ("etcd_mvcc_delete_total", "counter", counters["delete"]),
         ("etcd_mvcc_txn_total", "counter", counters["txn"]),
-        ("etcd_mvcc_range_total", "counter", member.range_count),
+        ("etcd_mvcc_range_total", "counter", member.kv.range_count),
         ("etcd_server_has_leader", "gauge", 1 if member.raft.lead else 0),
         ("etcd_server_is_leader", "gauge", 1 if member.raft.is_leader else 0),
         ("etcd_server_proposals_committed_total", "gauge", hs.commit),
         ("etcd_server_proposals_applied_total", "gauge", member.applier.applied_index()),
-        ("etcd_server_proposals_pending", "gauge", len(member.applier.waiters)),
-        ("etcd_server_proposals_failed_total", "counter", member.proposals_failed),
+        ("etcd_server_proposals_pending", "gauge", len(member.proposer.waiters)),
+        ("etcd_server_proposals_failed_total", "counter", member.proposer.failed),
         ("etcd_mvcc_db_total_size_in_bytes", "gauge", backend.file_size()),
         ("etcd_mvcc_db_total_size_in_use_in_bytes", "gauge", backend.size()),
         ("etcd_debugging_mvcc_keys_total", "gauge", store.key_count()),
@@ -63,6 +64,18 @@ def metrics_text(member: Member) -> str:
     for name, kind, value in lines:
         out.append(f"# TYPE {name} {kind}")
         out.append(f"{name} {value}")
+    # Versions, as etcd's info gauges (etcd_server_version carries the etcd API level etcd
+    # dashboards expect; raftkv's own versions beside it).
+    cv = member.versions.cluster_version
+    for name, label, text in (
+        ("etcd_server_version", "server_version", ETCD_API_VERSION),
+        ("raftkv_server_version", "server_version", str(SERVER_VERSION)),
+        ("raftkv_cluster_version", "cluster_version", cv.short() if cv else ""),
+    ):
+        out.append(f"# TYPE {name} gauge")
+        out.append(f'{name}{{{label}="{text}"}} 1')
+    out.append("# TYPE raftkv_cluster_mixed_versions gauge")
+    out.append(f"raftkv_cluster_mixed_versions {int(member.versions.mixed_versions)}")
     # Per member: the first Raft index where its apply digest left the quorum's, the index of a
     # mismatch still waiting for a voter to settle it, and the checkpoint index where its state
     # hash was found to differ (leader only; kept until restart).

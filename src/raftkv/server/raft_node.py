@@ -92,6 +92,12 @@ answering the clients they release together.  With nothing in flight (a lone cli
 committed entry is applied at once."""
 
 
+class FatalStateMachineError(RuntimeError):
+    """The state machine cannot go on (an entry it cannot apply, a data dir it must not
+    read): the member stops.  The message says why in full; it is logged without a
+    traceback."""
+
+
 class StateMachine(Protocol):
     """What the Ready loop needs from the member's applied state."""
 
@@ -357,7 +363,10 @@ class RaftNode:
         return log_.last_index() - log_.committed >= 2
 
     def _fail(self, where: str, exc: BaseException) -> None:
-        log.critical("%s failed: %r", where, exc, exc_info=True)
+        if isinstance(exc, FatalStateMachineError):
+            log.critical("%s stopped: %s", where, exc)
+        else:
+            log.critical("%s failed: %r", where, exc, exc_info=True)
         if self.on_fatal is not None:
             self.on_fatal(exc)
 

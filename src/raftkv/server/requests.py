@@ -1,12 +1,23 @@
-"""The payload of a normal Raft entry: one client or internal request.
+"""The payload of a replicated request: a normal Raft entry's data, or a conf change's context.
 
-Owns: the entry-data encoding ``kind (1 byte) | request id (8 bytes, big endian) | body``.
+Owns: the entry-data encoding, versioned by its first byte::
+
+    format 1:  0x81 | kind (1 byte) | request id (8 bytes, big endian) | body
+    legacy:    kind (1 byte, below 0x80) | request id (8 bytes) | body     (raftkv 0.1 logs)
+
 The body is the serialized etcdserverpb message named by the kind (its upb parser is fast and
-its bytes are what clients sent), or a small struct for internal requests.
+its bytes are what clients sent), or a small struct for internal requests.  A later format
+(0x82: auth) adds the user name and auth revision between the request id and the body; the
+first byte tells a decoder which layout follows, so old entries stay readable forever.
 
-Contract: ``decode_request`` returns ``(kind, id, body)`` or raises ``RequestDecodeError``; an
-unknown kind is an error, never silently skipped — every member must apply the same entries the
-same way, so a member that cannot decode an entry must stop rather than diverge.
+Contracts:
+- ``decode_request`` returns a ``Request`` or raises ``RequestDecodeError``; an unknown format
+  or kind is an error (``UnknownRequestError`` names it), never silently skipped: every member
+  must apply the same entries the same way, so a member that cannot decode an entry stops
+  rather than diverge;
+- each kind has the cluster version from which it may be proposed (``KIND_SINCE``): a member
+  proposes a kind only once the cluster version allows it, so no member of a compatible
+  cluster ever meets a kind it does not know.
 """
 
 from __future__ import annotations
@@ -15,8 +26,15 @@ import itertools
 import struct
 import time
 from enum import IntEnum
+from typing import NamedTuple
 
-_HEADER = struct.Struct(">BQ")
+from raftkv.version import Version
+
+FORMAT_LEGACY = 0
+FORMAT_V1 = 1
+_FORMAT_BASE = 0x80
+_V1 = struct.Struct(">BBQ")  # format byte, kind, request id
+_LEGACY = struct.Struct(">BQ")  # kind, request id
 
 
 class RequestKind(IntEnum):
@@ -30,27 +48,74 @@ class RequestKind(IntEnum):
     ALARM = 8
     MEMBER_ATTRIBUTES = 9
     HASH_CHECK = 10  # no state change: every member takes a state hash at this entry
+    CLUSTER_VERSION = 11  # the leader sets the cluster version (etcd's ClusterVersionSet)
+    DOWNGRADE = 12  # downgrade enabled or cancelled (etcd's DowngradeInfoSet)
+    MEMBER_CHANGE = 13  # the context of a conf change: which member, and who waits for it
 
+
+FIRST_VERSION = Version(0, 1)
+KIND_SINCE: dict[RequestKind, Version] = {kind: FIRST_VERSION for kind in RequestKind} | {
+    RequestKind.DOWNGRADE: Version(0, 2),
+    RequestKind.MEMBER_CHANGE: Version(0, 2),
+}
+"""The lowest cluster version at which each kind may be proposed.  CLUSTER_VERSION itself is
+never gated: it is how a cluster gets its first version."""
+
+CHECKPOINT_KINDS = frozenset((RequestKind.HASH_CHECK, RequestKind.COMPACTION))
+"""Kinds whose apply ends a batch: every member hashes its state at exactly that entry."""
 
 _KINDS = {kind.value: kind for kind in RequestKind}  # a dict lookup, cheaper than RequestKind(k)
+
+
+class Request(NamedTuple):
+    kind: RequestKind
+    request_id: int
+    body: bytes
 
 
 class RequestDecodeError(ValueError):
     """Entry data is not a request this version understands."""
 
 
+class UnknownRequestError(RequestDecodeError):
+    """A well-formed entry of a format or kind this version does not know (a newer member
+    proposed it): the message names it; the member must stop, not skip it."""
+
+
 def encode_request(kind: RequestKind, request_id: int, body: bytes) -> bytes:
-    return _HEADER.pack(kind, request_id) + body
+    return _V1.pack(_FORMAT_BASE | FORMAT_V1, kind, request_id) + body
 
 
-def decode_request(data: bytes) -> tuple[RequestKind, int, bytes]:
-    if len(data) < _HEADER.size:
-        raise RequestDecodeError(f"entry data of {len(data)} bytes is shorter than a header")
-    kind, request_id = _HEADER.unpack_from(data)
+def decode_request(data: bytes) -> Request:
+    if not data:
+        raise RequestDecodeError("empty entry data")
+    first = data[0]
+    if first == _FORMAT_BASE | FORMAT_V1:
+        if len(data) < _V1.size:
+            raise RequestDecodeError(f"entry data of {len(data)} bytes is shorter than a header")
+        _fmt, kind, request_id = _V1.unpack_from(data)
+        body = data[_V1.size :]
+    elif first < _FORMAT_BASE:
+        if len(data) < _LEGACY.size:
+            raise RequestDecodeError(f"entry data of {len(data)} bytes is shorter than a header")
+        kind, request_id = _LEGACY.unpack_from(data)
+        body = data[_LEGACY.size :]
+    else:
+        raise UnknownRequestError(f"entry format {first - _FORMAT_BASE}")
     parsed = _KINDS.get(kind)
     if parsed is None:
-        raise RequestDecodeError(f"unknown request kind {kind}")
-    return parsed, request_id, data[_HEADER.size :]
+        raise UnknownRequestError(f"request kind {kind}")
+    return Request(parsed, request_id, body)
+
+
+def request_kind(data: bytes) -> int:
+    """The kind byte of entry data in any known format, without decoding the rest; 0 for
+    data too short or of an unknown format (``decode_request`` reports those)."""
+    if len(data) >= _V1.size and data[0] == _FORMAT_BASE | FORMAT_V1:
+        return data[1]
+    if data and data[0] < _FORMAT_BASE:
+        return data[0]
+    return 0
 
 
 class RequestIdGenerator:

@@ -23,10 +23,13 @@ from raftkv.api.maintenance import MaintenanceService
 from raftkv.api.repair import add_repair_service
 from raftkv.api.watch import WatchService
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
+from raftkv.server.bootstrap import BootstrapError
 from raftkv.server.config import ServerConfig
 from raftkv.server.hash_check import InitialCheckError
 from raftkv.server.http import start_http
 from raftkv.server.member import Member
+from raftkv.server.raft_node import FatalStateMachineError
+from raftkv.server.versions import IncompatibleVersionError
 
 log = logging.getLogger("raftkv.run")
 
@@ -43,7 +46,12 @@ async def serve(cfg: ServerConfig) -> int:
     member = Member(cfg)
     try:
         await member.start()
-    except InitialCheckError as exc:
+    except (
+        InitialCheckError,
+        BootstrapError,
+        FatalStateMachineError,
+        IncompatibleVersionError,
+    ) as exc:
         log.critical("%s", exc)
         with contextlib.suppress(Exception):
             await member.stop()
@@ -56,12 +64,14 @@ async def serve(cfg: ServerConfig) -> int:
             ("grpc.so_reuseport", 0),
         ]
     )
-    pb_grpc.add_KVServicer_to_server(KVService(member), server)
+    pb_grpc.add_KVServicer_to_server(KVService(member.kv), server)
     pb_grpc.add_WatchServicer_to_server(WatchService(member), server)
-    pb_grpc.add_LeaseServicer_to_server(LeaseService(member), server)
-    pb_grpc.add_ClusterServicer_to_server(ClusterService(member), server)
-    pb_grpc.add_MaintenanceServicer_to_server(MaintenanceService(member), server)
-    add_repair_service(server, member)
+    pb_grpc.add_LeaseServicer_to_server(LeaseService(member.leases), server)
+    pb_grpc.add_ClusterServicer_to_server(ClusterService(member.membership), server)
+    pb_grpc.add_MaintenanceServicer_to_server(
+        MaintenanceService(member.maintenance, member.versions), server
+    )
+    add_repair_service(server, member.repairer)
     for url in cfg.listen_client_urls:
         server.add_insecure_port(grpc_address(url))
     await server.start()
@@ -82,7 +92,10 @@ async def serve(cfg: ServerConfig) -> int:
     for http in http_servers:
         http.close()
     if member.fatal_error is not None:
-        log.critical("member stopped on a fatal error: %r", member.fatal_error)
+        if isinstance(member.fatal_error, FatalStateMachineError):
+            log.critical("member stopped: %s", member.fatal_error)
+        else:
+            log.critical("member stopped on a fatal error: %r", member.fatal_error)
         with contextlib.suppress(Exception):
             await member.stop()
         return 1

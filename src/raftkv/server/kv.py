@@ -1,0 +1,114 @@
+"""The key-value requests of one member: Range, Put, DeleteRange, Txn, Compact.
+
+Contracts:
+- a write is acknowledged only after its entry was committed (durable on a quorum, the WAL
+  fsynced before any acknowledgement) and applied on this member;
+- a linearizable read (Range, read-only Txn) waits for ``ReadBarrier``; a serializable one
+  reads this member's applied state at once, and is the only read a learner serves;
+- a read-only Txn is served without Raft, as etcd serves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from raftkv.mvcc.errors import CompactedError, FutureRevError
+from raftkv.proto import rpc_pb2 as pb
+from raftkv.server import convert
+from raftkv.server.applier import Applier
+from raftkv.server.fencing import Fence
+from raftkv.server.proposals import Proposer
+from raftkv.server.reads import ReadBarrier
+from raftkv.server.requests import RequestKind
+
+
+class KV:
+    def __init__(
+        self,
+        *,
+        applier: Applier,
+        proposer: Proposer,
+        barrier: ReadBarrier,
+        fence: Fence,
+        header: Callable[..., pb.ResponseHeader],
+        max_txn_ops: int,
+    ) -> None:
+        self.applier = applier
+        self.proposer = proposer
+        self.barrier = barrier
+        self.fence = fence
+        self.header = header
+        self.max_txn_ops = max_txn_ops
+        self.range_count = 0
+
+    async def range(self, req: pb.RangeRequest) -> pb.RangeResponse:
+        self.range_count += 1
+        if req.serializable:
+            self.fence.check()
+        else:
+            self.fence.check_voter()
+            await self.barrier.wait()
+        try:
+            resp = self.applier.store.range(convert.range_to_mvcc(req))
+        except (CompactedError, FutureRevError) as exc:
+            raise convert.error_to_etcd(exc) from None
+        return convert.range_to_pb(resp, self.header(resp.revision))
+
+    async def put(self, req: pb.PutRequest) -> pb.PutResponse:
+        self.fence.check_voter()
+        resp: pb.PutResponse = await self.proposer.propose(RequestKind.PUT, req.SerializeToString())
+        return resp
+
+    async def delete_range(self, req: pb.DeleteRangeRequest) -> pb.DeleteRangeResponse:
+        self.fence.check_voter()
+        resp: pb.DeleteRangeResponse = await self.proposer.propose(
+            RequestKind.DELETE_RANGE, req.SerializeToString()
+        )
+        return resp
+
+    async def txn(self, req: pb.TxnRequest) -> pb.TxnResponse:
+        if txn_is_read_only(req):
+            if txn_serializable(req):
+                self.fence.check()
+            else:
+                self.fence.check_voter()
+                await self.barrier.wait()
+            try:
+                resp = self.applier.store.read_txn(convert.txn_to_mvcc(req))
+            except (CompactedError, FutureRevError) as exc:
+                raise convert.error_to_etcd(exc) from None
+            return convert.txn_to_pb(resp, self.header())
+        self.fence.check_voter()
+        tresp: pb.TxnResponse = await self.proposer.propose(
+            RequestKind.TXN, req.SerializeToString()
+        )
+        return tresp
+
+    async def compact(self, req: pb.CompactionRequest) -> pb.CompactionResponse:
+        self.fence.check_voter()
+        resp: pb.CompactionResponse = await self.proposer.propose(
+            RequestKind.COMPACTION, req.SerializeToString()
+        )
+        if req.physical:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.applier.compaction_waiters.append(fut)
+            await fut
+        return resp
+
+
+def txn_is_read_only(req: pb.TxnRequest) -> bool:
+    for op in list(req.success) + list(req.failure):
+        which = op.WhichOneof("request")
+        if which in ("request_put", "request_delete_range"):
+            return False
+        if which == "request_txn" and not txn_is_read_only(op.request_txn):
+            return False
+    return True
+
+
+def txn_serializable(req: pb.TxnRequest) -> bool:
+    ops = list(req.success) + list(req.failure)
+    return bool(ops) and all(
+        op.WhichOneof("request") == "request_range" and op.request_range.serializable for op in ops
+    )

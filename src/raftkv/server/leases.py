@@ -1,0 +1,189 @@
+"""Leases as one member serves them: Grant, Revoke, KeepAlive, TimeToLive, Leases, and the
+leader's duties (expiring leases, checkpointing remaining TTLs).
+
+Contracts:
+- only the leader's lessor is primary: it alone renews, expires and checkpoints; a follower
+  forwards KeepAlive and TimeToLive to the leader over the peer transport (typed calls: the
+  etcd request and response messages, serialized);
+- an expired lease is revoked through Raft (a LEASE_REVOKE proposal), like a client's revoke;
+- lease IDs are chosen before proposing, so apply is deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from raftkv import errors
+from raftkv.lease.errors import LeaseNotFoundError
+from raftkv.peer.transport import PeerRequestError, PeerTransport
+from raftkv.proto import rpc_pb2 as pb
+from raftkv.server.applier import Applier
+from raftkv.server.fencing import Fence
+from raftkv.server.proposals import Proposer
+from raftkv.server.raft_node import RaftNode
+from raftkv.server.reads import ReadBarrier
+from raftkv.server.requests import RequestKind
+
+LEASE_EXPIRY_CHECK_INTERVAL = 0.5
+PEER_RENEW = "lease-renew"  # LeaseKeepAliveRequest -> LeaseKeepAliveResponse (TTL -1: none)
+PEER_TTL = "lease-ttl"  # LeaseTimeToLiveRequest -> LeaseTimeToLiveResponse (TTL -1: none)
+
+
+class Leases:
+    def __init__(
+        self,
+        *,
+        applier: Applier,
+        raft: RaftNode,
+        transport: PeerTransport,
+        proposer: Proposer,
+        barrier: ReadBarrier,
+        fence: Fence,
+        header: Callable[..., pb.ResponseHeader],
+        election_timeout: float,
+        spawn: Callable[[Coroutine[Any, Any, None]], None],
+    ) -> None:
+        self.applier = applier
+        self.raft = raft
+        self.transport = transport
+        self.proposer = proposer
+        self.barrier = barrier
+        self.fence = fence
+        self.header = header
+        self.election_timeout = election_timeout
+        self._spawn = spawn
+        transport.register_handler(PEER_RENEW, self._handle_remote_renew)
+        transport.register_handler(PEER_TTL, self._handle_remote_ttl)
+
+    def leader_changed(self, is_leader: bool) -> None:
+        """Promote the lessor on the new leader (every lease gets a fresh TTL), demote it on
+        the old one."""
+        lessor = self.applier.lessor
+        if is_leader:
+            lessor.promote(self.election_timeout, time.monotonic())
+        elif lessor.is_primary:
+            lessor.demote()
+
+    # -- client requests --------------------------------------------------------------------
+
+    async def grant(self, req: pb.LeaseGrantRequest) -> pb.LeaseGrantResponse:
+        self.fence.check_voter()
+        lease_id = req.ID
+        while lease_id == 0:
+            candidate = secrets.randbits(63)
+            if candidate and self.applier.lessor.lookup(candidate) is None:
+                lease_id = candidate
+        body = pb.LeaseGrantRequest(TTL=req.TTL, ID=lease_id).SerializeToString()
+        resp: pb.LeaseGrantResponse = await self.proposer.propose(RequestKind.LEASE_GRANT, body)
+        return resp
+
+    async def revoke(self, req: pb.LeaseRevokeRequest) -> pb.LeaseRevokeResponse:
+        self.fence.check_voter()
+        resp: pb.LeaseRevokeResponse = await self.proposer.propose(
+            RequestKind.LEASE_REVOKE, req.SerializeToString()
+        )
+        return resp
+
+    async def renew(self, lease_id: int) -> int:
+        """Keepalive: answered by the leader (forwarded there from a follower)."""
+        self.fence.check_voter()
+        await self.barrier.wait()
+        if self.raft.is_leader:
+            return self._renew_local(lease_id)
+        reply = pb.LeaseKeepAliveResponse.FromString(
+            await self._ask_leader(PEER_RENEW, pb.LeaseKeepAliveRequest(ID=lease_id))
+        )
+        if reply.TTL < 0:
+            raise errors.ERR_LEASE_NOT_FOUND
+        return reply.TTL
+
+    async def time_to_live(self, req: pb.LeaseTimeToLiveRequest) -> pb.LeaseTimeToLiveResponse:
+        self.fence.check_voter()
+        await self.barrier.wait()
+        if self.raft.is_leader:
+            resp = self._ttl_local(req)
+        else:
+            resp = pb.LeaseTimeToLiveResponse.FromString(await self._ask_leader(PEER_TTL, req))
+        # etcd answers an unknown (revoked, expired) lease with TTL -1, not an error.
+        resp.header.CopyFrom(self.header())
+        return resp
+
+    async def leases(self) -> pb.LeaseLeasesResponse:
+        self.fence.check_voter()
+        await self.barrier.wait()
+        # etcd lists leases by expiry (soonest first); followers have none, so ID order.
+        leases = sorted(
+            self.applier.lessor.leases(),
+            key=lambda lease: (lease.expiry if lease.expiry is not None else math.inf, lease.id),
+        )
+        return pb.LeaseLeasesResponse(
+            header=self.header(), leases=[pb.LeaseStatus(ID=lease.id) for lease in leases]
+        )
+
+    # -- answered on the leader -------------------------------------------------------------
+
+    def _renew_local(self, lease_id: int) -> int:
+        try:
+            return self.applier.lessor.renew(lease_id, time.monotonic())
+        except LeaseNotFoundError:
+            raise errors.ERR_LEASE_NOT_FOUND from None
+
+    def _ttl_local(self, req: pb.LeaseTimeToLiveRequest) -> pb.LeaseTimeToLiveResponse:
+        try:
+            granted, remaining, keys = self.applier.lessor.time_to_live(req.ID, time.monotonic())
+        except LeaseNotFoundError:
+            return pb.LeaseTimeToLiveResponse(ID=req.ID, TTL=-1)
+        resp = pb.LeaseTimeToLiveResponse(ID=req.ID, TTL=remaining, grantedTTL=granted)
+        if req.keys:
+            resp.keys.extend(keys)
+        return resp
+
+    async def _handle_remote_renew(self, peer: int, payload: bytes) -> bytes:
+        req = pb.LeaseKeepAliveRequest.FromString(payload)
+        try:
+            ttl = self._renew_local(req.ID)
+        except errors.ERR_LEASE_NOT_FOUND:
+            ttl = -1
+        return pb.LeaseKeepAliveResponse(ID=req.ID, TTL=ttl).SerializeToString()
+
+    async def _handle_remote_ttl(self, peer: int, payload: bytes) -> bytes:
+        return self._ttl_local(pb.LeaseTimeToLiveRequest.FromString(payload)).SerializeToString()
+
+    async def _ask_leader(self, kind: str, req: Any) -> bytes:
+        async with asyncio.timeout(self.proposer.request_timeout):
+            await self.raft.wait_leader()
+        try:
+            reply: bytes = await self.transport.request(
+                self.raft.lead,
+                kind,
+                req.SerializeToString(),
+                timeout=self.proposer.request_timeout,
+            )
+            return reply
+        except PeerRequestError:
+            raise errors.ERR_TIMEOUT from None
+
+    # -- the leader's duties ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Expire leases and checkpoint remaining TTLs while this member leads (a task)."""
+        while True:
+            await asyncio.sleep(LEASE_EXPIRY_CHECK_INTERVAL)
+            lessor = self.applier.lessor
+            if not (self.raft.is_leader and lessor.is_primary):
+                continue
+            now = time.monotonic()
+            for lease_id in lessor.expired_leases(now):
+                body = pb.LeaseRevokeRequest(ID=lease_id).SerializeToString()
+                self._spawn(self.proposer.propose_quietly(RequestKind.LEASE_REVOKE, body))
+            cps = lessor.checkpoint_candidates(now)
+            if cps:
+                body = pb.LeaseCheckpointRequest(
+                    checkpoints=[pb.LeaseCheckpoint(ID=i, remaining_TTL=t) for i, t in cps]
+                ).SerializeToString()
+                self._spawn(self.proposer.propose_quietly(RequestKind.LEASE_CHECKPOINT, body))

@@ -1,0 +1,283 @@
+"""Membership at run time: the Cluster service's calls, this member's published attributes,
+and the peer table kept equal to the replicated member list.
+
+Contracts (etcd's rules and messages):
+- MemberAdd (voter or learner), MemberRemove, MemberUpdate and MemberPromote each propose one
+  conf change and answer with the member list after it was applied; the change itself is
+  validated again at apply (``ClusterInfo.validate_change``), so the answer is the same on
+  every member;
+- ``--strict-reconfig-check`` (on by default) refuses, before proposing, a change that would
+  leave the cluster without a healthy quorum: adding a voter while not every voter is
+  connected, removing a voter when the voters left connected would not be a quorum
+  (``unhealthy cluster``), or when too few members have started (``re-configuration failed
+  due to not enough started members``);
+- a learner is promoted only when the leader sees its log at 90% or more of its own (etcd's
+  ``can only promote a learner member which is in sync with leader``); the check runs on the
+  leader (a follower asks it over the peer transport);
+- at most one change is in flight in the cluster (the Raft core refuses a second while the
+  first is not applied: ``a membership change is already in progress``);
+- a member removed from the cluster stops, with etcd's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from raftkv import errors
+from raftkv.peer.transport import PeerRequestError, PeerTransport
+from raftkv.proto import rpc_pb2 as pb
+from raftkv.raft.types import ConfChange, ConfChangeType
+from raftkv.server.applier import Applier
+from raftkv.server.bootstrap import MemberInfo
+from raftkv.server.cluster_info import MemberChange
+from raftkv.server.config import ServerConfig
+from raftkv.server.ids import member_id as make_member_id
+from raftkv.server.proposals import Proposer
+from raftkv.server.raft_node import RaftNode
+from raftkv.server.reads import ReadBarrier
+from raftkv.server.requests import RequestKind
+from raftkv.version import SERVER_VERSION
+
+log = logging.getLogger("raftkv.membership")
+
+LEARNER_READY_PERCENT = 0.9
+"""etcd's readyPercentThreshold: a learner's match index over the leader's, to be promoted."""
+PEER_PROMOTE_CHECK = "learner-ready"
+PUBLISH_RETRY = 0.5
+
+
+class Membership:
+    def __init__(
+        self,
+        *,
+        member_id: int,
+        config: ServerConfig,
+        applier: Applier,
+        raft: RaftNode,
+        transport: PeerTransport,
+        proposer: Proposer,
+        barrier: ReadBarrier,
+        header: Callable[[], pb.ResponseHeader],
+    ) -> None:
+        self.member_id = member_id
+        self.config = config
+        self.applier = applier
+        self.raft = raft
+        self.transport = transport
+        self.proposer = proposer
+        self.barrier = barrier
+        self.header = header
+        self._peers: dict[int, tuple[str, ...]] = {}
+        self._seed: dict[int, MemberInfo] = {}
+        self.published = asyncio.Event()
+        transport.register_handler(PEER_PROMOTE_CHECK, self._handle_promote_check)
+
+    # -- the Cluster service ----------------------------------------------------------------
+
+    async def member_list(self, req: pb.MemberListRequest) -> pb.MemberListResponse:
+        if req.linearizable:
+            await self.barrier.wait()
+        return pb.MemberListResponse(header=self.header(), members=self._members_pb())
+
+    async def member_add(self, req: pb.MemberAddRequest) -> pb.MemberAddResponse:
+        urls = _checked_urls(req.peerURLs)
+        self._may_add(req.isLearner)
+        mid = make_member_id(urls, self.config.initial_cluster_token, time.time_ns())
+        info = MemberInfo(mid, "", tuple(urls), (), req.isLearner)
+        kind = ConfChangeType.ADD_LEARNER_NODE if req.isLearner else ConfChangeType.ADD_NODE
+        await self._change(ConfChange(kind, mid), MemberChange(info))
+        log.info("added member %x %s (learner: %s)", mid, list(urls), req.isLearner)
+        return pb.MemberAddResponse(
+            header=self.header(), member=_member_pb(info), members=self._members_pb()
+        )
+
+    async def member_remove(self, req: pb.MemberRemoveRequest) -> pb.MemberRemoveResponse:
+        current = self.applier.members.get(req.ID)
+        if current is None or self.applier.cluster.is_removed(req.ID):
+            raise errors.ERR_MEMBER_NOT_FOUND
+        self._may_remove(current)
+        await self._change(ConfChange(ConfChangeType.REMOVE_NODE, req.ID), MemberChange(current))
+        log.info("removed member %x", req.ID)
+        return pb.MemberRemoveResponse(header=self.header(), members=self._members_pb())
+
+    async def member_update(self, req: pb.MemberUpdateRequest) -> pb.MemberUpdateResponse:
+        urls = _checked_urls(req.peerURLs)
+        current = self.applier.members.get(req.ID)
+        if current is None:
+            raise errors.ERR_MEMBER_NOT_FOUND
+        info = MemberInfo(req.ID, current.name, tuple(urls), current.client_urls)
+        await self._change(ConfChange(ConfChangeType.UPDATE_NODE, req.ID), MemberChange(info))
+        log.info("updated member %x peer URLs to %s", req.ID, list(urls))
+        return pb.MemberUpdateResponse(header=self.header(), members=self._members_pb())
+
+    async def member_promote(self, req: pb.MemberPromoteRequest) -> pb.MemberPromoteResponse:
+        current = self.applier.members.get(req.ID)
+        if current is None:
+            raise errors.ERR_MEMBER_NOT_FOUND
+        if not current.is_learner:
+            raise errors.ERR_MEMBER_NOT_LEARNER
+        await self._learner_ready(req.ID)
+        await self._change(
+            ConfChange(ConfChangeType.ADD_NODE, req.ID), MemberChange(current, promote=True)
+        )
+        log.info("promoted learner %x to a voting member", req.ID)
+        return pb.MemberPromoteResponse(header=self.header(), members=self._members_pb())
+
+    async def _change(self, cc: ConfChange, change: MemberChange) -> list[MemberInfo]:
+        members: list[MemberInfo] = await self.proposer.propose_conf_change(cc, change.encode())
+        return members
+
+    def _members_pb(self) -> list[pb.Member]:
+        return [_member_pb(i) for i in sorted(self.applier.members.values(), key=lambda i: i.id)]
+
+    # -- strict reconfiguration checks (etcd's mayAddMember / mayRemoveMember) -------------
+
+    def _voters(self) -> list[MemberInfo]:
+        return self.applier.cluster.voters()
+
+    def _connected(self, mid: int) -> bool:
+        return mid == self.member_id or self.transport.is_connected(mid)
+
+    def _may_add(self, learner: bool) -> None:
+        if not self.config.strict_reconfig_check or learner:
+            return
+        voters = self._voters()
+        started = sum(1 for m in voters if m.name)
+        total = len(voters) + 1
+        if not (started == 1 and total == 2) and started < total // 2 + 1:
+            raise errors.ERR_MEMBER_NOT_ENOUGH_STARTED
+        if not all(self._connected(m.id) for m in voters):
+            raise errors.ERR_UNHEALTHY
+
+    def _may_remove(self, target: MemberInfo) -> None:
+        if not self.config.strict_reconfig_check or target.is_learner:
+            return
+        voters = self._voters()
+        started = sum(1 for m in voters if m.name and m.id != target.id)
+        remaining = len(voters) - 1
+        if remaining > 0 and started < remaining // 2 + 1:
+            raise errors.ERR_MEMBER_NOT_ENOUGH_STARTED
+        if target.id != self.member_id and not self._connected(target.id):
+            return  # a member that is down is not part of the active quorum: safe to remove
+        active = sum(1 for m in voters if self._connected(m.id))
+        if active - 1 < 1 + (len(voters) - 1) // 2:
+            raise errors.ERR_UNHEALTHY
+
+    # -- learner promotion ----------------------------------------------------------------
+
+    async def _learner_ready(self, learner: int) -> None:
+        if self.raft.is_leader:
+            self._check_learner_ready(learner)
+            return
+        async with asyncio.timeout(self.proposer.request_timeout):
+            await self.raft.wait_leader()
+        try:
+            reply = await self.transport.request(
+                self.raft.lead,
+                PEER_PROMOTE_CHECK,
+                learner.to_bytes(8, "big"),
+                timeout=self.proposer.request_timeout,
+            )
+        except PeerRequestError as exc:
+            if errors.ERR_LEARNER_NOT_READY.message in str(exc):
+                raise errors.ERR_LEARNER_NOT_READY from None
+            raise errors.ERR_TIMEOUT from None
+        if reply != b"ok":
+            raise errors.ERR_LEARNER_NOT_READY
+
+    def _check_learner_ready(self, learner: int) -> None:
+        """On the leader: the learner's log is at least 90% of the leader's (etcd's rule)."""
+        status = self.raft.node.status()
+        progress = status.progress.get(learner)
+        leader = status.progress.get(self.member_id)
+        if progress is None or leader is None or not progress.is_learner:
+            raise errors.ERR_MEMBER_NOT_LEARNER
+        if progress.match < leader.match * LEARNER_READY_PERCENT:
+            raise errors.ERR_LEARNER_NOT_READY
+
+    async def _handle_promote_check(self, peer: int, payload: bytes) -> bytes:
+        if not self.raft.is_leader:
+            raise RuntimeError("not the leader")
+        self._check_learner_ready(int.from_bytes(payload, "big"))
+        return b"ok"
+
+    # -- this member's attributes and the peer table --------------------------------------
+
+    async def publish(self) -> None:
+        """Record this member's name, client URLs and server version in the replicated
+        member list (etcd's publish), retrying until it is applied (a member task)."""
+        info = MemberInfo(
+            self.member_id,
+            self.config.name,
+            (),
+            tuple(self.config.advertise_client_urls),
+            version=str(SERVER_VERSION),
+        )
+        body = json.dumps(info.to_json()).encode()
+        while True:
+            try:
+                await self.proposer.propose(RequestKind.MEMBER_ATTRIBUTES, body)
+            except errors.EtcdError:
+                await asyncio.sleep(PUBLISH_RETRY)
+                continue
+            self.published.set()
+            return
+
+    def members_changed(self, members: dict[int, MemberInfo]) -> None:
+        """Keep the transport's peer table equal to the replicated member list, and refuse
+        streams from removed members.  A member that joined has no list until its first
+        snapshot arrives: until then it talks to the members it was told of (``seed``)."""
+        if not members:
+            members = self._seed
+        wanted = {mid: info.peer_urls for mid, info in members.items() if mid != self.member_id}
+        for mid in set(self._peers) - set(wanted):
+            self.transport.remove_peer(mid)
+            del self._peers[mid]
+        for mid, urls in sorted(wanted.items()):
+            if mid not in self._peers:
+                self.transport.add_peer(mid, list(urls))
+            elif self._peers[mid] != urls:
+                self.transport.update_peer(mid, list(urls))
+            self._peers[mid] = urls
+        self.transport.set_removed(set(self.applier.cluster.removed))
+
+    def seed(self, members: list[MemberInfo]) -> None:
+        """The running members a joining member learnt of before it has a member list."""
+        self._seed = {m.id: m for m in members}
+
+    def removed_self(self) -> bool:
+        return self.applier.cluster.is_removed(self.member_id)
+
+
+def _member_pb(info: MemberInfo) -> pb.Member:
+    return pb.Member(
+        ID=info.id,
+        name=info.name,
+        peerURLs=list(info.peer_urls),
+        clientURLs=list(info.client_urls),
+        isLearner=info.is_learner,
+    )
+
+
+def _checked_urls(urls: Any) -> list[str]:
+    """etcd's ``given member URLs are invalid`` for anything but http(s)://host:port URLs."""
+    out = [str(u) for u in urls]
+    if not out:
+        raise errors.ERR_MEMBER_BAD_URLS
+    for url in out:
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            raise errors.ERR_MEMBER_BAD_URLS from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+            raise errors.ERR_MEMBER_BAD_URLS
+        if parts.path not in ("", "/"):
+            raise errors.ERR_MEMBER_BAD_URLS
+    return sorted(out)
