@@ -50,6 +50,10 @@ class MemberProc:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     extra_args: list[str] = field(default_factory=list)
+    # The installation the member runs: an interpreter, and the source tree put first on its
+    # PYTHONPATH (None: the interpreter's installed raftkv); rolling upgrades swap these.
+    python: str = sys.executable
+    src: Path | None = REPO / "src"
 
     @property
     def endpoint(self) -> str:
@@ -88,7 +92,7 @@ class Cluster:
         m = self.members[i]
         assert not m.alive(), f"{m.name} is already running"
         args = [
-            sys.executable,
+            m.python,
             "-m",
             "raftkv.ctl.main",
             "serve",
@@ -109,11 +113,43 @@ class Cluster:
             *m.extra_args,
         ]
         full_env = dict(os.environ)
-        full_env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + full_env.get("PYTHONPATH", "")
+        full_env.pop("PYTHONPATH", None)
+        if m.src is not None:
+            full_env["PYTHONPATH"] = str(m.src)
         full_env.update(env or {})
         log = open(m.log_path, "ab")  # noqa: SIM115 - handed to the child process
         m.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env)
         log.close()
+
+    def add_member(self, *, learner: bool = False, endpoints: str | None = None) -> int:
+        """``etcdctl member add`` a new member, then start it with ``--initial-cluster-state
+        existing``; returns its index.  The caller waits for it (``wait_ready``)."""
+        ports = free_ports(2)
+        i = len(self.members)
+        name = f"m{i + 1}"
+        while any(m.name == name for m in self.members):
+            name += "x"
+        m = MemberProc(
+            name=name,
+            client_port=ports[0],
+            peer_port=ports[1],
+            data_dir=self.root / f"{name}.raftkv",
+            log_path=self.root / f"{name}.log",
+            extra_args=[*self.members[0].extra_args, "--initial-cluster-state", "existing"],
+        )
+        args = ["member", "add", name, f"--peer-urls={m.peer_url}"]
+        if learner:
+            args.append("--learner")
+        self.etcdctl(*args, endpoints=endpoints or self.live_endpoints())
+        self.members.append(m)
+        self.initial_cluster = ",".join(
+            [*(f"{x.name}={x.peer_url}" for x in self.members if x.alive()), f"{name}={m.peer_url}"]
+        )
+        self.start(i)
+        return i
+
+    def live_endpoints(self) -> str:
+        return ",".join(m.endpoint for m in self.members if m.alive())
 
     def start_all(self) -> None:
         for i in range(len(self.members)):

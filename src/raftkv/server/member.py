@@ -86,6 +86,7 @@ class Member:
         self._background: set[asyncio.Task[None]] = set()
         self.stopped = asyncio.Event()
         self.fatal_error: BaseException | None = None
+        self._leaving = False  # this member was removed; it stops shortly
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -304,8 +305,12 @@ class Member:
         if not hasattr(self, "membership"):
             return  # start-up: the transport is not there yet; start() syncs it
         self.membership.members_changed(members)
-        if self.membership.removed_self():
-            self._removed()
+        if self.membership.removed_self() and not self._leaving:
+            # As etcd: stop ten ticks later, so the answer to the request that removed this
+            # member (and the entries that carried it to the others) still go out.
+            self._leaving = True
+            delay = 10 * self.config.heartbeat_interval_ms / 1000
+            asyncio.get_running_loop().call_later(delay, self._removed)
         try:
             self.versions.check_admitted()
         except Exception as exc:

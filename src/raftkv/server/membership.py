@@ -49,6 +49,7 @@ log = logging.getLogger("raftkv.membership")
 LEARNER_READY_PERCENT = 0.9
 """etcd's readyPercentThreshold: a learner's match index over the leader's, to be promoted."""
 PEER_PROMOTE_CHECK = "learner-ready"
+PEER_MEMBER_CHANGE = "member-change"  # JSON {type, node_id, change} -> {} or {"error"}
 PUBLISH_RETRY = 0.5
 
 
@@ -77,6 +78,7 @@ class Membership:
         self._seed: dict[int, MemberInfo] = {}
         self.published = asyncio.Event()
         transport.register_handler(PEER_PROMOTE_CHECK, self._handle_promote_check)
+        transport.register_handler(PEER_MEMBER_CHANGE, self._handle_member_change)
 
     # -- the Cluster service ----------------------------------------------------------------
 
@@ -91,7 +93,9 @@ class Membership:
         mid = make_member_id(urls, self.config.initial_cluster_token, time.time_ns())
         info = MemberInfo(mid, "", tuple(urls), (), req.isLearner)
         kind = ConfChangeType.ADD_LEARNER_NODE if req.isLearner else ConfChangeType.ADD_NODE
-        await self._change(ConfChange(kind, mid), MemberChange(info))
+        await self._change(
+            ConfChange(kind, mid), MemberChange(info), lambda: mid in self.applier.members
+        )
         log.info("added member %x %s (learner: %s)", mid, list(urls), req.isLearner)
         return pb.MemberAddResponse(
             header=self.header(), member=_member_pb(info), members=self._members_pb()
@@ -102,7 +106,11 @@ class Membership:
         if current is None or self.applier.cluster.is_removed(req.ID):
             raise errors.ERR_MEMBER_NOT_FOUND
         self._may_remove(current)
-        await self._change(ConfChange(ConfChangeType.REMOVE_NODE, req.ID), MemberChange(current))
+        await self._change(
+            ConfChange(ConfChangeType.REMOVE_NODE, req.ID),
+            MemberChange(current),
+            lambda: self.applier.cluster.is_removed(req.ID),
+        )
         log.info("removed member %x", req.ID)
         return pb.MemberRemoveResponse(header=self.header(), members=self._members_pb())
 
@@ -112,7 +120,11 @@ class Membership:
         if current is None:
             raise errors.ERR_MEMBER_NOT_FOUND
         info = MemberInfo(req.ID, current.name, tuple(urls), current.client_urls)
-        await self._change(ConfChange(ConfChangeType.UPDATE_NODE, req.ID), MemberChange(info))
+        await self._change(
+            ConfChange(ConfChangeType.UPDATE_NODE, req.ID),
+            MemberChange(info),
+            lambda: _peer_urls(self.applier.members.get(req.ID)) == info.peer_urls,
+        )
         log.info("updated member %x peer URLs to %s", req.ID, list(urls))
         return pb.MemberUpdateResponse(header=self.header(), members=self._members_pb())
 
@@ -124,14 +136,66 @@ class Membership:
             raise errors.ERR_MEMBER_NOT_LEARNER
         await self._learner_ready(req.ID)
         await self._change(
-            ConfChange(ConfChangeType.ADD_NODE, req.ID), MemberChange(current, promote=True)
+            ConfChange(ConfChangeType.ADD_NODE, req.ID),
+            MemberChange(current, promote=True),
+            lambda: not _is_learner(self.applier.members.get(req.ID)),
         )
         log.info("promoted learner %x to a voting member", req.ID)
         return pb.MemberPromoteResponse(header=self.header(), members=self._members_pb())
 
-    async def _change(self, cc: ConfChange, change: MemberChange) -> list[MemberInfo]:
-        members: list[MemberInfo] = await self.proposer.propose_conf_change(cc, change.encode())
-        return members
+    async def _change(
+        self, cc: ConfChange, change: MemberChange, took_effect: Callable[[], bool]
+    ) -> None:
+        """Make the change through the leader: it alone knows whether another change is in
+        flight (a follower's proposal would be dropped silently there), so a follower hands
+        the change to it over the peer transport.  The leader's answer can be lost when the
+        change removes the leader itself (its streams close as the removal applies): then
+        ``took_effect`` on this member's state, once it caught up, decides."""
+        async with asyncio.timeout(self.proposer.request_timeout):
+            await self.raft.wait_leader()
+        if self.raft.is_leader:
+            await self._change_on_leader(cc, change)
+            return
+        payload = json.dumps(
+            {"type": int(cc.type), "node_id": cc.node_id, "change": change.encode().decode()}
+        ).encode()
+        try:
+            reply = await self.transport.request(
+                self.raft.lead, PEER_MEMBER_CHANGE, payload, timeout=self.proposer.request_timeout
+            )
+        except PeerRequestError:
+            await self.barrier.wait()
+            if took_effect():
+                return
+            raise errors.ERR_TIMEOUT from None
+        error = json.loads(reply).get("error")
+        if error:
+            known = errors.lookup(error)
+            raise known() if known is not None else errors.ERR_TIMEOUT()
+        # The leader applied it; answer with this member's list once it has applied it too.
+        await self.barrier.wait()
+
+    async def _change_on_leader(self, cc: ConfChange, change: MemberChange) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.proposer.request_timeout
+        while (blocked := self.raft.conf_change_blocked()) == "term-start":
+            if loop.time() > deadline:
+                raise errors.ERR_TIMEOUT
+            await asyncio.sleep(0.05)
+        if blocked == "pending":
+            raise errors.ERR_CONF_CHANGE_PENDING
+        await self.proposer.propose_conf_change(cc, change.encode())
+
+    async def _handle_member_change(self, peer: int, payload: bytes) -> bytes:
+        req = json.loads(payload)
+        cc = ConfChange(ConfChangeType(req["type"]), int(req["node_id"]))
+        try:
+            if not self.raft.is_leader:
+                raise errors.ERR_NOT_LEADER
+            await self._change_on_leader(cc, MemberChange.decode(req["change"].encode()))
+        except errors.EtcdError as exc:
+            return json.dumps({"error": exc.message}).encode()
+        return b"{}"
 
     def _members_pb(self) -> list[pb.Member]:
         return [_member_pb(i) for i in sorted(self.applier.members.values(), key=lambda i: i.id)]
@@ -253,6 +317,14 @@ class Membership:
 
     def removed_self(self) -> bool:
         return self.applier.cluster.is_removed(self.member_id)
+
+
+def _peer_urls(info: MemberInfo | None) -> tuple[str, ...]:
+    return info.peer_urls if info is not None else ()
+
+
+def _is_learner(info: MemberInfo | None) -> bool:
+    return info is None or info.is_learner
 
 
 def _member_pb(info: MemberInfo) -> pb.Member:

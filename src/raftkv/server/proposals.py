@@ -38,6 +38,8 @@ from raftkv.version import Version
 
 log = logging.getLogger("raftkv.proposals")
 
+VERSION_POLL = 0.1
+
 
 class Proposer:
     def __init__(
@@ -67,12 +69,23 @@ class Proposer:
         cv = self._cluster_version()
         return cv is not None and cv >= since
 
+    async def _check_allowed(self, kind: RequestKind) -> None:
+        """``not capable`` unless the cluster version allows ``kind``; a cluster whose first
+        version is not decided yet (just started) is waited for, up to the request timeout."""
+        if self.allowed(kind):
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout
+        while self._cluster_version() is None and loop.time() < deadline:
+            await asyncio.sleep(VERSION_POLL)
+        if not self.allowed(kind):
+            raise errors.ERR_NOT_CAPABLE
+
     async def propose(self, kind: RequestKind, body: bytes) -> Any:
         """Propose one request and return its applied answer (see the module contract)."""
         if len(body) > self.max_request_bytes:
             raise errors.ERR_REQUEST_TOO_LARGE
-        if not self.allowed(kind):
-            raise errors.ERR_NOT_CAPABLE
+        await self._check_allowed(kind)
         request_id = self._ids.next()
         return await self._await(
             request_id, lambda fut: self.raft.propose(encode_request(kind, request_id, body), fut)
@@ -83,8 +96,7 @@ class Proposer:
         under a request ID; returns the member list after it, or raises the error that
         refused it (at apply, etcd's rules; before, ``a membership change is already in
         progress`` while the leader holds one not yet applied)."""
-        if not self.allowed(RequestKind.MEMBER_CHANGE):
-            raise errors.ERR_NOT_CAPABLE
+        await self._check_allowed(RequestKind.MEMBER_CHANGE)
         request_id = self._ids.next()
         context = encode_request(RequestKind.MEMBER_CHANGE, request_id, context_body)
 

@@ -276,6 +276,19 @@ class RaftNode:
         self.node.propose_conf_change(cc)
         self._wake.set()
 
+    def conf_change_blocked(self) -> str:
+        """On the leader, why a conf change cannot be proposed now: ``"pending"`` (one is
+        committed or in flight and not yet applied), ``"term-start"`` (only this term's first
+        entry is not applied yet: it clears by itself within a heartbeat or two), ``""``."""
+        r = self.node.raft
+        if r.pending_conf_index <= r.log.applied:
+            return ""
+        lo = r.log.applied + 1
+        hi = min(r.pending_conf_index, r.log.last_index()) + 1
+        if any(e.type == EntryType.CONF_CHANGE for e in r.log.slice(lo, hi, None)):
+            return "pending"
+        return "term-start"
+
     def apply_conf_change(self, cc: ConfChange) -> ConfState:
         """Called by the state machine while applying a committed conf change entry."""
         self.conf_state = self.node.apply_conf_change(cc)

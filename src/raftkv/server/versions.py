@@ -114,13 +114,14 @@ class Versions:
         if current is None:
             return lowest, False
         if current < lowest:
-            return current.next_minor() if lowest > current.next_minor() else lowest, False
+            return min(lowest, current.next_minor()), False  # one minor at a time
         return None, False
 
     async def run(self) -> None:
         """The leader's monitor (a member task): set the cluster version, end a downgrade."""
         while True:
-            await asyncio.sleep(MONITOR_INTERVAL)
+            # A new cluster gets its first version as soon as its voters have published.
+            await asyncio.sleep(MONITOR_INTERVAL if self.cluster_version else 0.1)
             if not self.raft.is_leader:
                 self.decide()  # keeps the mixed-version flag current on followers too
                 continue

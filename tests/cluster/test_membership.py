@@ -1,0 +1,274 @@
+"""Membership changed at run time on real members, driven by Debian's etcdctl.
+
+A cluster grows with learners that are promoted, loses a member that is replaced, shrinks back,
+all under write load; ``raftkv check consistency`` agrees after every step and no acknowledged
+write is lost.  etcd's rules are checked with etcd's messages.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import grpc
+import pytest
+
+from raftkv.proto import rpc_pb2 as pb
+from raftkv.proto import rpc_pb2_grpc as pb_grpc
+from tests.cluster.harness import REPO, Cluster
+
+FAST = ["--heartbeat-interval", "50", "--election-timeout", "500"]
+
+
+class Writer(threading.Thread):
+    """Puts distinct keys in a loop through whichever members are alive; records what was
+    acknowledged."""
+
+    def __init__(self, endpoints: Callable[[], list[str]], prefix: str) -> None:
+        super().__init__(daemon=True)
+        self.endpoints = endpoints
+        self.prefix = prefix
+        self.acked: dict[str, str] = {}
+        self.failures = 0
+        self.stop_flag = threading.Event()
+
+    def run(self) -> None:
+        n = i = 0
+        while not self.stop_flag.is_set():
+            eps = self.endpoints()
+            key, value = f"{self.prefix}{n:06d}", f"v{n}"
+            with grpc.insecure_channel(eps[i % len(eps)]) as ch:
+                try:
+                    pb_grpc.KVStub(ch).Put(
+                        pb.PutRequest(key=key.encode(), value=value.encode()), timeout=3
+                    )
+                    self.acked[key] = value
+                except grpc.RpcError:
+                    self.failures += 1
+                    i += 1
+                    time.sleep(0.05)
+            n += 1
+
+    def finish(self) -> dict[str, str]:
+        self.stop_flag.set()
+        self.join(10)
+        return dict(self.acked)
+
+
+def check_consistency(c: Cluster) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "raftkv.ctl.main",
+            "check",
+            "consistency",
+            "--endpoints",
+            c.live_endpoints(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"},
+    )
+    assert res.returncode == 0, f"check consistency:\n{res.stdout}\n{res.stderr}\n" + c.dump_logs()
+    return res
+
+
+def wait_until(cond: Callable[[], bool], what: str, c: Cluster, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}\n" + c.dump_logs())
+
+
+def members(c: Cluster) -> dict[str, bool]:
+    """name -> is learner, from ``etcdctl member list``."""
+    res = c.etcdctl("member", "list", "-w", "simple", endpoints=c.live_endpoints())
+    out = {}
+    for line in res.stdout.strip().splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        out[fields[2] or fields[0]] = fields[5] == "true"
+    return out
+
+
+def member_hex(c: Cluster, i: int) -> str:
+    return f"{c.member_id(i):x}"
+
+
+def promote_when_ready(c: Cluster, i: int) -> None:
+    def promoted() -> bool:
+        res = c.etcdctl(
+            "member", "promote", member_hex(c, i), endpoints=c.live_endpoints(), check=False
+        )
+        if res.returncode == 0:
+            return True
+        assert "can only promote a learner member which is in sync with leader" in res.stderr, (
+            res.stderr
+        )
+        return False
+
+    wait_until(promoted, f"{c.members[i].name} in sync for promotion", c)
+
+
+@pytest.mark.timeout(300)
+def test_grow_replace_shrink_under_load(make_cluster: Callable[..., Cluster]) -> None:
+    c = make_cluster(3, FAST)
+    writer = Writer(lambda: [m.endpoint for m in c.members if m.alive()], "load/")
+    writer.start()
+    try:
+        # Grow 3 -> 5: each new member joins as a learner, catches up, is promoted.
+        for _ in range(2):
+            i = c.add_member(learner=True)
+            c.wait_ready([i])
+            put = c.etcdctl("put", "x", "1", endpoints=c.members[i].endpoint, check=False)
+            if members(c).get(c.members[i].name):  # still a learner: writes are refused
+                assert "rpc not supported for learner" in put.stderr, put.stderr
+            promote_when_ready(c, i)
+            check_consistency(c)
+        assert len(members(c)) == 5 and not any(members(c).values())
+
+        # Lose a member for good and replace it: remove, add a new one on an empty data dir.
+        lost = 1
+        lost_id = member_hex(c, lost)
+        c.kill(lost)
+        wait_until(lambda: c.leader_index() is not None, "a leader among the others", c)
+        c.etcdctl("member", "remove", lost_id, endpoints=c.live_endpoints())
+        i = c.add_member()
+        c.wait_ready([i])
+        check_consistency(c)
+
+        # Shrink back to 3 voters.
+        for victim in (2, 3):
+            vid = member_hex(c, victim)
+            c.etcdctl("member", "remove", vid, endpoints=c.live_endpoints())
+            proc = c.members[victim].proc
+            assert proc is not None
+            # A removed member stops by itself, saying why.
+            proc.wait(30)
+            assert (
+                "the member has been permanently removed from the cluster"
+                in c.members[victim].log_path.read_text()
+            )
+            c.members[victim].proc = None
+        assert len(members(c)) == 3
+        check_consistency(c)
+    finally:
+        acked = writer.finish()
+    assert len(acked) > 50, f"only {len(acked)} writes acknowledged"
+    alive = [i for i, m in enumerate(c.members) if m.alive()]
+    wait_until(lambda: len({c.hashkv(i) for i in alive}) == 1, "members to converge", c, timeout=30)
+    for i in alive:
+        stored = c.get_all(i, "load/")
+        missing = {k for k, v in acked.items() if stored.get(k) != v}
+        assert not missing, f"{c.members[i].name} lost {len(missing)} acknowledged writes"
+    check_consistency(c)
+
+
+@pytest.mark.timeout(240)
+def test_etcd_rules_and_messages(make_cluster: Callable[..., Cluster]) -> None:
+    c = make_cluster(3, FAST)
+
+    def fails(*args: str, message: str) -> None:
+        res = c.etcdctl(*args, endpoints=c.live_endpoints(), check=False)
+        assert res.returncode != 0 and message in res.stderr, (args, res.stdout, res.stderr)
+
+    peer0 = c.members[0].peer_url
+    fails("member", "add", "dup", f"--peer-urls={peer0}", message="Peer URLs already exists")
+    # etcdctl checks URLs itself; a client that does not is answered as etcd answers it.
+    with grpc.insecure_channel(c.members[0].endpoint) as ch, pytest.raises(grpc.RpcError) as bad:
+        pb_grpc.ClusterStub(ch).MemberAdd(pb.MemberAddRequest(peerURLs=["ftp://x"]), timeout=5)
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad.value.details() == "etcdserver: given member URLs are invalid"
+    fails("member", "remove", "1234", message="member not found")
+    fails("member", "promote", member_hex(c, 0), message="can only promote a learner member")
+    fails("member", "update", "1234", "--peer-urls=http://127.0.0.1:1", message="member not found")
+
+    # A learner that never started cannot be promoted; a second learner is one too many.
+    res = c.etcdctl(
+        "member",
+        "add",
+        "l1",
+        "--peer-urls=http://127.0.0.1:9",
+        "--learner",
+        endpoints=c.live_endpoints(),
+    )
+    learner_id = res.stdout.split()[1]
+    fails(
+        "member",
+        "promote",
+        learner_id,
+        message="can only promote a learner member which is in sync with leader",
+    )
+    fails(
+        "member",
+        "add",
+        "l2",
+        "--peer-urls=http://127.0.0.1:10",
+        "--learner",
+        message="too many learner members in cluster",
+    )
+    c.etcdctl("member", "remove", learner_id, endpoints=c.live_endpoints())
+
+    # Strict reconfiguration: with one of three voters down, removing another would leave no
+    # healthy quorum, and adding a voter is refused; a learner may still be added.
+    c.kill(2)
+    victim = member_hex(c, 1)
+    fails("member", "remove", victim, message="etcdserver: unhealthy cluster")
+    fails("member", "add", "m9", "--peer-urls=http://127.0.0.1:11", message="unhealthy cluster")
+
+    # A removed member cannot come back under its old ID: its peers refuse it, and it stops.
+    c.start(2)
+    c.wait_ready([2])
+    old = member_hex(c, 2)
+    c.etcdctl("member", "remove", old, endpoints=c.members[0].endpoint)
+    proc = c.members[2].proc
+    assert proc is not None
+    proc.wait(30)
+    c.members[2].proc = None
+    c.start(2)
+    proc = c.members[2].proc
+    assert proc is not None
+    assert proc.wait(30) != 0
+    log = c.members[2].log_path.read_text()
+    assert "the member has been permanently removed from the cluster" in log
+    assert "Traceback" not in log
+    assert set(members(c)) == {c.members[0].name, c.members[1].name}
+
+
+@pytest.mark.timeout(120)
+def test_update_peer_urls_and_linearizable_list(make_cluster: Callable[..., Cluster]) -> None:
+    c = make_cluster(1, FAST)
+    i = c.add_member(learner=True)
+    c.wait_ready([i])
+    mid = member_hex(c, i)
+    # The learner serves serializable reads and member list, not linearizable reads.
+    c.etcdctl("put", "k", "v", endpoints=c.members[0].endpoint)
+    wait_until(
+        lambda: (
+            c.etcdctl(
+                "get", "k", "--consistency=s", "--print-value-only", endpoints=c.members[i].endpoint
+            ).stdout.strip()
+            == "v"
+        ),
+        "the learner to apply",
+        c,
+    )
+    res = c.etcdctl("get", "k", endpoints=c.members[i].endpoint, check=False)
+    assert "rpc not supported for learner" in res.stderr
+    promote_when_ready(c, i)
+    # Update: the same URLs are accepted; another member's are not.
+    c.etcdctl("member", "update", mid, f"--peer-urls={c.members[i].peer_url}")
+    res = c.etcdctl("member", "update", mid, f"--peer-urls={c.members[0].peer_url}", check=False)
+    assert "Peer URLs already exists" in res.stderr, res.stderr
+    res = c.etcdctl("member", "list", "-w", "json")
+    listed = {format(m["ID"], "x"): m for m in json.loads(res.stdout)["members"]}
+    assert listed[mid]["peerURLs"] == [c.members[i].peer_url]
+    assert not listed[mid].get("isLearner")
+    check_consistency(c)
