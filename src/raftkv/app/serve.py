@@ -22,10 +22,10 @@ from raftkv.api.lease import LeaseService
 from raftkv.api.maintenance import MaintenanceService
 from raftkv.api.repair import add_repair_service
 from raftkv.api.watch import WatchService
+from raftkv.app.http import start_http
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
 from raftkv.server.config import ServerConfig
 from raftkv.server.hash_check import InitialCheckError
-from raftkv.server.http import start_http
 from raftkv.server.member import Member
 
 log = logging.getLogger("raftkv.run")
