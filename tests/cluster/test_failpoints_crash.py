@@ -23,7 +23,7 @@ from subprocess import DEVNULL
 
 import pytest
 
-from raftkv.guard import failpoints
+from raftkv import failpoints
 from tests.cluster.harness import Cluster, require_etcdctl
 from tests.cluster.test_repair import raftkv_cli
 

@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from raftkv.ctl import output as fmt
-from raftkv.ctl.client_conn import CtlError, grpc_target, parse_go_int, parse_lease_id
+from raftkv.client import output as fmt
+from raftkv.client.conn import CtlError, grpc_target, parse_go_int, parse_lease_id
 from raftkv.ctl.client_flags import parse_duration
 from raftkv.ctl.client_kv import prefix_range_end
 from raftkv.ctl.client_txn import argify, parse_compare

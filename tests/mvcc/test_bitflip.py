@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from raftkv.guard import failpoints as fp
+from raftkv import failpoints as fp
 from raftkv.mvcc import (
     Backend,
     BackendConfig,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from raftkv.guard import failpoints
+from raftkv import failpoints
 from raftkv.guard.state_hash import StateHash
 from raftkv.mvcc.backend import BackendConfig
 from raftkv.proto import rpc_pb2 as pb

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from raftkv.guard import failpoints as fp
+from raftkv import failpoints as fp
 from raftkv.raft.types import Entry, HardState
 from raftkv.wal import WAL, encode_metadata
 

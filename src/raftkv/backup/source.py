@@ -33,7 +33,7 @@ import zstandard
 
 from raftkv.backup.delta import DELETE, PUT, RevisionEvents
 from raftkv.backup.snapshot_file import SnapshotFileError, StreamCheck
-from raftkv.ctl.client_conn import Stubs, dial, grpc_error_text
+from raftkv.client.conn import Stubs, dial, grpc_error_text
 from raftkv.proto import rpc_pb2 as pb
 
 CORRUPT_MESSAGE = "etcdserver: corrupt cluster"

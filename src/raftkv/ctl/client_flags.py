@@ -3,7 +3,8 @@
 Owns: etcdctl's global flags (``--endpoints`` with its RAFTKV_ENDPOINTS / ETCDCTL_ENDPOINTS
 environment fallback, ``--dial-timeout``, ``--command-timeout``, ``-w/--write-out``, ``--hex``),
 Go duration parsing for the timeouts, and the flag sets of put/get/del/watch, which the ``txn``
-parser reuses.  Registering commands imports only this module, so ``raftkv --help`` stays fast.
+parser reuses.  Registering commands imports only this module (and the endpoint defaults of
+``raftkv.client``, which import nothing), so ``raftkv --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 import argparse
 import re
 
+from raftkv.client import DEFAULT_ENDPOINT
+
 OUTPUT_FORMATS = ("simple", "json", "fields", "protobuf", "table")
-DEFAULT_ENDPOINT = "127.0.0.1:2379"
-ENDPOINT_ENV_VARS = ("RAFTKV_ENDPOINTS", "ETCDCTL_ENDPOINTS")
 
 
 def parse_duration(text: str) -> float:

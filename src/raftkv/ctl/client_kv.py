@@ -13,8 +13,8 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from raftkv.ctl import output as fmt
-from raftkv.ctl.client_conn import (
+from raftkv.client import output as fmt
+from raftkv.client.conn import (
     EXIT_BAD_ARGS,
     EXIT_BAD_FEATURE,
     CtlError,

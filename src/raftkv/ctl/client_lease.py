@@ -16,8 +16,8 @@ from typing import Any
 
 import grpc
 
-from raftkv.ctl import output as fmt
-from raftkv.ctl.client_conn import (
+from raftkv.client import output as fmt
+from raftkv.client.conn import (
     EXIT_BAD_ARGS,
     EXIT_BAD_CONNECTION,
     EXIT_BAD_FEATURE,

@@ -15,8 +15,8 @@ from typing import Any
 import grpc
 
 from raftkv import __version__
-from raftkv.ctl import output as fmt
-from raftkv.ctl.client_conn import (
+from raftkv.client import output as fmt
+from raftkv.client.conn import (
     EXIT_BAD_ARGS,
     EXIT_BAD_FEATURE,
     EXIT_ERROR,

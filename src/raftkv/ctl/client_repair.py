@@ -15,8 +15,8 @@ from typing import Any
 import grpc
 
 from raftkv.api.repair import FULL_METHOD, decode, encode
-from raftkv.ctl import output as fmt
-from raftkv.ctl.client_conn import (
+from raftkv.client import output as fmt
+from raftkv.client.conn import (
     EXIT_BAD_ARGS,
     CtlError,
     GlobalOptions,

@@ -14,9 +14,8 @@ import re
 from collections.abc import Callable
 from typing import IO, Any, NoReturn
 
-from raftkv.ctl import client_flags, client_kv
-from raftkv.ctl import output as fmt
-from raftkv.ctl.client_conn import (
+from raftkv.client import output as fmt
+from raftkv.client.conn import (
     EXIT_BAD_ARGS,
     EXIT_INVALID_INPUT,
     CtlError,
@@ -25,6 +24,7 @@ from raftkv.ctl.client_conn import (
     connect,
     parse_go_int,
 )
+from raftkv.ctl import client_flags, client_kv
 
 _ARG_RE = re.compile(r""""(?:[^"\\]|\\.)*"|'[^']*'|[^'"\s]\S*[^'"\s]?""")
 _SIMPLE_ESCAPES = {

@@ -17,8 +17,8 @@ from typing import Any
 
 import grpc
 
-from raftkv.ctl import output as fmt
-from raftkv.ctl.client_conn import (
+from raftkv.client import output as fmt
+from raftkv.client.conn import (
     EXIT_BAD_ARGS,
     EXIT_INTERRUPTED,
     EXIT_INVALID_INPUT,

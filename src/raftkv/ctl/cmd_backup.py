@@ -130,7 +130,7 @@ def _run(args: argparse.Namespace) -> int:
     from raftkv.backup.agent import Agent, AgentOptions, Logger
     from raftkv.backup.destination import DestinationError
     from raftkv.backup.manifest import ManifestError
-    from raftkv.ctl.client_conn import default_endpoints, split_endpoints
+    from raftkv.client.conn import default_endpoints, split_endpoints
 
     dest = args.dest or args.dir
     if not dest or (args.dest and args.dir):
@@ -177,7 +177,7 @@ def _open(args: argparse.Namespace) -> Any:
 def _list(args: argparse.Namespace) -> int:
     from raftkv.backup.destination import DestinationError
     from raftkv.backup.manifest import ManifestError
-    from raftkv.ctl.output import humanize_bytes, render_table
+    from raftkv.client.output import humanize_bytes, render_table
 
     try:
         manifest = _open(args).read_manifest()

@@ -104,7 +104,7 @@ def _split(value: str) -> list[str]:
 
 
 def run_consistency(args: argparse.Namespace) -> int:
-    from raftkv.ctl.client_conn import default_endpoints
+    from raftkv.client.conn import default_endpoints
     from raftkv.inspect.exporter import Exporter, MetricsServer, watch
     from raftkv.inspect.gather import InspectOptions, UsageError, check
     from raftkv.inspect.render import render

@@ -3,7 +3,7 @@
 Owns: the flags of ``check data`` and the two renderings of its report: ``simple`` (one line
 per check, then one line per finding, then the verdict; plain and greppable like
 ``etcdutl snapshot status``) and ``json`` (one document with every check and finding).  The
-verification itself is ``raftkv.guard.check_data``, imported only when the command runs.
+verification itself is ``raftkv.check.data``, imported only when the command runs.
 
 Exit status: 0 consistent, 1 corruption or divergence found, 2 could not tell (member running,
 no rebuild base, unreadable directory, bad command line).
@@ -89,8 +89,8 @@ def render(report: DataReport, fmt: str) -> str:
 
 
 def run_data(args: argparse.Namespace) -> int:
-    from raftkv.guard import failpoints
-    from raftkv.guard.check_data import check_data, lease_floor
+    from raftkv import failpoints
+    from raftkv.check.data import check_data, lease_floor
     from raftkv.guard.check_report import EXIT_UNKNOWN
 
     if args.heartbeat_interval <= 0 or args.election_timeout <= 0:

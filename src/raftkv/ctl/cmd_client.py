@@ -20,8 +20,8 @@ def _runner(module: str, name: str) -> Callable[[argparse.Namespace], int]:
     """A ``func`` for the namespace that imports ``module`` lazily and runs ``name``."""
 
     def run(args: argparse.Namespace) -> int:
-        from raftkv.ctl.client_conn import CtlError, GlobalOptions
-        from raftkv.ctl.output import Out
+        from raftkv.client.conn import CtlError, GlobalOptions
+        from raftkv.client.output import Out
 
         out = Out()
         try:

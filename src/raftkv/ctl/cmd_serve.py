@@ -39,8 +39,8 @@ def _run(args: argparse.Namespace) -> int:
 
     experiments = apply_grpc_defaults()  # before anything creates a gRPC server or channel
     tune_gc()
+    from raftkv.app.serve import run
     from raftkv.server.logsetup import configure
-    from raftkv.server.run import run
 
     configure(cfg.log_level, cfg.log_format)
     if experiments:

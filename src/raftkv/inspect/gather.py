@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from raftkv.ctl.client_conn import Stubs, dial, grpc_error_text, grpc_target
+from raftkv.client.conn import Stubs, dial, grpc_error_text, grpc_target
 from raftkv.inspect.verdict import COUNTER_NAMES, CheckResult, MemberReport, judge
 
 T = TypeVar("T")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from raftkv.ctl.output import humanize_bytes, render_table
+from raftkv.client.output import humanize_bytes, render_table
 from raftkv.inspect.verdict import COUNTER_NAMES, EXIT_DIVERGENT, CheckResult, MemberReport
 
 TABLE_HEADER = [

@@ -41,7 +41,7 @@ batch belongs to the thread that opened it, and ``commit_pending`` from another 
 a batch is pending raises ``RuntimeError``.  Read transactions are independent snapshots of
 what was committed.
 
-Failpoint ``backendBitFlip`` (``raftkv.guard.failpoints``): when it fires on a
+Failpoint ``backendBitFlip`` (``raftkv.failpoints``): when it fires on a
 ``put`` to the ``key`` bucket (one hit per put there; other buckets never hit
 it), the last byte of the sealed value is inverted after its CRC was computed,
 so the record is corrupt at rest and every later read of it raises
@@ -62,7 +62,7 @@ from typing import Any, Literal
 import crc32c
 import lmdb
 
-from raftkv.guard import failpoints
+from raftkv import failpoints
 from raftkv.mvcc.errors import BackendCorruptionError, BackendSpaceExceededError
 
 BUCKET_KEY = "key"

@@ -35,9 +35,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from raftkv import errors
+from raftkv import errors, failpoints
 from raftkv.backup.snapshot_file import write_snapshot_db
-from raftkv.guard import failpoints
 from raftkv.guard.digest import META_APPLY_DIGEST, ApplyDigest
 from raftkv.guard.state_hash import StateHash, compute_state_hash
 from raftkv.lease import errors as lease_errors

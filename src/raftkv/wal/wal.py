@@ -19,7 +19,7 @@ Contracts:
 - after an I/O error the WAL refuses further writes (``WALClosedError``): the
   caller must reopen it, which repairs a torn tail.
 
-Failpoints (``raftkv.guard.failpoints``): ``walBeforeFsync`` is hit just before
+Failpoints (``raftkv.failpoints``): ``walBeforeFsync`` is hit just before
 the fdatasync of ``sync`` (``sleep(MS)``: a slow disk; ``panic``: die with the
 batch written but not synced); ``walTornWrite``, when it fires on a write,
 writes the batch only up to the middle of its last record, fsyncs that prefix
@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import NoReturn
 
-from raftkv.guard import failpoints
+from raftkv import failpoints
 from raftkv.raft.codec import (
     ENTRY_HEADER_SIZE,
     CodecError,

@@ -1,9 +1,11 @@
-"""Connection plumbing shared by the etcdctl-compatible client commands.
+"""Connection plumbing shared by the etcdctl-compatible client commands, the inspector and the
+backup agent.
 
-Owns: the global flags (``--endpoints``, ``--dial-timeout``, ``--command-timeout``, ``-w``,
-``--hex``) and their environment equivalents, dialing the v3 gRPC API, turning gRPC failures into
-etcdctl's ``Error: ...`` lines, and etcdctl's exit codes.  Commands raise :class:`CtlError`; the
-dispatcher in ``cmd_client`` prints it and returns its exit status.
+Owns: the global options (``--endpoints``, ``--dial-timeout``, ``--command-timeout``, ``-w``,
+``--hex``, defined in ``raftkv.ctl.client_flags``) and their environment equivalents, dialing the
+v3 gRPC API, turning gRPC failures into etcdctl's ``Error: ...`` lines, and etcdctl's exit codes.
+Commands raise :class:`CtlError`; the dispatcher in ``raftkv.ctl.cmd_client`` prints it and
+returns its exit status.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from raftkv.ctl.client_flags import DEFAULT_ENDPOINT, ENDPOINT_ENV_VARS
+from raftkv.client import DEFAULT_ENDPOINT, ENDPOINT_ENV_VARS
 
 # etcdctl's exit codes (etcdctl/ctlv3/command/error.go).
 EXIT_SUCCESS = 0

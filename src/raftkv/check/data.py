@@ -3,7 +3,7 @@
 Owns: the order of the checks and the refusal to check a running member.  The checks are
 ``member`` (is the member stopped?), ``wal``, ``snap`` and ``backend`` (every record of the
 member's files, ``raftkv.guard.check_files``) and ``rebuild`` (state rebuilt from snapshot +
-WAL with the real Applier, compared with the backend, ``raftkv.guard.rebuild``).
+WAL with the real Applier, compared with the backend, ``raftkv.check.rebuild``).
 
 Contracts:
 - read-only: nothing under the data directory is created, modified or locked for longer than a
@@ -21,9 +21,9 @@ import fcntl
 import os
 import struct
 
+from raftkv.check.rebuild import rebuild_and_compare
 from raftkv.guard.check_files import check_snapshots, check_wal, read_lmdb
 from raftkv.guard.check_report import CheckResult, DataReport, Finding, Severity
-from raftkv.guard.rebuild import rebuild_and_compare
 from raftkv.lease.lessor import min_lease_ttl
 from raftkv.server.bootstrap import DataDir
 

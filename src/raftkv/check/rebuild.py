@@ -35,7 +35,7 @@ from typing import Any
 
 import lmdb
 
-from raftkv.guard import failpoints
+from raftkv import failpoints
 from raftkv.guard.check_files import BackendInfo, SnapFiles, WalContents
 from raftkv.guard.check_report import CheckResult, Finding, Severity
 from raftkv.guard.digest import META_APPLY_DIGEST

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from raftkv.guard import failpoints as fp
+from raftkv import failpoints as fp
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
+SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 @pytest.fixture(autouse=True)
@@ -192,7 +192,7 @@ def test_hit_of_a_name_missing_from_the_registry_is_a_bug() -> None:
 def test_env_var_is_parsed_at_import() -> None:
     proc = run_child(
         """
-        from raftkv.guard import failpoints as fp
+        from raftkv import failpoints as fp
         print(fp.ENABLED, fp.active(), fp.hit("walTornWrite"))
         """,
         "walTornWrite=1*on",
@@ -202,7 +202,7 @@ def test_env_var_is_parsed_at_import() -> None:
 
 
 def test_bad_env_var_fails_the_import_with_the_known_names() -> None:
-    proc = run_child("import raftkv.guard.failpoints", "applyCorruptValue=on;typo=on")
+    proc = run_child("import raftkv.failpoints", "applyCorruptValue=on;typo=on")
     assert proc.returncode == 1
     assert "FailpointConfigError: RAFTKV_FAILPOINTS: unknown failpoint 'typo'" in proc.stderr
     assert "walBeforeFsync" in proc.stderr
@@ -212,7 +212,7 @@ def test_panic_kills_like_sigkill() -> None:
     proc = run_child(
         """
         import sys
-        from raftkv.guard import failpoints as fp
+        from raftkv import failpoints as fp
         print("survived first hit", fp.hit("crashAfterBackendCommit"), flush=True)
         sys.stdout.write("buffered, never flushed")
         try:

@@ -22,10 +22,10 @@ from typing import Any
 import lmdb
 import pytest
 
-from raftkv.guard.check_data import check_data, lmdb_lock_holder, wal_locked
+from raftkv.check.data import check_data, lmdb_lock_holder, wal_locked
+from raftkv.check.rebuild import choose_base
 from raftkv.guard.check_files import SnapFiles, WalContents, check_wal
 from raftkv.guard.check_report import Severity
-from raftkv.guard.rebuild import choose_base
 from raftkv.lease.lease import decode_lease, encode_lease
 from raftkv.mvcc.backend import BUCKET_KEY, BUCKET_LEASE, BackendConfig, seal, unseal
 from raftkv.mvcc.revision import decode_kv, encode_kv

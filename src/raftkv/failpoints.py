@@ -26,7 +26,7 @@ import.  ``raftkv serve`` should import this module first thing in ``main`` insi
 
 Hot-path contract (zero cost when unset): call sites read the module attribute, never a copy::
 
-    from raftkv.guard import failpoints
+    from raftkv import failpoints
     if failpoints.ENABLED and failpoints.hit("applyCorruptValue"):
         value = corrupt(value)
     if failpoints.ENABLED:

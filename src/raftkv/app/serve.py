@@ -22,11 +22,11 @@ from raftkv.api.lease import LeaseService
 from raftkv.api.maintenance import MaintenanceService
 from raftkv.api.repair import add_repair_service
 from raftkv.api.watch import WatchService
+from raftkv.app.http import start_http
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
 from raftkv.server.bootstrap import BootstrapError
 from raftkv.server.config import ServerConfig
 from raftkv.server.hash_check import InitialCheckError
-from raftkv.server.http import start_http
 from raftkv.server.member import Member
 from raftkv.server.raft_node import FatalStateMachineError
 from raftkv.server.versions import IncompatibleVersionError
