@@ -46,6 +46,7 @@ RULES: tuple[Rule, ...] = (
     Rule("guard", "server api app ctl client check inspect benchmark", "the guard's building blocks are pure; the server wires them in"),
     Rule("server", "api app ctl client check inspect benchmark backup", "the member knows nothing of its API, the process or the tools", allowed=SNAPSHOT_FORMATS),
     Rule("api", "app ctl client check inspect benchmark", "the gRPC services know nothing of the process or the tools"),
+    Rule("api", "server", "the services reach the member through the Protocols of api.ports", allowed="server.convert server.repair"),
     Rule("client", "ctl server api app", "the client speaks the wire protocol; it runs without a member"),
     Rule("inspect backup benchmark check", "ctl app", "the tools are libraries the command line drives, not the reverse"),
     Rule("*", "app", "only the command line starts the assembled process", exempt="ctl app"),

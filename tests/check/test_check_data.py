@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import lmdb
 import pytest
 
@@ -30,6 +31,7 @@ from raftkv.lease.lease import decode_lease, encode_lease
 from raftkv.mvcc.backend import BUCKET_KEY, BUCKET_LEASE, BackendConfig, seal, unseal
 from raftkv.mvcc.revision import decode_kv, encode_kv
 from raftkv.proto import rpc_pb2 as pb
+from raftkv.proto import rpc_pb2_grpc as pb_grpc
 from raftkv.raft.types import ConfState, Entry, HardState, Snapshot
 from raftkv.server.applier import Applier
 from raftkv.server.bootstrap import DataDir, decode_members
@@ -301,11 +303,17 @@ def test_no_rebuild_base_cannot_tell(copy: Path) -> None:
 
 
 def wait_published(c: Cluster, timeout: float = 10) -> None:
-    """Until the member's publish entry (its client URLs) has been applied (bounded)."""
+    """Until the member's publish entry (its client URLs) and the leader's first cluster
+    version entry have been applied (bounded)."""
     deadline = time.monotonic() + timeout
     while True:
         members = json.loads(c.etcdctl("member", "list", "-w", "json").stdout)["members"]
-        if members[0].get("clientURLs"):
+        with grpc.insecure_channel(c.members[0].endpoint) as ch:
+            _resp, call = pb_grpc.MaintenanceStub(ch).Status.with_call(
+                pb.StatusRequest(), timeout=5
+            )
+        versions = dict(call.initial_metadata())
+        if members[0].get("clientURLs") and versions.get("raftkv-cluster-version"):
             return
         assert time.monotonic() < deadline, "the member did not publish its client URLs"
         time.sleep(0.1)
@@ -370,7 +378,7 @@ def test_apply_skip_is_found_at_the_skipped_entry(tmp_path: Path) -> None:
     try:
         # Entries 2 (leader's empty entry) and 3 (member publish) and the first put pass; the
         # second put is skipped (its client never gets an answer: only its own put fails).
-        c.start(0, env={"RAFTKV_FAILPOINTS": "applySkipEntry=3*off->1*on"})
+        c.start(0, env={"RAFTKV_FAILPOINTS": "applySkipEntry=4*off->1*on"})
         c.wait_ready()
         wait_published(c)
         failed = [

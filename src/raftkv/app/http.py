@@ -1,4 +1,5 @@
-"""The member's HTTP endpoints: ``/health`` (etcd's JSON) and ``/metrics`` (Prometheus text).
+"""The member's HTTP endpoints: ``/health`` (etcd's JSON), ``/version`` (etcd's JSON plus
+raftkv's versions) and ``/metrics`` (Prometheus text).
 
 Served on ``--listen-metrics-urls``.  Contract: answering never blocks the event loop; a
 member is healthy when it knows a leader and has no active alarm.
@@ -24,6 +25,23 @@ def health(member: Member) -> tuple[bool, str]:
     if not member.raft.lead:
         return False, "RAFT NO LEADER"
     return True, ""
+
+
+def version_json(member: Member) -> str:
+    """etcd's ``/version`` fields (the etcd API level raftkv serves: etcd clients parse them)
+    and raftkv's own server, cluster and storage versions beside them."""
+    cv = member.versions.cluster_version
+    storage = member.applier.storage_version()
+    return json.dumps(
+        {
+            "etcdserver": ETCD_API_VERSION,
+            "etcdcluster": ETCD_API_VERSION if cv is not None else "not_decided",
+            "storage": ETCD_API_VERSION,
+            "raftkv": str(SERVER_VERSION),
+            "raftkvCluster": cv.short() if cv is not None else "not_decided",
+            "raftkvStorage": storage.short() if storage is not None else "",
+        }
+    )
 
 
 def metrics_text(member: Member) -> str:
@@ -107,6 +125,8 @@ async def _handle(
             ctype = "application/json"
             if not ok:
                 status = "503 Service Unavailable"
+        elif path.startswith("/version"):
+            body, ctype = version_json(member), "application/json"
         elif path.startswith("/metrics"):
             body = metrics_text(member)
         else:

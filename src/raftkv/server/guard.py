@@ -102,6 +102,9 @@ class ConsistencyGuard:
         self.applier = applier
         self.transport = transport
         self.voters = voters
+        # Learners are compared too (a joining member is named at its first comparison);
+        # only voters decide what the truth is.
+        self.learners: Callable[[], tuple[int, ...]] = lambda: ()
         self.is_leader = is_leader
         self.raise_alarm = raise_alarm
         self.interval = interval
@@ -138,7 +141,7 @@ class ConsistencyGuard:
         voters = self.voters()
         digest = self.applier.digest
         ranges = {self.member_id: (digest.oldest_index(), digest.latest()[0])}
-        for peer in voters:
+        for peer in (*voters, *self.learners()):
             if peer == self.member_id:
                 continue
             try:

@@ -96,6 +96,9 @@ class StateHashChecker:
         self.applier = applier
         self.transport = transport
         self.voters = voters
+        # Learners are compared too (a joining member is named at its first comparison);
+        # only voters decide what the truth is.
+        self.learners: Callable[[], tuple[int, ...]] = lambda: ()
         self.is_leader = is_leader
         self.leader = leader
         self.propose_checkpoint = propose_checkpoint
@@ -190,7 +193,8 @@ class StateHashChecker:
         return StateHash.from_dict(obj)
 
     async def compare(self, index: int) -> CheckResult:
-        """Gather every voter's state hash at checkpoint ``index`` and judge them."""
+        """Gather every member's state hash at checkpoint ``index`` (learners' too) and judge
+        them by the voters' majority."""
         voters = self.voters()
         async with asyncio.timeout(self.request_timeout * 4):
             await self.wait_applied(index)
@@ -199,7 +203,7 @@ class StateHashChecker:
         except BackendCorruptionError as exc:
             log.error("this member could not hash its own state: %s", exc)
             own = _unreadable(index)
-        peers = [p for p in voters if p != self.member_id]
+        peers = [p for p in (*voters, *self.learners()) if p != self.member_id]
         answers = await asyncio.gather(*(self._peer_hash(p, index) for p in peers))
         reports = {m: sh for m, sh in zip(peers, answers, strict=True) if sh is not None}
         if own is not None:

@@ -244,6 +244,7 @@ class Member:
             period=cfg.corrupt_check_time_s,
             request_timeout=HASH_CHECK_REQUEST_TIMEOUT,
         )
+        self.guard.learners = self.hash_checker.learners = lambda: self.raft.conf_state.learners
         self.repairer = Repairer(self)
         if existing is not None:
             self.membership.seed(rec.initial_members)

@@ -99,7 +99,17 @@ class Versions:
         cluster = self.applier.cluster
         published = [m.version for m in cluster.voters()]
         learners = [m.version for m in cluster.members.values() if m.is_learner]
-        self.mixed_versions = len({v for v in published + learners if v}) > 1
+        mixed = len({v for v in published + learners if v}) > 1
+        if mixed and not self.mixed_versions:
+            log.warning(
+                "members run different raftkv versions (a rolling upgrade or downgrade in "
+                "progress?): %s",
+                ", ".join(
+                    f"{m.id:x}={m.version or 'unknown'}"
+                    for m in sorted(cluster.members.values(), key=lambda m: m.id)
+                ),
+            )
+        self.mixed_versions = mixed
         if not published or not all(published):
             return None, False  # a voter has not published a version yet: wait
         lowest = min(Version.parse(v).minor_version for v in published)
