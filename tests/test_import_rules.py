@@ -33,7 +33,7 @@ class Rule:
     exempt: str = ""
 
 
-STORE = "errors failpoints proto lease wal snap mvcc peer"
+STORE = "errors failpoints version proto lease wal snap mvcc peer"
 # The member streams etcd-format snapshots (Maintenance.Snapshot, repair's transfer), so it may
 # use backup's file-format modules; the rest of backup (restore, the agent) sits above server.
 SNAPSHOT_FORMATS = "backup.snapshot_file backup.etcd_schema backup.bbolt"

@@ -15,6 +15,8 @@ class ClusterService(pb_grpc.ClusterServicer):
     async def MemberList(
         self, request: pb.MemberListRequest, context: Context
     ) -> pb.MemberListResponse:
+        # Each member's raftkv version travels beside etcd's Member fields (which have none).
+        await context.send_initial_metadata(self.cluster.versions_metadata())
         return await guarded(context, lambda: self.cluster.member_list(request))
 
     async def MemberAdd(

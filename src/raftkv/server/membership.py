@@ -14,8 +14,10 @@ Contracts (etcd's rules and messages):
 - a learner is promoted only when the leader sees its log at 90% or more of its own (etcd's
   ``can only promote a learner member which is in sync with leader``); the check runs on the
   leader (a follower asks it over the peer transport);
-- at most one change is in flight in the cluster (the Raft core refuses a second while the
-  first is not applied: ``a membership change is already in progress``);
+- every change is made by the leader (a follower hands it over the peer transport): at most
+  one is in flight in the cluster, and the leader refuses a second at once (``a membership
+  change is already in progress``, raftkv's: etcd lets it time out) rather than let the Raft
+  core drop it silently;
 - a member removed from the cluster stops, with etcd's message.
 """
 
@@ -196,6 +198,12 @@ class Membership:
         except errors.EtcdError as exc:
             return json.dumps({"error": exc.message}).encode()
         return b"{}"
+
+    def versions_metadata(self) -> tuple[tuple[str, str], ...]:
+        """Each member's published raftkv version, as gRPC metadata beside MemberList:
+        ``raftkv-member-versions: <id hex>=<version>,...`` (empty: not published yet)."""
+        members = sorted(self.applier.members.values(), key=lambda i: i.id)
+        return (("raftkv-member-versions", ",".join(f"{m.id:x}={m.version}" for m in members)),)
 
     def _members_pb(self) -> list[pb.Member]:
         return [_member_pb(i) for i in sorted(self.applier.members.values(), key=lambda i: i.id)]
