@@ -280,6 +280,32 @@ def refused_as_new_member(c: Cluster, too_new: Installation) -> str:
 # -- the test --------------------------------------------------------------------------------
 
 
+def start_cluster(
+    make_cluster: Callable[..., Cluster], base: Installation, attempts: int = 3
+) -> tuple[Cluster, list[int]]:
+    """Three members of ``base``, each with a /metrics port; returns the cluster and those
+    ports. Free ports are only probably free (another test process may take one before a
+    member binds it): a cluster whose member could not bind is given up for a new one."""
+    for attempt in range(attempts):
+        c = make_cluster(3, FAST, start=False)
+        ports = free_ports(3)
+        for m, port in zip(c.members, ports, strict=True):
+            m.extra_args += ["--listen-metrics-urls", f"http://127.0.0.1:{port}"]
+            m.python, m.src = base.python, base.src
+        try:
+            c.start_all()
+        except AssertionError:
+            logs = "".join(m.log_path.read_text(errors="replace") for m in c.members)
+            c.close()
+            if attempt + 1 == attempts or not re.search(
+                "Failed to bind|address already in use", logs, re.IGNORECASE
+            ):
+                raise
+            continue
+        return c, ports
+    raise AssertionError("unreachable")
+
+
 @pytest.mark.timeout(300)
 def test_rolling_upgrade_then_downgrade_under_load(
     make_cluster: Callable[..., Cluster],
@@ -289,12 +315,7 @@ def test_rolling_upgrade_then_downgrade_under_load(
 ) -> None:
     base, up = this_tree, one_minor_up
     assert up.version.minor_version == BASE.next_minor()
-    c = make_cluster(3, FAST, start=False)
-    ports = free_ports(3)
-    for m, port in zip(c.members, ports, strict=True):
-        m.extra_args += ["--listen-metrics-urls", f"http://127.0.0.1:{port}"]
-        m.python, m.src = base.python, base.src
-    c.start_all()
+    c, ports = start_cluster(make_cluster, base)
     wait_versions(c, ports, BASE.minor_version, mixed=False)
     md = status_metadata(c.members[0].endpoint)
     assert md.get("raftkv-version") == str(BASE), md

@@ -192,15 +192,36 @@ def test_entry_formats_legacy_v1_and_unknown() -> None:
         decode_request(b"\x81\x01")
 
 
-def test_an_unknown_kind_stops_the_member_with_one_clear_line(tmp_path: Path) -> None:
+def test_a_newer_members_entry_is_skipped_as_every_member_skips_it(tmp_path: Path) -> None:
+    # A newer member that had not applied a lower cluster version yet (a downgrade) proposed a
+    # kind this binary does not know: the newer members refuse it (not capable: no effect),
+    # so this one skips it, and both hold the same apply digest and state afterwards.
+    old, newer = applier_at(tmp_path / "old"), applier_at(tmp_path / "newer")
+    for x in (old, newer):
+        x.write_initial_members([M1])
+        x.apply_entries([request(2, RequestKind.CLUSTER_VERSION, b"0.2")])
+    put = request(4, RequestKind.PUT, pb.PutRequest(key=b"k", value=b"v").SerializeToString())
+    old.apply_entries([Entry(1, 3, data=struct.pack(">BBQ", 0x81, 99, 1)), put])
+    # What a newer member's gate does with it: an entry without effect.
+    newer.apply_entries([request(3, RequestKind.HASH_CHECK, b""), put])
+    assert old.applied_index() == newer.applied_index() == 4
+    assert old.digest.latest() == newer.digest.latest()
+    assert old.state_hash_deferred()().value == newer.state_hash_deferred()().value
+    old.close()
+    newer.close()
+
+
+def test_an_unknown_kind_above_this_members_version_stops_it(tmp_path: Path) -> None:
     a = applier_at(tmp_path)
     a.write_initial_members([M1])
-    newer = Entry(1, 2, data=struct.pack(">BBQ", 0x81, 99, 1))
+    ahead = STORAGE_VERSION.next_minor().short().encode()
+    a.apply_entries([request(2, RequestKind.CLUSTER_VERSION, ahead)])
+    newer = Entry(1, 3, data=struct.pack(">BBQ", 0x81, 99, 1))
     with pytest.raises(FatalStateMachineError) as err:
         a.apply_entries([newer])
     text = str(err.value)
-    assert "entry 2 holds request kind 99" in text and "upgrade this member" in text
-    assert a.applied_index() == 1  # nothing of the batch was applied
+    assert "entry 3 holds request kind 99" in text and "upgrade this member" in text
+    assert a.applied_index() == 2  # nothing of the batch was applied
     a.close()
 
 

@@ -73,7 +73,13 @@ async def serve(cfg: ServerConfig) -> int:
     )
     add_repair_service(server, member.repairer)
     for url in cfg.listen_client_urls:
-        server.add_insecure_port(grpc_address(url))
+        try:
+            server.add_insecure_port(grpc_address(url))
+        except RuntimeError as exc:  # grpc: the address is in use or cannot be bound
+            log.critical("cannot listen for client requests on %s: %s", url, exc)
+            with contextlib.suppress(Exception):
+                await member.stop()
+            return 1
     await server.start()
     http_servers = await start_http(member, list(cfg.listen_metrics_urls))
     log.info("serving client requests on %s", ", ".join(cfg.listen_client_urls))

@@ -70,6 +70,7 @@ from raftkv.server.requests import (
     CHECKPOINT_KINDS,
     FIRST_VERSION,
     KIND_SINCE,
+    Request,
     RequestDecodeError,
     RequestKind,
     UnknownRequestError,
@@ -410,8 +411,8 @@ class Applier:
                         if e.type == _CONF_CHANGE:
                             answers.append(self._apply_conf_change_entry(batch, e))
                             members_changed = True
-                        elif e.data:
-                            kind, request_id, body = self._decode(e)
+                        elif e.data and (decoded := self._decode(e)) is not None:
+                            kind, request_id, body = decoded
                             # Only a proposal made on this member has someone to answer.
                             self._answer_wanted = request_id in waiters
                             try:
@@ -455,15 +456,33 @@ class Applier:
             else:
                 fut.set_result(answer)
 
-    def _decode(self, e: Entry) -> tuple[RequestKind, int, bytes]:
+    def _decode(self, e: Entry) -> Request | None:
+        """The entry's request; None for a newer member's request this member may skip.
+
+        Every kind this binary does not know is newer than its own version.  While the
+        cluster version is at most this binary's (always, for a member the cluster admits),
+        such an entry takes no effect on any member: the newer ones refuse it as ``not
+        capable`` (it reached the log from a proposer that had not yet applied a lower
+        cluster version, e.g. during a downgrade), so skipping it keeps the state identical.
+        Above that, this member is behind the cluster and must stop.
+        """
         try:
             return decode_request(e.data)
         except UnknownRequestError as exc:
             cv = self.cluster.cluster_version
+            if cv is None or cv <= SERVER_VERSION.minor_version:
+                log.warning(
+                    "entry %d holds %s, newer than raftkv %s: no member applies it at cluster "
+                    "version %s; skipped",
+                    e.index,
+                    exc,
+                    SERVER_VERSION,
+                    cv.short() if cv else "(not set)",
+                )
+                return None
             raise FatalStateMachineError(
-                f"entry {e.index} holds {exc}, which raftkv {SERVER_VERSION} cannot apply "
-                f"(cluster version {cv.short() if cv else 'not set'}): a newer member proposed "
-                "it; upgrade this member to the cluster's version"
+                f"entry {e.index} holds {exc}, which raftkv {SERVER_VERSION} cannot apply at "
+                f"cluster version {cv.short()}: upgrade this member to the cluster's version"
             ) from None
         except RequestDecodeError as exc:
             raise FatalStateMachineError(f"entry {e.index} does not decode: {exc}") from None

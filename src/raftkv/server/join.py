@@ -64,8 +64,10 @@ async def discover(cfg: ServerConfig, timeout: float) -> ExistingCluster:
                 body = await fetch_cluster_info(url, timeout=timeout)
             except PeerRefusedError as exc:
                 if exc.code is ErrorCode.INCOMPATIBLE_VERSION:
+                    # The text is the running member's: "local" there is that member.
                     raise BootstrapError(
-                        f"incompatible with current running cluster: {exc.text}"
+                        f"incompatible with current running cluster: the member at {url} "
+                        f"refused raftkv {SERVER_VERSION} ({exc.text})"
                     ) from None
                 failures[url] = exc.text
                 continue
