@@ -13,9 +13,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import grpc
+
+from raftkv.proto import rpc_pb2 as pb
+from raftkv.proto import rpc_pb2_grpc as pb_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 ETCDCTL = shutil.which("etcdctl")
@@ -294,3 +301,57 @@ class Cluster:
             base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode()
             for kv in kvs
         }
+
+
+class Writer(threading.Thread):
+    """Puts distinct keys (``prefix`` + a counter) in a loop, the next endpoint after a failure;
+    records what was acknowledged.  ``endpoints`` is a list or, for a cluster whose members
+    change, a callable giving the live ones; ``pause`` seconds between acknowledged puts leave
+    the cores to restarts and joins, not only to puts."""
+
+    def __init__(
+        self,
+        endpoints: list[str] | Callable[[], list[str]],
+        prefix: str,
+        pause: float = 0.0,
+    ) -> None:
+        super().__init__(daemon=True)
+        self.endpoints = endpoints if callable(endpoints) else (lambda: list(endpoints))
+        self.prefix = prefix
+        self.pause = pause
+        self.acked: dict[str, str] = {}
+        self.failures = 0
+        self.stop_flag = threading.Event()
+
+    def run(self) -> None:
+        channels: dict[str, grpc.Channel] = {}
+        try:
+            n = i = 0
+            while not self.stop_flag.is_set():
+                eps = self.endpoints()
+                ep = eps[i % len(eps)]
+                if ep not in channels:
+                    channels[ep] = grpc.insecure_channel(ep)
+                key, value = f"{self.prefix}{n:06d}", f"v{n}"
+                try:
+                    pb_grpc.KVStub(channels[ep]).Put(
+                        pb.PutRequest(key=key.encode(), value=value.encode()), timeout=3
+                    )
+                    self.acked[key] = value
+                    if self.pause:
+                        time.sleep(self.pause)
+                except grpc.RpcError:
+                    self.failures += 1
+                    i += 1
+                    time.sleep(0.05)
+                n += 1
+        finally:
+            for ch in channels.values():
+                ch.close()
+
+    def finish(self) -> dict[str, str]:
+        """Stop and return what was acknowledged."""
+        self.stop_flag.set()
+        self.join(20)
+        assert not self.is_alive(), "the writer did not stop"
+        return dict(self.acked)

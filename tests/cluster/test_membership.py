@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 
@@ -19,44 +18,9 @@ import pytest
 
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
-from tests.cluster.harness import REPO, Cluster
+from tests.cluster.harness import REPO, Cluster, Writer
 
 FAST = ["--heartbeat-interval", "50", "--election-timeout", "500"]
-
-
-class Writer(threading.Thread):
-    """Puts distinct keys in a loop through whichever members are alive; records what was
-    acknowledged."""
-
-    def __init__(self, endpoints: Callable[[], list[str]], prefix: str) -> None:
-        super().__init__(daemon=True)
-        self.endpoints = endpoints
-        self.prefix = prefix
-        self.acked: dict[str, str] = {}
-        self.failures = 0
-        self.stop_flag = threading.Event()
-
-    def run(self) -> None:
-        n = i = 0
-        while not self.stop_flag.is_set():
-            eps = self.endpoints()
-            key, value = f"{self.prefix}{n:06d}", f"v{n}"
-            with grpc.insecure_channel(eps[i % len(eps)]) as ch:
-                try:
-                    pb_grpc.KVStub(ch).Put(
-                        pb.PutRequest(key=key.encode(), value=value.encode()), timeout=3
-                    )
-                    self.acked[key] = value
-                except grpc.RpcError:
-                    self.failures += 1
-                    i += 1
-                    time.sleep(0.05)
-            n += 1
-
-    def finish(self) -> dict[str, str]:
-        self.stop_flag.set()
-        self.join(10)
-        return dict(self.acked)
 
 
 def check_consistency(c: Cluster) -> subprocess.CompletedProcess[str]:

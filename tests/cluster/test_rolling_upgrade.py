@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,7 +27,7 @@ from raftkv.proto import rpc_pb2 as pb
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
 from raftkv.version import Version
 from tests.cluster import upgrade_install
-from tests.cluster.harness import Cluster, MemberProc, free_ports
+from tests.cluster.harness import Cluster, MemberProc, Writer, free_ports
 from tests.cluster.upgrade_install import Installation
 
 FAST = ["--heartbeat-interval", "50", "--election-timeout", "500"]
@@ -59,45 +58,6 @@ def two_minors_up(
     return upgrade_install.build(
         tmp_path_factory.mktemp("plus2"), 2, with_new_kind=False, source=this_tree
     )
-
-
-class Writer(threading.Thread):
-    """Puts distinct keys in a loop through the members' endpoints (one channel each, the next
-    endpoint after a failure); records what was acknowledged."""
-
-    def __init__(self, endpoints: list[str], prefix: str) -> None:
-        super().__init__(daemon=True)
-        self.endpoints = endpoints
-        self.prefix = prefix
-        self.acked: dict[str, str] = {}
-        self.failures = 0
-        self.stop_flag = threading.Event()
-
-    def run(self) -> None:
-        channels = [grpc.insecure_channel(e) for e in self.endpoints]
-        try:
-            n = i = 0
-            while not self.stop_flag.is_set():
-                key, value = f"{self.prefix}{n:06d}", f"v{n}"
-                stub = pb_grpc.KVStub(channels[i % len(channels)])
-                try:
-                    stub.Put(pb.PutRequest(key=key.encode(), value=value.encode()), timeout=3)
-                    self.acked[key] = value
-                    time.sleep(0.005)  # leaves the two cores to restarts, not only to puts
-                except grpc.RpcError:
-                    self.failures += 1
-                    i += 1
-                    time.sleep(0.05)
-                n += 1
-        finally:
-            for ch in channels:
-                ch.close()
-
-    def finish(self) -> dict[str, str]:
-        self.stop_flag.set()
-        self.join(20)
-        assert not self.is_alive(), "the writer did not stop"
-        return dict(self.acked)
 
 
 # -- observing versions ----------------------------------------------------------------------
@@ -321,7 +281,7 @@ def test_rolling_upgrade_then_downgrade_under_load(
     assert md.get("raftkv-version") == str(BASE), md
     assert md.get("raftkv-cluster-version") == BASE.short(), md
 
-    writer = Writer([m.endpoint for m in c.members], "load/")
+    writer = Writer([m.endpoint for m in c.members], "load/", pause=0.005)
     writer.start()
     try:
         # -- upgrade, one member at a time -----------------------------------------------

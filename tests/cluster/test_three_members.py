@@ -6,7 +6,6 @@ must agree across members.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 
@@ -14,39 +13,7 @@ import grpc
 
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
-from tests.cluster.harness import Cluster
-
-
-class Writer(threading.Thread):
-    """Puts distinct keys in a loop, rotating endpoints on failure; records what was acknowledged."""
-
-    def __init__(self, endpoints: list[str], prefix: str) -> None:
-        super().__init__(daemon=True)
-        self.endpoints = endpoints
-        self.prefix = prefix
-        self.acked: dict[str, str] = {}
-        self.failures = 0
-        self.stop_flag = threading.Event()
-
-    def run(self) -> None:
-        i = 0
-        n = 0
-        channels = [grpc.insecure_channel(e) for e in self.endpoints]
-        try:
-            while not self.stop_flag.is_set():
-                key, value = f"{self.prefix}{n:06d}", f"v{n}"
-                stub = pb_grpc.KVStub(channels[i % len(channels)])
-                try:
-                    stub.Put(pb.PutRequest(key=key.encode(), value=value.encode()), timeout=3)
-                    self.acked[key] = value
-                except grpc.RpcError:
-                    self.failures += 1
-                    i += 1
-                    time.sleep(0.05)
-                n += 1
-        finally:
-            for ch in channels:
-                ch.close()
+from tests.cluster.harness import Cluster, Writer
 
 
 def _wait_converged(c: Cluster, members: list[int], timeout: float = 30) -> None:
