@@ -8,8 +8,8 @@ stop, 1 when the member failed (the reason is logged).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import os
 import signal
 from urllib.parse import urlsplit
 
@@ -33,6 +33,9 @@ from raftkv.server.versions import IncompatibleVersionError
 
 log = logging.getLogger("raftkv.run")
 
+STOP_TIMEOUT = 20.0
+"""Seconds an orderly stop may take before the process exits anyway."""
+
 # etcd allows this much gRPC framing on top of --max-request-bytes.
 GRPC_OVERHEAD_BYTES = 512 * 1024
 
@@ -53,8 +56,7 @@ async def serve(cfg: ServerConfig) -> int:
         IncompatibleVersionError,
     ) as exc:
         log.critical("%s", exc)
-        with contextlib.suppress(Exception):
-            await member.stop()
+        await stop_member(member)
         return 1
     set_corruption_reporter(member.report_backend_corruption)
     server = grpc.aio.server(
@@ -77,8 +79,7 @@ async def serve(cfg: ServerConfig) -> int:
             server.add_insecure_port(grpc_address(url))
         except RuntimeError as exc:  # grpc: the address is in use or cannot be bound
             log.critical("cannot listen for client requests on %s: %s", url, exc)
-            with contextlib.suppress(Exception):
-                await member.stop()
+            await stop_member(member)
             return 1
     await server.start()
     http_servers = await start_http(member, list(cfg.listen_metrics_urls))
@@ -102,11 +103,26 @@ async def serve(cfg: ServerConfig) -> int:
             log.critical("member stopped: %s", member.fatal_error)
         else:
             log.critical("member stopped on a fatal error: %r", member.fatal_error)
-        with contextlib.suppress(Exception):
-            await member.stop()
+        await stop_member(member)
         return 1
-    await member.stop()
-    return 0
+    return 0 if await stop_member(member) else 1
+
+
+async def stop_member(member: Member) -> bool:
+    """Stop the member within ``STOP_TIMEOUT``; True when it stopped cleanly.  A stop that
+    hangs ends the process (everything acknowledged is already durable: it is a crash the
+    member is built to survive), so a member never lingers half-stopped."""
+    try:
+        async with asyncio.timeout(STOP_TIMEOUT):
+            await member.stop()
+        return True
+    except TimeoutError:
+        log.critical("the member did not stop within %.0fs; exiting", STOP_TIMEOUT)
+        logging.shutdown()
+        os._exit(1)
+    except Exception as exc:
+        log.error("stopping the member failed: %r", exc)
+        return False
 
 
 def run(cfg: ServerConfig) -> int:

@@ -97,10 +97,14 @@ async def dial(
     Also raises ``OSError``/``ConnectionError``, ``TimeoutError`` or ``FrameError``.
     """
     host, port = parse_url(url)
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation that lands
+    # in the same loop turn as the result, and a stopping peer stream would dial on forever.
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(framing.encode_hello(hello))
-        kind, payload = await asyncio.wait_for(framing.read_frame(reader), timeout)
+        async with asyncio.timeout(timeout):
+            kind, payload = await framing.read_frame(reader)
         if kind is FrameKind.ERROR:
             code, text = framing.decode_error(payload)
             raise PeerRefusedError(code, text)
@@ -246,6 +250,9 @@ class PeerStream:
                     self._log.exception("peer %x: stream failed", self.peer_id)
                 if loop.time() - started >= self._config.max_backoff:
                     backoff = self._config.min_backoff
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError  # stop() asked; a lost cancellation must not loop
             await asyncio.sleep(self._backoff_delay(backoff))
             backoff = min(backoff * 2, self._config.max_backoff)
 
@@ -379,7 +386,8 @@ async def fetch_cluster_info(
     hello = Hello(framing.PROTOCOL_VERSION, StreamKind.CLUSTER_INFO, 0, 0, 0, versions)
     reader, writer = await dial(url, hello, timeout=timeout)
     try:
-        kind, payload = await asyncio.wait_for(framing.read_frame(reader), timeout)
+        async with asyncio.timeout(timeout):
+            kind, payload = await framing.read_frame(reader)
     finally:
         writer.close()
     if kind is not FrameKind.RESPONSE:

@@ -116,7 +116,8 @@ async def send_file(
         await writer.drain()
     finally:
         await loop.run_in_executor(None, f.close)
-    kind, payload = await asyncio.wait_for(framing.read_frame(reader), ack_timeout)
+    async with asyncio.timeout(ack_timeout):
+        kind, payload = await framing.read_frame(reader)
     if kind is FrameKind.SNAP_ACK:
         return sent
     if kind is FrameKind.ERROR:

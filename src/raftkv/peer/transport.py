@@ -450,7 +450,8 @@ class PeerTransport:
     async def _serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        kind, payload = await asyncio.wait_for(framing.read_frame(reader), self._handshake_timeout)
+        async with asyncio.timeout(self._handshake_timeout):
+            kind, payload = await framing.read_frame(reader)
         if kind is not FrameKind.HELLO:
             raise FrameError(f"expected a handshake, got {kind.name}")
         hello = framing.decode_hello(payload)

@@ -282,16 +282,21 @@ class Member:
         )
 
     async def stop(self) -> None:
+        """Stop what ``start`` started (all of it, or as far as a failed start got)."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.transport.stop()
-        await self.raft.stop()
-        self.proposer.close()
-        self.applier.force_commit()
-        self.applier.close()
+        if hasattr(self, "transport"):
+            await self.transport.stop()
+        if hasattr(self, "raft"):
+            await self.raft.stop()
+        if hasattr(self, "proposer"):
+            self.proposer.close()
+        if hasattr(self, "applier"):
+            self.applier.force_commit()
+            self.applier.close()
         self.stopped.set()
 
     def _fatal(self, exc: BaseException) -> None:
