@@ -62,7 +62,7 @@ class Maintenance:
         backend = self.applier.backend
         hs = self.raft.storage.hard_state()
         storage = self.applier.storage_version()
-        return pb.StatusResponse(
+        resp = pb.StatusResponse(
             header=self.header(),
             version=ETCD_API_VERSION,
             dbSize=backend.file_size(),
@@ -74,7 +74,13 @@ class Maintenance:
             dbSizeInUse=backend.size(),
             isLearner=self.member_id in self.raft.conf_state.learners,
             storageVersion=str(storage) if storage else "",
+            dbSizeQuota=backend.quota,
         )
+        downgrade = self.applier.cluster.downgrade
+        if downgrade is not None:  # etcd 3.6's field: a downgrade in progress and its target
+            resp.downgradeInfo.enabled = True
+            resp.downgradeInfo.targetVersion = str(downgrade.target)
+        return resp
 
     async def hash(self) -> pb.HashResponse:
         h, _rev = self.applier.store.hash_kv(0)
