@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.ctl.harness import Ctl, Mask, free_ports, regex_mask
+from raftkv import __version__
+from raftkv.version import ETCD_API_VERSION, STORAGE_VERSION, Version
+from tests.ctl.harness import Ctl, Mask, Result, assert_same, free_ports, regex_mask
+from tests.ctl.status_extras import split_status
 
 FORMATS = ["simple", "json", "fields", "protobuf", "table"]
 STATUS_MASKS: list[Mask] = [
@@ -30,11 +33,25 @@ def test_member_list(ctl: Ctl, fmt: str) -> None:
     ctl.same("member", "list", "-w", fmt)
 
 
+def expected_versions(ctl: Ctl) -> list[str]:
+    """raftkv's extra columns for this server: empty for a plain etcd."""
+    if ctl.server.kind == "etcd":
+        return ["", "", ""]
+    return [__version__, Version.parse(__version__).short(), str(STORAGE_VERSION)]
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("cluster", [False, True])
 def test_endpoint_status(ctl: Ctl, fmt: str, cluster: bool) -> None:
+    """etcd's columns byte for byte as etcdctl prints them; raftkv's versions after them."""
     extra = ["--cluster"] if cluster else []
-    ctl.same("endpoint", "status", *extra, "-w", fmt, masks=STATUS_MASKS)
+    a, b = ctl.both(["endpoint", "status", *extra, "-w", fmt])
+    etcd_part, versions = split_status(fmt, b.stdout)
+    assert_same(a, Result(b.rc, etcd_part, b.stderr), STATUS_MASKS, what=(fmt, extra))
+    if fmt == "protobuf":
+        assert versions == []
+    else:
+        assert versions == [expected_versions(ctl)], b.stdout
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -59,7 +76,9 @@ def test_endpoint_status_unreachable(ctl: Ctl) -> None:
     assert (b.rc, a.rc) == (1, 1)
     from tests.ctl.harness import apply_masks
 
-    assert apply_masks(b.stdout, STATUS_MASKS) == apply_masks(a.stdout, STATUS_MASKS)
+    etcd_part, versions = split_status("simple", b.stdout)
+    assert apply_masks(etcd_part, STATUS_MASKS) == apply_masks(a.stdout, STATUS_MASKS)
+    assert versions == [expected_versions(ctl)]
     assert b.stderr.startswith(f"Failed to get the status of endpoint {dead} (".encode())
     assert a.stderr.startswith(f"Failed to get the status of endpoint {dead} (".encode())
 
@@ -109,9 +128,14 @@ def test_move_leader_to_self(ctl: Ctl) -> None:
 
 
 def test_version(ctl: Ctl) -> None:
+    """etcdctl's two lines: the client's version, then the etcd API version it speaks (raftkv
+    speaks etcd 3.5's API where etcdctl 3.4 speaks 3.4's)."""
     a, b = ctl.etcdctl("version"), ctl.raftkv("version")
-    assert b.rc == 0 and b.stdout.startswith(b"raftkv version: ")
-    assert b.stdout.split(b"\n")[1:] == a.stdout.split(b"\n")[1:]
+    assert a.rc == 0 and a.stdout.split(b"\n")[1] == b"API version: 3.4"
+    api = Version.parse(ETCD_API_VERSION).short()
+    assert api == "3.5"
+    assert (b.rc, b.stderr) == (0, b"")
+    assert b.stdout == f"raftkv version: {__version__}\nAPI version: {api}\n".encode()
 
 
 def test_unreachable_endpoint(ctl: Ctl) -> None:

@@ -6,7 +6,6 @@ entry data, unknown kinds and newer data dirs refused with one clear message."""
 from __future__ import annotations
 
 import asyncio
-import json
 import struct
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from raftkv.server.bootstrap import DataDir, MemberInfo
 from raftkv.server.cluster_info import MemberChange
 from raftkv.server.raft_node import FatalStateMachineError
 from raftkv.server.requests import (
+    KIND_SINCE,
     RequestDecodeError,
     RequestKind,
     UnknownRequestError,
@@ -30,7 +30,7 @@ from raftkv.server.requests import (
     encode_request,
     request_kind,
 )
-from raftkv.version import STORAGE_VERSION
+from raftkv.version import STORAGE_VERSION, Version
 
 M1 = MemberInfo(1, "m1", ("http://127.0.0.1:1",))
 M2 = MemberInfo(2, "m2", ("http://127.0.0.1:2",))
@@ -160,20 +160,29 @@ def test_the_cluster_record_is_in_the_state_hash_and_the_digest(tmp_path: Path) 
     b.close()
 
 
-def test_kinds_newer_than_the_cluster_version_are_refused_at_apply(tmp_path: Path) -> None:
+def test_kinds_newer_than_the_cluster_version_are_refused_at_apply(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As a release that introduced ALARM at 0.3 would have it: refused (no effect) on every
+    # member until the cluster version reaches 0.3.
+    monkeypatch.setitem(KIND_SINCE, RequestKind.ALARM, Version(0, 3))
     a = applier_at(tmp_path)
     a.write_initial_members([M1])
-    enable = json.dumps({"enabled": True, "target": "0.1"}).encode()
+    alarm = pb.AlarmRequest(
+        action=pb.AlarmRequest.ACTIVATE, memberID=1, alarm=pb.NOSPACE
+    ).SerializeToString()
     answers = apply_answering(
         a,
         [
-            request(2, RequestKind.DOWNGRADE, enable),  # no cluster version yet
-            request(3, RequestKind.CLUSTER_VERSION, b"0.2"),
-            request(4, RequestKind.DOWNGRADE, enable),
+            request(2, RequestKind.CLUSTER_VERSION, b"0.2"),
+            request(3, RequestKind.ALARM, alarm),
+            request(4, RequestKind.CLUSTER_VERSION, b"0.3"),
+            request(5, RequestKind.ALARM, alarm),
         ],
     )
-    assert isinstance(answers[2], errors.ERR_NOT_CAPABLE)
-    assert a.cluster.downgrade is not None and a.cluster.downgrade.target.short() == "0.1"
+    assert isinstance(answers[3], errors.ERR_NOT_CAPABLE)
+    assert not isinstance(answers[5], Exception)
+    assert a.alarms == {(1, int(pb.NOSPACE))}
     a.close()
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from raftkv.mvcc.backend import BackendConfig
 from raftkv.peer.framing import PeerVersions
+from raftkv.proto import rpc_pb2 as pb
 from raftkv.raft.types import Entry
 from raftkv.server.applier import Applier
 from raftkv.server.bootstrap import MemberInfo
@@ -76,7 +77,7 @@ def _set(a: Applier, version: str) -> None:
 
 def test_the_leader_decides_the_lowest_minor_among_voters(tmp_path: Path) -> None:
     a = _applier(tmp_path, {1: "0.3.0", 2: "0.2.4", 3: "0.3.1", 4: "0.1.0"}, learners=(4,))
-    v = Versions(applier=a, raft=None, proposer=None, barrier=None)  # type: ignore[arg-type]
+    v = Versions(applier=a, raft=None, proposer=None, barrier=None, header=pb.ResponseHeader)  # type: ignore[arg-type]
     target, done = v.decide()
     assert target == Version(0, 2) and not done  # the learner does not hold it back
     assert v.mixed_versions
@@ -87,14 +88,14 @@ def test_the_leader_decides_the_lowest_minor_among_voters(tmp_path: Path) -> Non
 
 def test_nothing_is_decided_until_every_voter_published(tmp_path: Path) -> None:
     a = _applier(tmp_path, {1: "0.2.0", 2: ""})
-    v = Versions(applier=a, raft=None, proposer=None, barrier=None)  # type: ignore[arg-type]
+    v = Versions(applier=a, raft=None, proposer=None, barrier=None, header=pb.ResponseHeader)  # type: ignore[arg-type]
     assert v.decide() == (None, False)
     a.close()
 
 
 def test_a_downgrade_holds_the_target_and_ends_when_everyone_runs_it(tmp_path: Path) -> None:
     a = _applier(tmp_path, {1: "0.3.0", 2: "0.3.0"})
-    v = Versions(applier=a, raft=None, proposer=None, barrier=None)  # type: ignore[arg-type]
+    v = Versions(applier=a, raft=None, proposer=None, barrier=None, header=pb.ResponseHeader)  # type: ignore[arg-type]
     _set(a, "0.3")
     enable = json.dumps({"enabled": True, "target": "0.2"}).encode()
     _apply(a, RequestKind.DOWNGRADE, enable)

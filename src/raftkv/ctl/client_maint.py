@@ -1,16 +1,28 @@
 """Cluster and maintenance commands: member list, endpoint status/health/hashkv, alarm, defrag,
-move-leader, version.
+move-leader, version; and the pieces the membership and downgrade commands
+(``raftkv.ctl.client_member``) share with them.
 
 Owns: per-endpoint fan-out (``--cluster`` expands the endpoints to every member's client URLs),
 etcdctl 3.4's renderings of these responses (``simple`` lines, ``table`` boxes, ``json`` arrays of
-``{"Endpoint":..., "Status":...}`` and friends, ``fields``) and the client-side alarm disarm loop.
+``{"Endpoint":..., "Status":...}`` and friends, ``fields``), etcdctl's ``printerRPC`` (a response
+printed as itself in ``json`` and ``protobuf``; ``X not supported as output format`` where a
+printer has no form for it), Go's ``strconv.ParseUint(s, 16, 64)`` for member IDs, and the
+client-side alarm disarm loop.
+
+``endpoint status`` prints etcd 3.4's columns exactly, then raftkv's versions (read from the
+Status call's metadata by ``raftkv.client.status``): ``raftkv version``, ``cluster version``
+and ``storage version`` (etcd 3.6's column, at the end so that etcd 3.4's stay in place) in
+``table`` and ``simple``; ``"RaftkvVersion"``, ``"ClusterVersion"``, ``"StorageVersion"`` beside
+``"Endpoint"`` and ``"Status"`` in ``json`` and after ``"Endpoint"`` in ``fields``.  A plain etcd
+sends none of them: they are empty.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import grpc
 
@@ -29,13 +41,47 @@ from raftkv.client.conn import (
     grpc_error_text,
     parse_go_int,
 )
+from raftkv.client.status import MemberVersions, status_with_versions
+from raftkv.version import ETCD_API_VERSION, Version
 
-API_VERSION = "3.4"
+T = TypeVar("T")
+
+API_VERSION = Version.parse(ETCD_API_VERSION).short()
+"""What ``version`` prints as etcdctl prints its API version: the etcd API raftkv speaks."""
 
 
-def _unsupported(opts: GlobalOptions, *formats: str) -> None:
+def unsupported_format(opts: GlobalOptions, *formats: str) -> None:
+    """etcdctl's printerUnsupported: exit 4 when ``-w`` is one of ``formats``."""
     if opts.write_out in formats:
         raise CtlError(f"{opts.write_out} not supported as output format", EXIT_BAD_FEATURE)
+
+
+def print_rpc(resp: Any, opts: GlobalOptions, out: fmt.Out) -> bool:
+    """etcdctl's printerRPC for ``json`` and ``protobuf``: the response itself (Go's JSON of
+    the gogoproto struct, or its wire bytes).  True when it printed, False for other formats."""
+    if opts.write_out == "json":
+        out.line(fmt.go_json_dumps(fmt.go_json_obj(resp)))
+        return True
+    if opts.write_out == "protobuf":
+        out.write(resp.SerializeToString())
+        return True
+    return False
+
+
+def parse_hex_uint(text: str) -> int:
+    """Go's ``strconv.ParseUint(text, 16, 64)``; ValueError carrying Go's message."""
+    quoted = fmt.go_quote(text)
+    if not text:
+        raise ValueError(f"strconv.ParseUint: parsing {quoted}: invalid syntax")
+    value = 0
+    for ch in text:
+        digit = int(ch, 16) if ch in "0123456789abcdefABCDEF" else -1
+        if digit < 0:
+            raise ValueError(f"strconv.ParseUint: parsing {quoted}: invalid syntax")
+        value = value * 16 + digit
+        if value >= 2**64:
+            raise ValueError(f"strconv.ParseUint: parsing {quoted}: value out of range")
+    return value
 
 
 def _member_rows(resp: Any) -> list[list[str]]:
@@ -58,11 +104,9 @@ MEMBER_HEADER = ["ID", "Status", "Name", "Peer Addrs", "Client Addrs", "Is Learn
 
 
 def render_member_list(resp: Any, opts: GlobalOptions, out: fmt.Out) -> None:
-    if opts.write_out == "json":
-        out.line(fmt.go_json_dumps(fmt.go_json_obj(resp)))
-    elif opts.write_out == "protobuf":
-        out.write(resp.SerializeToString())
-    elif opts.write_out == "table":
+    if print_rpc(resp, opts, out):
+        return
+    if opts.write_out == "table":
         out.line("\n".join(fmt.render_table(MEMBER_HEADER, _member_rows(resp))))
     elif opts.write_out == "fields":
         lines = fmt.fields_header(resp.header)
@@ -107,11 +151,20 @@ def endpoints_for(args: argparse.Namespace, opts: GlobalOptions) -> list[str]:
 
 def _on_endpoint(ep: str, opts: GlobalOptions, method: str, service: str, req: Any) -> Any:
     """One RPC against exactly one endpoint; raises grpc.RpcError or CtlError."""
+    return _with_endpoint(
+        ep,
+        opts,
+        lambda stubs: getattr(getattr(stubs, service), method)(req, timeout=opts.command_timeout),
+    )
+
+
+def _with_endpoint(ep: str, opts: GlobalOptions, work: Callable[[Stubs], T]) -> T:
+    """``work`` on stubs dialed to exactly one endpoint; raises grpc.RpcError or CtlError."""
     stubs = dial(ep, opts.dial_timeout)
     if stubs is None:
         raise CtlError("context deadline exceeded")
     try:
-        return getattr(getattr(stubs, service), method)(req, timeout=opts.command_timeout)
+        return work(stubs)
     finally:
         stubs.close()
 
@@ -120,32 +173,45 @@ def _err_text(exc: Exception) -> str:
     return grpc_error_text(exc) if isinstance(exc, grpc.RpcError) else str(exc)
 
 
-def cmd_endpoint_status(args: argparse.Namespace, opts: GlobalOptions, out: fmt.Out) -> int:
-    from raftkv.proto import rpc_pb2
+STATUS_HEADER = [
+    "Endpoint",
+    "ID",
+    "Version",
+    "DB Size",
+    "Is Leader",
+    "Is Learner",
+    "Raft Term",
+    "Raft Index",
+    "Raft Applied Index",
+    "Errors",
+]
+"""etcdctl 3.4's columns of ``endpoint status``, unchanged."""
+VERSION_HEADER = ["raftkv version", "cluster version", "storage version"]
+"""raftkv's columns after etcd's (``storage version`` is etcd 3.6's column, moved to the end)."""
 
-    results: list[tuple[str, Any]] = []
+
+def _version_cells(v: MemberVersions) -> list[str]:
+    return [v.server, v.cluster, v.storage]
+
+
+def _version_fields(v: MemberVersions) -> dict[str, str]:
+    """raftkv's versions as ``json`` and ``fields`` name them."""
+    return {"RaftkvVersion": v.server, "ClusterVersion": v.cluster, "StorageVersion": v.storage}
+
+
+def cmd_endpoint_status(args: argparse.Namespace, opts: GlobalOptions, out: fmt.Out) -> int:
+    results: list[tuple[str, Any, MemberVersions]] = []
     failed = False
     for ep in endpoints_for(args, opts):
         try:
-            results.append(
-                (ep, _on_endpoint(ep, opts, "Status", "maintenance", rpc_pb2.StatusRequest()))
+            resp, versions = _with_endpoint(
+                ep, opts, lambda s: status_with_versions(s.maintenance, opts.command_timeout)
             )
+            results.append((ep, resp, versions))
         except (grpc.RpcError, CtlError) as exc:
             failed = True
             out.err_line(f"Failed to get the status of endpoint {ep} ({_err_text(exc)})")
-    _unsupported(opts, "protobuf")
-    header = [
-        "Endpoint",
-        "ID",
-        "Version",
-        "DB Size",
-        "Is Leader",
-        "Is Learner",
-        "Raft Term",
-        "Raft Index",
-        "Raft Applied Index",
-        "Errors",
-    ]
+    unsupported_format(opts, "protobuf")
     rows = [
         [
             ep,
@@ -158,18 +224,24 @@ def cmd_endpoint_status(args: argparse.Namespace, opts: GlobalOptions, out: fmt.
             str(s.raftIndex),
             str(s.raftAppliedIndex),
             ", ".join(s.errors),
+            *_version_cells(v),
         ]
-        for ep, s in results
+        for ep, s, v in results
     ]
     if opts.write_out == "json":
         out.line(
-            fmt.go_json_dumps([{"Endpoint": ep, "Status": fmt.go_json_obj(s)} for ep, s in results])
+            fmt.go_json_dumps(
+                [
+                    {"Endpoint": ep, "Status": fmt.go_json_obj(s), **_version_fields(v)}
+                    for ep, s, v in results
+                ]
+            )
         )
     elif opts.write_out == "table":
-        out.line("\n".join(fmt.render_table(header, rows)))
+        out.line("\n".join(fmt.render_table(STATUS_HEADER + VERSION_HEADER, rows)))
     elif opts.write_out == "fields":
         lines: list[str] = []
-        for ep, s in results:
+        for ep, s, v in results:
             lines += fmt.fields_header(s.header)
             lines += [
                 f'"Version" : {fmt.go_quote(s.version)}',
@@ -181,8 +253,11 @@ def cmd_endpoint_status(args: argparse.Namespace, opts: GlobalOptions, out: fmt.
                 f'"RaftAppliedIndex" : {s.raftAppliedIndex}',
                 f'"Errors" : {fmt.go_string_list(s.errors)}',
                 f'"Endpoint" : {fmt.go_quote(ep)}',
-                "",
             ]
+            lines += [
+                f'"{name}" : {fmt.go_quote(text)}' for name, text in _version_fields(v).items()
+            ]
+            lines.append("")
         if lines:
             out.line("\n".join(lines))
     else:
@@ -226,7 +301,7 @@ def _check_health(ep: str, opts: GlobalOptions) -> dict[str, Any]:
 
 def cmd_endpoint_health(args: argparse.Namespace, opts: GlobalOptions, out: fmt.Out) -> int:
     results = [_check_health(ep, opts) for ep in endpoints_for(args, opts)]
-    _unsupported(opts, "protobuf")
+    unsupported_format(opts, "protobuf")
     if opts.write_out == "json":
         out.line(fmt.go_json_dumps(results))
     elif opts.write_out == "table":
@@ -271,7 +346,7 @@ def cmd_endpoint_hashkv(args: argparse.Namespace, opts: GlobalOptions, out: fmt.
         except (grpc.RpcError, CtlError) as exc:
             failed = True
             out.err_line(f"Failed to get the hash of endpoint {ep} ({_err_text(exc)})")
-    _unsupported(opts, "protobuf")
+    unsupported_format(opts, "protobuf")
     if opts.write_out == "json":
         out.line(
             fmt.go_json_dumps([{"Endpoint": ep, "HashKV": fmt.go_json_obj(h)} for ep, h in results])
@@ -292,12 +367,10 @@ def cmd_endpoint_hashkv(args: argparse.Namespace, opts: GlobalOptions, out: fmt.
 
 
 def render_alarms(resp: Any, opts: GlobalOptions, out: fmt.Out) -> None:
-    _unsupported(opts, "table")
-    if opts.write_out == "json":
-        out.line(fmt.go_json_dumps(fmt.go_json_obj(resp)))
-    elif opts.write_out == "protobuf":
-        out.write(resp.SerializeToString())
-    elif opts.write_out == "fields":
+    unsupported_format(opts, "table")
+    if print_rpc(resp, opts, out):
+        return
+    if opts.write_out == "fields":
         lines = fmt.fields_header(resp.header)
         for a in resp.alarms:
             lines += [f'"MemberID" : {a.memberID}', f'"AlarmType" : {a.alarm}', ""]
@@ -357,15 +430,10 @@ def cmd_move_leader(args: argparse.Namespace, opts: GlobalOptions, out: fmt.Out)
 
     if len(args.args) != 1:
         raise CtlError("move-leader command needs 1 argument", EXIT_BAD_ARGS)
-    text = str(args.args[0])
     try:
-        target = int(text, 16)
-        if not text.isalnum() or target >= 2**64:
-            raise ValueError(text)
-    except ValueError:
-        raise CtlError(
-            f'strconv.ParseUint: parsing "{text}": invalid syntax', EXIT_BAD_ARGS
-        ) from None
+        target = parse_hex_uint(str(args.args[0]))
+    except ValueError as exc:
+        raise CtlError(str(exc), EXIT_BAD_ARGS) from None
     for ep in opts.endpoints:
         try:
             status = _on_endpoint(ep, opts, "Status", "maintenance", rpc_pb2.StatusRequest())

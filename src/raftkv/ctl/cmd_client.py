@@ -1,7 +1,7 @@
 """The etcdctl-compatible client commands of ``raftkv``.
 
 Owns: registering ``put get del txn watch lease member endpoint alarm compaction defrag snapshot
-move-leader version`` on the top-level parser, giving every command etcdctl's global flags, and
+move-leader downgrade version`` on the top-level parser, giving every command etcdctl's global flags, and
 running a handler: failures print ``Error: <message>`` on stderr and return etcdctl's exit code.
 Command logic lives in the ``client_*`` modules, imported only when a command runs.
 """
@@ -121,6 +121,41 @@ def register(subparsers: Any) -> None:
     )
 
     member = group("member", "Membership related commands")
+    p = leaf(
+        member,
+        "add",
+        "Adds a member into the cluster (prints etcdctl's ETCD_NAME, ETCD_INITIAL_CLUSTER, "
+        "ETCD_INITIAL_ADVERTISE_PEER_URLS and ETCD_INITIAL_CLUSTER_STATE lines for starting it: "
+        "raftkv serve --name, --initial-cluster, --initial-advertise-peer-urls, "
+        "--initial-cluster-state existing)",
+        "client_member",
+        "cmd_member_add",
+    )
+    p.add_argument("args", nargs="*", metavar="memberName")
+    p.add_argument("--peer-urls", default="", help="comma separated peer URLs for the new member.")
+    p.add_argument(
+        "--learner", action="store_true", help="indicates if the new member is raft learner"
+    )
+    p = leaf(
+        member, "remove", "Removes a member from the cluster", "client_member", "cmd_member_remove"
+    )
+    p.add_argument("args", nargs="*", metavar="memberID", help="ID of the member (hex)")
+    p = leaf(
+        member, "update", "Updates a member in the cluster", "client_member", "cmd_member_update"
+    )
+    p.add_argument("args", nargs="*", metavar="memberID", help="ID of the member (hex)")
+    p.add_argument(
+        "--peer-urls", default="", help="comma separated peer URLs for the updated member."
+    )
+    p = leaf(
+        member,
+        "promote",
+        "Promotes a non-voting learner member to a voting one in the cluster (-w json and "
+        "protobuf print the response as etcdctl 3.6 does; etcdctl 3.4 crashes there)",
+        "client_member",
+        "cmd_member_promote",
+    )
+    p.add_argument("args", nargs="*", metavar="memberID", help="ID of the learner (hex)")
     p = leaf(member, "list", "Lists all members in the cluster", "client_maint", "cmd_member_list")
     p.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     p = leaf(
@@ -143,7 +178,14 @@ def register(subparsers: Any) -> None:
     for name, help_text, func in (
         (
             "status",
-            "Prints out the status of endpoints specified in `--endpoints` flag",
+            "Prints out the status of endpoints specified in `--endpoints` flag. etcd's columns "
+            "(etcdctl 3.4's) come first and unchanged; then raftkv's: RAFTKV VERSION (the "
+            "member's release), CLUSTER VERSION (major.minor the cluster runs at) and STORAGE "
+            "VERSION (etcd 3.6's column, moved to the end so that etcd 3.4's stay in place), "
+            'in -w table and simple; -w json adds "RaftkvVersion", "ClusterVersion" and '
+            '"StorageVersion" beside "Endpoint" and "Status", -w fields the same '
+            'names after "Endpoint". A plain etcd leaves them empty. VERSION stays etcd\'s: the '
+            "etcd API level raftkv serves",
             "cmd_endpoint_status",
         ),
         (
@@ -226,10 +268,41 @@ def register(subparsers: Any) -> None:
         "cmd_move_leader",
     )
     p.add_argument("args", nargs="*", metavar="transferee-member-id")
+    downgrade = group(
+        "downgrade",
+        "Downgrade related commands (etcdctl 3.6's): the target is one minor below the "
+        "cluster version, e.g. 0.1 in a 0.2 cluster",
+    )
+    p = leaf(
+        downgrade,
+        "validate",
+        "Validate downgrade capability before starting downgrade",
+        "client_member",
+        "cmd_downgrade_validate",
+    )
+    p.add_argument("args", nargs="*", metavar="TARGET_VERSION")
+    p = leaf(
+        downgrade,
+        "enable",
+        "Start a downgrade action to cluster (the cluster version is held at the target "
+        "while members are replaced by the older release; it ends when all run it)",
+        "client_member",
+        "cmd_downgrade_enable",
+    )
+    p.add_argument("args", nargs="*", metavar="TARGET_VERSION")
+    p = leaf(
+        downgrade,
+        "cancel",
+        "Cancel the ongoing downgrade action to cluster",
+        "client_member",
+        "cmd_downgrade_cancel",
+    )
+    p.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     leaf(
         subparsers,
         "version",
-        "Prints the version of raftkv's client",
+        "Prints the version of raftkv's client and, as etcdctl prints its own, the etcd API "
+        'version it speaks ("API version: MAJOR.MINOR")',
         "client_maint",
         "cmd_version",
     )

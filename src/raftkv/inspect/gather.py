@@ -2,7 +2,8 @@
 
 Owns: choosing the members to ask (the ``--endpoints`` given, or every member's client URL from
 MemberList when one endpoint is given), the per-member survey (Maintenance.Status, a count-only
-serializable Range over the whole key space, Maintenance.Alarm GET, the Prometheus counters), and
+serializable Range over the whole key space, Maintenance.Alarm GET, the Prometheus counters;
+raftkv's versions come with Status, see ``raftkv.client.status``), and
 taking HashKV and the key count of every member at one common revision.
 
 Contracts: members are asked in parallel, every RPC carries ``command_timeout`` and every dial
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 import grpc
 
 from raftkv.client.conn import Stubs, dial, grpc_error_text, grpc_target
+from raftkv.client.status import status_with_versions
 from raftkv.inspect.verdict import COUNTER_NAMES, CheckResult, MemberReport, judge
 
 T = TypeVar("T")
@@ -199,7 +201,7 @@ def _survey(target: _Target, opts: InspectOptions) -> tuple[MemberReport, Stubs 
         return rep, None
     t = opts.command_timeout
     try:
-        st = stubs.maintenance.Status(rpc_pb2.StatusRequest(), timeout=t)
+        st, versions = status_with_versions(stubs.maintenance, t)
         key, end = _WHOLE_KEYSPACE
         rng = stubs.kv.Range(
             rpc_pb2.RangeRequest(key=key, range_end=end, count_only=True, serializable=True),
@@ -215,6 +217,9 @@ def _survey(target: _Target, opts: InspectOptions) -> tuple[MemberReport, Stubs 
     rep.raft_term, rep.raft_index = st.raftTerm, st.raftIndex
     rep.raft_applied_index = st.raftAppliedIndex
     rep.is_learner = st.isLearner
+    rep.raftkv_version = versions.server or None
+    rep.cluster_version = versions.cluster or None
+    rep.storage_version = versions.storage or None
     rep.revision, rep.key_count = rng.header.revision, rng.count
     try:
         alarms = stubs.maintenance.Alarm(

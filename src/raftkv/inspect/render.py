@@ -2,8 +2,9 @@
 
 Owns: the ``-w table`` layout (one row per member, ``-`` for what a member did not say) and the
 ``-w json`` document (``CheckResult.to_json``, one object per line so that ``--watch`` output is
-JSON Lines).  The finding lines are, in order: the common revision, each divergence, each reason
-the check could not tell, each note, and a closing verdict line.
+JSON Lines).  The finding lines are, in order: the common revision, the versions (the cluster
+version and what each member runs), each divergence, each reason the check could not tell, each
+note, and a closing verdict line.
 """
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ from __future__ import annotations
 import json
 
 from raftkv.client.output import humanize_bytes, render_table
-from raftkv.inspect.verdict import COUNTER_NAMES, EXIT_DIVERGENT, CheckResult, MemberReport
+from raftkv.inspect.verdict import (
+    COUNTER_NAMES,
+    EXIT_DIVERGENT,
+    CheckResult,
+    MemberReport,
+    VersionSummary,
+)
 
 TABLE_HEADER = [
     "Name",
@@ -69,6 +76,20 @@ def _row(m: MemberReport) -> list[str]:
     ]
 
 
+def version_line(versions: VersionSummary) -> str | None:
+    """``versions: cluster 0.2; members: 8e9e05c52164694d=0.2.0, ...`` (None: nobody said)."""
+    if not versions.members and not versions.cluster:
+        return None
+    if not versions.cluster:
+        cluster = "unknown"
+    elif len(versions.cluster) == 1:
+        cluster = versions.cluster[0]
+    else:
+        cluster = " and ".join(versions.cluster) + " (the members differ)"
+    members = ", ".join(f"{m.short_name}={v}" for m, v in versions.members)
+    return f"versions: cluster {cluster}; members: {members or '-'}"
+
+
 def finding_lines(result: CheckResult) -> list[str]:
     lines = []
     if result.common_revision is not None:
@@ -76,6 +97,9 @@ def finding_lines(result: CheckResult) -> list[str]:
             f"compared at revision {result.common_revision} "
             f"(compact revision {result.compact_revision or 0})"
         )
+    versions = version_line(result.versions)
+    if versions is not None:
+        lines.append(versions)
     lines += result.divergences
     lines += result.problems
     lines += [f"note: {n}" for n in result.notes]

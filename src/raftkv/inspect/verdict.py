@@ -12,6 +12,10 @@ Contract of the verdict:
   the hashes could not be taken at one common revision (compaction), or when the endpoints
   belong to different clusters;
 - otherwise consistent (exit 0).
+
+Versions never decide the verdict: members running different releases (a rolling upgrade) or
+reporting different cluster versions (one being applied) are notes.  What each member runs is
+raftkv's release from the Status metadata, or ``etcd <version>`` for a plain etcd member.
 """
 
 from __future__ import annotations
@@ -49,7 +53,10 @@ class MemberReport:
     raft_index: int | None = None
     raft_applied_index: int | None = None
     leader: int | None = None
-    version: str | None = None
+    version: str | None = None  # StatusResponse.version: etcd's (for raftkv, its etcd API level)
+    raftkv_version: str | None = None  # the raftkv release (Status metadata); None from etcd
+    cluster_version: str | None = None  # the cluster version this member applied (metadata)
+    storage_version: str | None = None  # StatusResponse.storageVersion
     db_size: int | None = None
     is_learner: bool = False
     # (member ID, alarm name) pairs; None when the alarm list could not be read.
@@ -64,6 +71,18 @@ class MemberReport:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def runs(self) -> str | None:
+        """The release this member runs: raftkv's, or ``etcd 3.4.23`` for a plain etcd."""
+        if self.raftkv_version:
+            return self.raftkv_version
+        return f"etcd {self.version}" if self.version else None
+
+    @property
+    def short_name(self) -> str:
+        """``8e9e05c52164694d``: the member's ID in hex, else its name or endpoint."""
+        return f"{self.member_id:x}" if self.member_id else (self.name or self.endpoint)
 
     @property
     def label(self) -> str:
@@ -90,6 +109,9 @@ class MemberReport:
             "leader": f"{self.leader:x}" if self.leader else "",
             "is_leader": bool(self.leader) and self.leader == self.member_id,
             "version": self.version,
+            "raftkv_version": self.raftkv_version,
+            "cluster_version": self.cluster_version,
+            "storage_version": self.storage_version,
             "db_size": self.db_size,
             "is_learner": self.is_learner,
             "alarms": None
@@ -101,6 +123,34 @@ class MemberReport:
             "counters": {name: self.counters.get(name) for name in COUNTER_NAMES},
             "divergent": self.divergent,
         }
+
+
+@dataclass
+class VersionSummary:
+    """Which release each answering member runs and the cluster version(s) they report."""
+
+    cluster: list[str]  # the distinct cluster versions reported, sorted; empty: none said
+    members: list[tuple[MemberReport, str]]  # (member, what it runs), members that said
+
+    @property
+    def mixed(self) -> bool:
+        return len({v for _m, v in self.members}) > 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cluster": self.cluster[0] if len(self.cluster) == 1 else None,
+            "cluster_versions": list(self.cluster),
+            "members": {m.short_name: v for m, v in self.members},
+            "mixed": self.mixed,
+        }
+
+
+def version_summary(members: Sequence[MemberReport]) -> VersionSummary:
+    answered = [m for m in members if m.ok]
+    cluster = sorted({m.cluster_version for m in answered if m.cluster_version})
+    return VersionSummary(
+        cluster=cluster, members=[(m, v) for m in answered if (v := m.runs) is not None]
+    )
 
 
 @dataclass
@@ -119,6 +169,10 @@ class CheckResult:
     def status(self) -> str:
         return STATUS_NAMES[self.exit_code]
 
+    @property
+    def versions(self) -> VersionSummary:
+        return version_summary(self.members)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "status": self.status,
@@ -127,6 +181,7 @@ class CheckResult:
             "common_revision": self.common_revision,
             "compact_revision": self.compact_revision,
             "members": [m.to_json() for m in self.members],
+            "versions": self.versions.to_json(),
             "divergences": list(self.divergences),
             "problems": list(self.problems),
             "notes": list(self.notes),
@@ -202,9 +257,17 @@ def judge(result: CheckResult) -> CheckResult:
     )
     _judge_alarms(answered, result)
 
-    versions = sorted({m.version for m in answered if m.version})
-    if len(versions) > 1:
-        result.notes.append("members run different versions: " + ", ".join(versions))
+    versions = result.versions
+    if versions.mixed:
+        result.notes.append(
+            "mixed versions (a rolling upgrade in progress?): "
+            + ", ".join(f"{m.label} {v}" for m, v in versions.members)
+        )
+    if len(versions.cluster) > 1:
+        result.notes.append(
+            "members report different cluster versions (a change being applied?): "
+            + ", ".join(f"{m.label} {m.cluster_version}" for m in answered if m.cluster_version)
+        )
     leaders = {m.leader for m in answered if m.leader}
     if len(leaders) > 1:
         result.notes.append(

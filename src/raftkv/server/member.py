@@ -208,7 +208,11 @@ class Member:
             header=self.cluster_header,
         )
         self.versions = Versions(
-            applier=applier, raft=raft, proposer=self.proposer, barrier=self.barrier
+            applier=applier,
+            raft=raft,
+            proposer=self.proposer,
+            barrier=self.barrier,
+            header=self.header,
         )
         self.maintenance = Maintenance(
             member_id=self.member_id,

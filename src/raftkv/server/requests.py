@@ -55,11 +55,12 @@ class RequestKind(IntEnum):
 
 FIRST_VERSION = Version(0, 1)
 KIND_SINCE: dict[RequestKind, Version] = {kind: FIRST_VERSION for kind in RequestKind} | {
-    RequestKind.DOWNGRADE: Version(0, 2),
     RequestKind.MEMBER_CHANGE: Version(0, 2),
 }
-"""The lowest cluster version at which each kind may be proposed.  CLUSTER_VERSION itself is
-never gated: it is how a cluster gets its first version."""
+"""The lowest cluster version at which each kind may be proposed.  CLUSTER_VERSION and
+DOWNGRADE are never gated: they are how the cluster version is set, and a downgrade holds the
+cluster at a version below the current one (its targets start at the first release that knows
+them, ``versions.FIRST_DOWNGRADE_TARGET``)."""
 
 CHECKPOINT_KINDS = frozenset((RequestKind.HASH_CHECK, RequestKind.COMPACTION))
 """Kinds whose apply ends a batch: every member hashes its state at exactly that entry."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 
 from raftkv import errors
 from raftkv.proto import rpc_pb2 as pb
@@ -39,6 +40,10 @@ from raftkv.version import (
 
 log = logging.getLogger("raftkv.versions")
 
+FIRST_DOWNGRADE_TARGET = Version(0, 2)
+"""The oldest release that knows downgrades (and the cluster version): a cluster is never
+downgraded below it (as etcd refuses targets older than 3.5)."""
+
 MONITOR_INTERVAL = 1.0
 """Seconds between the leader's cluster-version decisions (etcd: monitorVersionInterval)."""
 
@@ -55,8 +60,10 @@ class Versions:
         raft: RaftNode,
         proposer: Proposer,
         barrier: ReadBarrier,
+        header: Callable[[], pb.ResponseHeader],
     ) -> None:
         self.applier = applier
+        self.header = header
         self.raft = raft
         self.proposer = proposer
         self.barrier = barrier
@@ -170,10 +177,13 @@ class Versions:
             raise errors.ERR_INVALID_DOWNGRADE_TARGET_VERSION
         if self.applier.cluster.downgrade is not None:
             raise errors.ERR_DOWNGRADE_IN_PROCESS
+        if target < FIRST_DOWNGRADE_TARGET:
+            raise errors.ERR_INVALID_DOWNGRADE_TARGET_VERSION
 
     def _response(self) -> pb.DowngradeResponse:
+        """etcd's answer: the header and the cluster version as ``major.minor``."""
         cv = self.cluster_version
-        return pb.DowngradeResponse(version=str(cv) if cv else "")
+        return pb.DowngradeResponse(header=self.header(), version=cv.short() if cv else "")
 
 
 def _target_version(text: str) -> Version:
