@@ -271,7 +271,8 @@ def register(subparsers: Any) -> None:
     downgrade = group(
         "downgrade",
         "Downgrade related commands (etcdctl 3.6's): the target is one minor below the "
-        "cluster version, e.g. 0.1 in a 0.2 cluster",
+        "cluster version, e.g. 0.2 in a 0.3 cluster (0.2 is the oldest release that knows "
+        "downgrades)",
     )
     p = leaf(
         downgrade,
