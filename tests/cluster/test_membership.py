@@ -16,6 +16,7 @@ from collections.abc import Callable
 import grpc
 import pytest
 
+from raftkv import __version__
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
 from tests.cluster.harness import REPO, Cluster, Writer
@@ -235,4 +236,18 @@ def test_update_peer_urls_and_linearizable_list(make_cluster: Callable[..., Clus
     listed = {format(m["ID"], "x"): m for m in json.loads(res.stdout)["members"]}
     assert listed[mid]["peerURLs"] == [c.members[i].peer_url]
     assert not listed[mid].get("isLearner")
+    # raftkv's member list -w json: etcd's JSON plus each member's raftkv version.
+    cmd = ["member", "list", "-w", "json", "--endpoints", c.members[0].endpoint]
+    ours = subprocess.run(
+        [sys.executable, "-m", "raftkv.ctl.main", *cmd],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"},
+    )
+    assert ours.returncode == 0, ours.stderr
+    members_ours = json.loads(ours.stdout)["members"]
+    assert {m.pop("raftkvVersion") for m in members_ours} == {__version__}
+    etcds = c.etcdctl("member", "list", "-w", "json", endpoints=c.members[0].endpoint)
+    assert members_ours == json.loads(etcds.stdout)["members"]
     check_consistency(c)

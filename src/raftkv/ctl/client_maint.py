@@ -56,6 +56,9 @@ def unsupported_format(opts: GlobalOptions, *formats: str) -> None:
         raise CtlError(f"{opts.write_out} not supported as output format", EXIT_BAD_FEATURE)
 
 
+MEMBER_VERSIONS_KEY = "raftkv-member-versions"
+
+
 def print_rpc(resp: Any, opts: GlobalOptions, out: fmt.Out) -> bool:
     """etcdctl's printerRPC for ``json`` and ``protobuf``: the response itself (Go's JSON of
     the gogoproto struct, or its wire bytes).  True when it printed, False for other formats."""
@@ -127,12 +130,34 @@ def member_list(stubs: Stubs, opts: GlobalOptions) -> Any:
     return call(stubs.cluster.MemberList, rpc_pb2.MemberListRequest(), opts)
 
 
+def _member_versions(metadata: Any) -> dict[int, str]:
+    """raftkv's ``raftkv-member-versions`` MemberList metadata: member ID -> version."""
+    for key, value in metadata or ():
+        if key == MEMBER_VERSIONS_KEY:
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            pairs = (item.partition("=") for item in text.split(",") if item)
+            return {int(mid, 16): version for mid, _eq, version in pairs if version}
+    return {}
+
+
 def cmd_member_list(args: argparse.Namespace, opts: GlobalOptions, out: fmt.Out) -> int:
+    from raftkv.proto import rpc_pb2
+
     stubs = connect(opts)
     try:
-        resp = member_list(stubs, opts)
+        resp, rpc = call(stubs.cluster.MemberList.with_call, rpc_pb2.MemberListRequest(), opts)
     finally:
         stubs.close()
+    versions = _member_versions(rpc.initial_metadata())
+    if opts.write_out == "json" and versions:
+        # etcd's JSON, plus each member's raftkv version beside its fields (a raftkv server
+        # sends them as metadata; a plain etcd sends none and its JSON is unchanged).
+        obj = fmt.go_json_obj(resp)
+        for m in obj.get("members") or []:
+            if int(m["ID"]) in versions:
+                m["raftkvVersion"] = versions[int(m["ID"])]
+        out.line(fmt.go_json_dumps(obj))
+        return 0
     render_member_list(resp, opts, out)
     return 0
 
