@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from raftkv import errors
+from raftkv.backup.etcd_schema import B_MEMBERS, B_MEMBERS_REMOVED, export_buckets
 from raftkv.mvcc.backend import BUCKET_META, META_STORAGE_VERSION, BackendConfig
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.raft.codec import encode_conf_change
@@ -242,3 +243,20 @@ def test_a_data_dir_of_a_newer_storage_version_is_refused(tmp_path: Path) -> Non
     a.close()
     with pytest.raises(StorageVersionError, match=f"storage version {newer}, newer than"):
         applier_at(tmp_path)
+
+
+def test_removed_members_reach_etcds_members_removed_bucket(tmp_path: Path) -> None:
+    a = applier_at(tmp_path)
+    a.write_initial_members([M1])
+    a.apply_entries(
+        [
+            conf_entry(2, ConfChangeType.ADD_NODE, MemberInfo(0x2A, "", ("http://127.0.0.1:9",))),
+            conf_entry(3, ConfChangeType.REMOVE_NODE, MemberInfo(0x2A, "", ())),
+        ]
+    )
+    a.commit_pending()
+    with a.backend.read() as tx:
+        buckets = dict(export_buckets(tx, None))
+        assert list(buckets[B_MEMBERS_REMOVED]) == [(b"2a", b"removed")]
+        assert [k for k, _v in buckets[B_MEMBERS]] == [b"1"]
+    a.close()

@@ -15,7 +15,7 @@ bucket               key -> value (etcd's encoding)
                      RemainingTTL=3}`` protobuf
 ``members``          member ID in hex -> JSON ``{"id","peerURLs","name","clientURLs",
                      "isLearner"}`` (Go's ``membership.Member``; empty fields omitted)
-``members_removed``  (empty: raftkv does not record removed members yet)
+``members_removed``  removed member ID in hex -> ``"removed"``
 ``cluster``          ``clusterVersion`` -> ``"3.5.0"``
 ``alarm``            ``etcdserverpb.AlarmMember`` protobuf -> empty
 ``auth``             ``authEnabled`` -> one byte, ``authRevision`` -> u64 big-endian
@@ -51,10 +51,12 @@ from raftkv.lease.errors import LeaseCorruptError
 from raftkv.lease.lease import decode_lease, encode_lease
 from raftkv.mvcc.backend import (
     BUCKET_ALARM,
+    BUCKET_CLUSTER,
     BUCKET_KEY,
     BUCKET_LEASE,
     BUCKET_MEMBERS,
     BUCKET_META,
+    CLUSTER_REMOVED_PREFIX,
     META_CONSISTENT_INDEX,
     META_FINISHED_COMPACT,
     META_SCHEDULED_COMPACT,
@@ -195,11 +197,21 @@ def export_buckets(tx: ReadTxn, state_hash: StateHash | None) -> list[tuple[byte
         B_KEY: ((raw, payload_to_proto(payload)) for raw, payload in tx.iterate(BUCKET_KEY)),
         B_LEASE: _leases(tx),
         B_MEMBERS: sorted((f"{int(m['id']):x}".encode(), member_json(m)) for m in members),
-        B_MEMBERS_REMOVED: [],
+        B_MEMBERS_REMOVED: _removed_members(tx),
         B_META: _meta(tx, members),
         B_RAFTKV: _raftkv(tx, state_hash),
     }
     return sorted(buckets.items())
+
+
+def _removed_members(tx: ReadTxn) -> list[tuple[bytes, bytes]]:
+    """etcd's record of a removed member: its ID in hex -> ``removed``."""
+    prefix = CLUSTER_REMOVED_PREFIX
+    return sorted(
+        (f"{_U64.unpack(key[len(prefix) :])[0]:x}".encode(), b"removed")
+        for key, _v in tx.iterate(BUCKET_CLUSTER)
+        if key.startswith(prefix)
+    )
 
 
 def _alarms(tx: ReadTxn) -> list[tuple[bytes, bytes]]:

@@ -72,6 +72,7 @@ BUCKET_AUTH = "auth"
 BUCKET_MEMBERS = "members"
 BUCKET_ALARM = "alarm"
 BUCKET_CLUSTER = "cluster"  # cluster version, downgrade, removed member IDs
+CLUSTER_REMOVED_PREFIX = b"removed/"  # + member ID (u64 big-endian): a removed member
 # Keys of the meta bucket the MVCC store keeps (names as etcd's).
 META_CONSISTENT_INDEX = b"consistent_index"
 META_TERM = b"term"

@@ -25,7 +25,7 @@ from typing import Any
 
 from raftkv import errors
 from raftkv.guard.digest import EffectRecorder
-from raftkv.mvcc.backend import BUCKET_CLUSTER, BUCKET_MEMBERS, Backend
+from raftkv.mvcc.backend import BUCKET_CLUSTER, BUCKET_MEMBERS, CLUSTER_REMOVED_PREFIX, Backend
 from raftkv.raft.types import ConfChange, ConfChangeType
 from raftkv.server.bootstrap import MemberInfo, encode_members
 from raftkv.version import Version
@@ -33,7 +33,7 @@ from raftkv.version import Version
 _U64 = struct.Struct(">Q")
 K_CLUSTER_VERSION = b"clusterVersion"
 K_DOWNGRADE = b"downgrade"
-_REMOVED = b"removed/"
+_REMOVED = CLUSTER_REMOVED_PREFIX
 _REJECTED = b"rejectedConfChange/"
 
 DEFAULT_MAX_LEARNERS = 1
