@@ -112,7 +112,9 @@ def test_grow_replace_shrink_under_load(make_cluster: Callable[..., Cluster]) ->
         # Shrink back to 3 voters.
         for victim in (2, 3):
             vid = member_hex(c, victim)
-            c.etcdctl("member", "remove", vid, endpoints=c.live_endpoints())
+            others = [m.endpoint for j, m in enumerate(c.members) if m.alive() and j != victim]
+            wait_until(lambda: c.leader_index() is not None, "a leader", c)
+            c.etcdctl("member", "remove", vid, endpoints=",".join(others))
             proc = c.members[victim].proc
             assert proc is not None
             # A removed member stops by itself, saying why.

@@ -6,7 +6,8 @@ Contracts:
   alarm names it (policy ``member``), or any CORRUPT alarm is active (policy ``cluster``, as
   etcd);
 - ``check_voter`` also refuses, as etcd's learners do, what a learner must not serve (writes,
-  linearizable reads, lease and watch streams): ``rpc not supported for learner``.
+  linearizable reads, lease and watch streams): ``rpc not supported for learner``; so does a
+  member that is no voter of the configuration it knows (a joining member before its snapshot).
 """
 
 from __future__ import annotations

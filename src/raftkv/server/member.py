@@ -175,7 +175,9 @@ class Member:
             member_id=self.member_id,
             alarms=lambda: self.applier.alarms,
             policy=cfg.corrupt_alarm_policy,
-            is_learner=lambda: self.member_id in self.raft.conf_state.learners,
+            # A learner, and a member not (yet) in the configuration: one that joined and
+            # has not received its snapshot knows no configuration at all.
+            is_learner=lambda: self.member_id not in self.raft.conf_state.voters,
         )
         self.barrier = ReadBarrier(raft, self.request_timeout)
         self.kv = KV(

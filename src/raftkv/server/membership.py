@@ -165,11 +165,17 @@ class Membership:
             reply = await self.transport.request(
                 self.raft.lead, PEER_MEMBER_CHANGE, payload, timeout=self.proposer.request_timeout
             )
-        except PeerRequestError:
-            await self.barrier.wait()
-            if took_effect():
-                return
-            raise errors.ERR_TIMEOUT from None
+        except PeerRequestError as exc:
+            # Often the change itself cut the answer off (it removed the leader, or this
+            # member dropped its stream to a member it removed): its effect decides.
+            log.info("no answer from the leader to a membership change (%s): checking", exc)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.proposer.request_timeout
+            while not took_effect():
+                if loop.time() > deadline:
+                    raise errors.ERR_TIMEOUT from None
+                await asyncio.sleep(0.05)
+            return
         error = json.loads(reply).get("error")
         if error:
             known = errors.lookup(error)
