@@ -69,11 +69,10 @@ class Proposer:
         cv = self._cluster_version()
         return cv is not None and cv >= since
 
-    async def _check_allowed(self, kind: RequestKind) -> None:
-        """``not capable`` unless the cluster version allows ``kind``; a cluster whose first
-        version is not decided yet (just started) is waited for, up to the request timeout."""
-        if self.allowed(kind):
-            return
+    async def _wait_allowed(self, kind: RequestKind) -> None:
+        """``not capable`` unless the cluster version comes to allow ``kind``: a cluster whose
+        first version is not decided yet (just started) is waited for, up to the request
+        timeout."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.request_timeout
         while self._cluster_version() is None and loop.time() < deadline:
@@ -85,7 +84,8 @@ class Proposer:
         """Propose one request and return its applied answer (see the module contract)."""
         if len(body) > self.max_request_bytes:
             raise errors.ERR_REQUEST_TOO_LARGE
-        await self._check_allowed(kind)
+        if not self.allowed(kind):  # not awaited on the hot path: PUT is never gated
+            await self._wait_allowed(kind)
         request_id = self._ids.next()
         return await self._await(
             request_id, lambda fut: self.raft.propose(encode_request(kind, request_id, body), fut)
@@ -96,7 +96,8 @@ class Proposer:
         under a request ID; returns the member list after it, or raises the error that
         refused it (at apply, etcd's rules; before, ``a membership change is already in
         progress`` while the leader holds one not yet applied)."""
-        await self._check_allowed(RequestKind.MEMBER_CHANGE)
+        if not self.allowed(RequestKind.MEMBER_CHANGE):
+            await self._wait_allowed(RequestKind.MEMBER_CHANGE)
         request_id = self._ids.next()
         context = encode_request(RequestKind.MEMBER_CHANGE, request_id, context_body)
 
