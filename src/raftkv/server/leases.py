@@ -24,6 +24,7 @@ from raftkv.peer.transport import PeerRequestError, PeerTransport
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.server.applier import Applier
 from raftkv.server.fencing import Fence
+from raftkv.server.leader_calls import ask_leader
 from raftkv.server.proposals import Proposer
 from raftkv.server.raft_node import RaftNode
 from raftkv.server.reads import ReadBarrier
@@ -155,16 +156,14 @@ class Leases:
         return self._ttl_local(pb.LeaseTimeToLiveRequest.FromString(payload)).SerializeToString()
 
     async def _ask_leader(self, kind: str, req: Any) -> bytes:
-        async with asyncio.timeout(self.proposer.request_timeout):
-            await self.raft.wait_leader()
         try:
-            reply: bytes = await self.transport.request(
-                self.raft.lead,
+            return await ask_leader(
+                self.raft,
+                self.transport,
                 kind,
                 req.SerializeToString(),
-                timeout=self.proposer.request_timeout,
+                self.proposer.request_timeout,
             )
-            return reply
         except PeerRequestError:
             raise errors.ERR_TIMEOUT from None
 

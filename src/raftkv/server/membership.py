@@ -40,6 +40,7 @@ from raftkv.server.bootstrap import MemberInfo
 from raftkv.server.cluster_info import MemberChange
 from raftkv.server.config import ServerConfig
 from raftkv.server.ids import member_id as make_member_id
+from raftkv.server.leader_calls import ask_leader, wait_for_leader
 from raftkv.server.proposals import Proposer
 from raftkv.server.raft_node import RaftNode
 from raftkv.server.reads import ReadBarrier
@@ -153,8 +154,8 @@ class Membership:
         the change to it over the peer transport.  The leader's answer can be lost when the
         change removes the leader itself (its streams close as the removal applies): then
         ``took_effect`` on this member's state, once it caught up, decides."""
-        async with asyncio.timeout(self.proposer.request_timeout):
-            await self.raft.wait_leader()
+        timeout = self.proposer.request_timeout
+        await wait_for_leader(self.raft, timeout)
         if self.raft.is_leader:
             await self._change_on_leader(cc, change)
             return
@@ -162,8 +163,8 @@ class Membership:
             {"type": int(cc.type), "node_id": cc.node_id, "change": change.encode().decode()}
         ).encode()
         try:
-            reply = await self.transport.request(
-                self.raft.lead, PEER_MEMBER_CHANGE, payload, timeout=self.proposer.request_timeout
+            reply = await ask_leader(
+                self.raft, self.transport, PEER_MEMBER_CHANGE, payload, timeout
             )
         except PeerRequestError as exc:
             # Often the change itself cut the answer off (it removed the leader, or this
@@ -253,14 +254,13 @@ class Membership:
         if self.raft.is_leader:
             self._check_learner_ready(learner)
             return
-        async with asyncio.timeout(self.proposer.request_timeout):
-            await self.raft.wait_leader()
         try:
-            reply = await self.transport.request(
-                self.raft.lead,
+            reply = await ask_leader(
+                self.raft,
+                self.transport,
                 PEER_PROMOTE_CHECK,
                 learner.to_bytes(8, "big"),
-                timeout=self.proposer.request_timeout,
+                self.proposer.request_timeout,
             )
         except PeerRequestError as exc:
             if errors.ERR_LEARNER_NOT_READY.message in str(exc):
