@@ -35,6 +35,16 @@ def require_etcdctl() -> str:
     return ETCDCTL
 
 
+def installation_env(src: Path | None) -> dict[str, str]:
+    """The environment of a process of the installation whose source is ``src`` (put first on
+    PYTHONPATH; None: the interpreter's installed raftkv)."""
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    return env
+
+
 def free_ports(n: int) -> list[int]:
     socks = []
     try:
@@ -119,10 +129,7 @@ class Cluster:
             self.initial_cluster,
             *m.extra_args,
         ]
-        full_env = dict(os.environ)
-        full_env.pop("PYTHONPATH", None)
-        if m.src is not None:
-            full_env["PYTHONPATH"] = str(m.src)
+        full_env = installation_env(m.src)
         full_env.update(env or {})
         log = open(m.log_path, "ab")  # noqa: SIM115 - handed to the child process
         m.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env)
@@ -157,6 +164,36 @@ class Cluster:
 
     def live_endpoints(self) -> str:
         return ",".join(m.endpoint for m in self.members if m.alive())
+
+    def wait_until(self, cond: Callable[[], bool], what: str, timeout: float = 30) -> None:
+        """Until ``cond()`` holds; fails after ``timeout`` seconds with the member logs."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if cond():
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"timed out ({timeout}s) waiting for {what}\n" + self.dump_logs())
+
+    def check_consistency(
+        self,
+        endpoints: str | None = None,
+        python: str = sys.executable,
+        src: Path | None = REPO / "src",
+    ) -> str:
+        """``raftkv check consistency`` (of the installation ``python``/``src``) over
+        ``endpoints`` (default: the live members); asserts exit 0, returns its output."""
+        cmd = ["check", "consistency", "--endpoints", endpoints or self.live_endpoints()]
+        res = subprocess.run(
+            [python, "-m", "raftkv.ctl.main", *cmd],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=installation_env(src),
+        )
+        assert res.returncode == 0, (
+            f"check consistency:\n{res.stdout}\n{res.stderr}\n" + self.dump_logs()
+        )
+        return res.stdout
 
     def start_all(self) -> None:
         for i in range(len(self.members)):

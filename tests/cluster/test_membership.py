@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 import grpc
@@ -22,35 +21,6 @@ from raftkv.proto import rpc_pb2_grpc as pb_grpc
 from tests.cluster.harness import REPO, Cluster, Writer
 
 FAST = ["--heartbeat-interval", "50", "--election-timeout", "500"]
-
-
-def check_consistency(c: Cluster) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "raftkv.ctl.main",
-            "check",
-            "consistency",
-            "--endpoints",
-            c.live_endpoints(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"},
-    )
-    assert res.returncode == 0, f"check consistency:\n{res.stdout}\n{res.stderr}\n" + c.dump_logs()
-    return res
-
-
-def wait_until(cond: Callable[[], bool], what: str, c: Cluster, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}\n" + c.dump_logs())
 
 
 def members(c: Cluster) -> dict[str, bool]:
@@ -79,7 +49,7 @@ def promote_when_ready(c: Cluster, i: int) -> None:
         )
         return False
 
-    wait_until(promoted, f"{c.members[i].name} in sync for promotion", c)
+    c.wait_until(promoted, f"{c.members[i].name} in sync for promotion")
 
 
 @pytest.mark.timeout(300)
@@ -96,24 +66,24 @@ def test_grow_replace_shrink_under_load(make_cluster: Callable[..., Cluster]) ->
             if members(c).get(c.members[i].name):  # still a learner: writes are refused
                 assert "rpc not supported for learner" in put.stderr, put.stderr
             promote_when_ready(c, i)
-            check_consistency(c)
+            c.check_consistency()
         assert len(members(c)) == 5 and not any(members(c).values())
 
         # Lose a member for good and replace it: remove, add a new one on an empty data dir.
         lost = 1
         lost_id = member_hex(c, lost)
         c.kill(lost)
-        wait_until(lambda: c.leader_index() is not None, "a leader among the others", c)
+        c.wait_until(lambda: c.leader_index() is not None, "a leader among the others")
         c.etcdctl("member", "remove", lost_id, endpoints=c.live_endpoints())
         i = c.add_member()
         c.wait_ready([i])
-        check_consistency(c)
+        c.check_consistency()
 
         # Shrink back to 3 voters.
         for victim in (2, 3):
             vid = member_hex(c, victim)
             others = [m.endpoint for j, m in enumerate(c.members) if m.alive() and j != victim]
-            wait_until(lambda: c.leader_index() is not None, "a leader", c)
+            c.wait_until(lambda: c.leader_index() is not None, "a leader")
             c.etcdctl("member", "remove", vid, endpoints=",".join(others))
             proc = c.members[victim].proc
             assert proc is not None
@@ -125,17 +95,17 @@ def test_grow_replace_shrink_under_load(make_cluster: Callable[..., Cluster]) ->
             )
             c.members[victim].proc = None
         assert len(members(c)) == 3
-        check_consistency(c)
+        c.check_consistency()
     finally:
         acked = writer.finish()
     assert len(acked) > 50, f"only {len(acked)} writes acknowledged"
     alive = [i for i, m in enumerate(c.members) if m.alive()]
-    wait_until(lambda: len({c.hashkv(i) for i in alive}) == 1, "members to converge", c, timeout=30)
+    c.wait_until(lambda: len({c.hashkv(i) for i in alive}) == 1, "members to converge", timeout=30)
     for i in alive:
         stored = c.get_all(i, "load/")
         missing = {k for k, v in acked.items() if stored.get(k) != v}
         assert not missing, f"{c.members[i].name} lost {len(missing)} acknowledged writes"
-    check_consistency(c)
+    c.check_consistency()
 
 
 @pytest.mark.timeout(240)
@@ -217,7 +187,7 @@ def test_update_peer_urls_and_linearizable_list(make_cluster: Callable[..., Clus
     mid = member_hex(c, i)
     # The learner serves serializable reads and member list, not linearizable reads.
     c.etcdctl("put", "k", "v", endpoints=c.members[0].endpoint)
-    wait_until(
+    c.wait_until(
         lambda: (
             c.etcdctl(
                 "get", "k", "--consistency=s", "--print-value-only", endpoints=c.members[i].endpoint
@@ -225,7 +195,6 @@ def test_update_peer_urls_and_linearizable_list(make_cluster: Callable[..., Clus
             == "v"
         ),
         "the learner to apply",
-        c,
     )
     res = c.etcdctl("get", "k", endpoints=c.members[i].endpoint, check=False)
     assert "rpc not supported for learner" in res.stderr
@@ -252,4 +221,4 @@ def test_update_peer_urls_and_linearizable_list(make_cluster: Callable[..., Clus
     assert {m.pop("raftkvVersion") for m in members_ours} == {__version__}
     etcds = c.etcdctl("member", "list", "-w", "json", endpoints=c.members[0].endpoint)
     assert members_ours == json.loads(etcds.stdout)["members"]
-    check_consistency(c)
+    c.check_consistency()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -79,15 +78,6 @@ def downgrade_enabled(endpoint: str) -> bool:
     return bool(resp.downgradeInfo.enabled)
 
 
-def wait_until(cond: Callable[[], bool], what: str, c: Cluster, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out ({timeout}s) waiting for {what}\n" + c.dump_logs())
-
-
 def wait_versions(
     c: Cluster, ports: list[int], cluster: Version, mixed: bool, timeout: float = 30
 ) -> None:
@@ -100,7 +90,7 @@ def wait_versions(
         return all(v is not None and all(v.get(k) == w for k, w in want.items()) for v in seen)
 
     try:
-        wait_until(reached, f"every member to report {want}", c, timeout)
+        c.wait_until(reached, f"every member to report {want}", timeout)
     except AssertionError as exc:
         raise AssertionError(f"last seen: {seen}\n{exc}") from None
 
@@ -143,18 +133,6 @@ def replace(c: Cluster, i: int, inst: Installation) -> None:
     except grpc.RpcError as exc:
         raise AssertionError(f"{c.members[i].name}: Status: {exc}\n" + c.dump_logs()) from None
     assert got == str(inst.version), f"{c.members[i].name} runs {got}, not {inst.version}"
-
-
-def check_consistency(c: Cluster, base: Installation) -> str:
-    res = subprocess.run(
-        [base.python, "-m", "raftkv.ctl.main", "check", "consistency", "--endpoints", c.endpoints],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=upgrade_install.member_env(base.src),
-    )
-    assert res.returncode == 0, f"check consistency:\n{res.stdout}\n{res.stderr}\n" + c.dump_logs()
-    return res.stdout
 
 
 # -- refusal of a release the cluster does not admit -----------------------------------------
@@ -286,13 +264,13 @@ def test_rolling_upgrade_then_downgrade_under_load(
                 )
             if i == 1:
                 # Two releases side by side, under writes, hold the same state.
-                check_consistency(c, base)
+                c.check_consistency(c.endpoints, base.python, base.src)
                 assert not any(c.corrupt_alarms(m.endpoint) for m in c.members)
         wait_versions(c, ports, up.version.minor_version, mixed=False)
         assert put(c, 2, "v3/x", "upgraded").returncode == 0
         assert put(c, 0, "v3/y", "upgraded").returncode == 0
         c.etcdctl("get", "v3/x")  # a linearizable read: every member has applied it after
-        wait_until(lambda: get_everywhere(c, "v3/x") == ["upgraded"] * 3, "v3/x on every member", c)
+        c.wait_until(lambda: get_everywhere(c, "v3/x") == ["upgraded"] * 3, "v3/x on every member")
         # The old release on an upgraded member's data dir, without a downgrade: refused, by
         # the storage version its backend records (checked before the cluster version).
         refused_on_existing_data_dir(
@@ -330,7 +308,7 @@ def test_rolling_upgrade_then_downgrade_under_load(
         # Every member runs the target: the leader ends the downgrade by itself; there is none
         # to cancel then, and the next minor down is not a target (this tree's minor is the
         # oldest release that knows downgrades).
-        wait_until(lambda: not downgrade_enabled(ep), "the leader to end the downgrade", c)
+        c.wait_until(lambda: not downgrade_enabled(ep), "the leader to end the downgrade")
         err, _ = downgrade(ep, pb.DowngradeRequest.CANCEL)
         assert err == "etcdserver: no inflight downgrade job", err
         err, _ = downgrade(ep, pb.DowngradeRequest.VALIDATE, older.short())
@@ -352,17 +330,17 @@ def test_rolling_upgrade_then_downgrade_under_load(
         assert any(refusal in m.log_path.read_text(errors="replace") for m in c.members)
         assert len(c.etcdctl("member", "list").stdout.strip().splitlines()) == 3
         acked_before = len(writer.acked)
-        wait_until(lambda: len(writer.acked) > acked_before + 20, "writes after the refusals", c)
+        c.wait_until(lambda: len(writer.acked) > acked_before + 20, "writes after the refusals")
     finally:
         acked = writer.finish()
 
     # -- nothing acknowledged is lost, the members agree -----------------------------------
     assert len(acked) > 100, f"only {len(acked)} writes acknowledged ({writer.failures} failed)"
-    wait_until(lambda: len({c.hashkv(i) for i in range(3)}) == 1, "members to converge", c)
+    c.wait_until(lambda: len({c.hashkv(i) for i in range(3)}) == 1, "members to converge")
     for i in range(3):
         stored = c.get_all(i, "load/")
         lost = sorted(k for k, v in acked.items() if stored.get(k) != v)
         assert not lost, f"{c.members[i].name} lost {len(lost)} acknowledged writes: {lost[:5]}"
         assert c.get_all(i, "v3/") == {"v3/x": "upgraded", "v3/y": "upgraded"}
-    check_consistency(c, base)
+    c.check_consistency(c.endpoints, base.python, base.src)
     assert not any(c.corrupt_alarms(m.endpoint) for m in c.members)

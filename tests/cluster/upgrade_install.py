@@ -24,7 +24,6 @@ Contracts:
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -34,6 +33,7 @@ from pathlib import Path
 
 from raftkv import __version__ as BASE_VERSION
 from raftkv.version import Version
+from tests.cluster.harness import installation_env
 
 REPO = Path(__file__).resolve().parents[2]
 NEW_KIND = "PUT_V3"
@@ -154,13 +154,6 @@ def _make_venv(dest: Path) -> str:
     return str(python)
 
 
-def member_env(src: Path) -> dict[str, str]:
-    """The environment the harness gives a member of this installation (PYTHONPATH=src)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(src)
-    return env
-
-
 def _probe(python: str, src: Path) -> str:
     code = (
         "import raftkv\n"
@@ -178,7 +171,7 @@ def _probe(python: str, src: Path) -> str:
         capture_output=True,
         text=True,
         timeout=60,
-        env=member_env(src),
+        env=installation_env(src),
     )
     if res.returncode != 0:
         raise AssertionError(f"the patched copy at {src} does not import:\n{res.stderr}")
