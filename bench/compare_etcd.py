@@ -9,6 +9,13 @@ Run from the repository root::
 
     python bench/compare_etcd.py                      # quick run, all scenarios (< 2 min)
     python bench/compare_etcd.py --total 20000 --check-perf s,m --json out.json
+    python bench/compare_etcd.py --security tls       # client and peer mTLS on both systems
+    python bench/compare_etcd.py --security auth      # auth enabled, the load as user root
+
+``--security tls`` gives both systems the same certificates (made with ``trustme``): https
+client URLs with ``--client-cert-auth`` and https peer URLs with ``--peer-client-cert-auth``;
+``--security auth`` enables auth (user ``root``, etcd's default bcrypt cost) and runs the
+load authenticated (one Authenticate per connection, the token on every call).
 
 Figures depend on the machine and on whatever else runs on it; nothing here asserts on them.
 """
@@ -34,6 +41,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from raftkv.benchmark import report, runner  # noqa: E402
 from raftkv.benchmark.workload import Workload  # noqa: E402
+from raftkv.client.security import ClientSecurity, Credentials, TLSSettings  # noqa: E402
 
 ETCD_BIN = shutil.which("etcd") or "/usr/bin/etcd"
 ETCDCTL_BIN = shutil.which("etcdctl") or "/usr/bin/etcdctl"
@@ -97,12 +105,85 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+ROOT_PASSWORD = "bench-root"
+
+
+@dataclass(frozen=True)
+class Security:
+    """What the clusters and their clients use: ``mode`` is none, tls or auth; ``certs`` the
+    directory of ``ca.pem`` and ``member.pem``/``member-key.pem`` (valid for 127.0.0.1, used
+    as server and as client certificate) for tls."""
+
+    mode: str = "none"
+    certs: Path | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.mode == "tls" else "http"
+
+    def member_flags(self) -> list[str]:
+        if self.mode != "tls" or self.certs is None:
+            return []
+        ca, cert, key = (str(self.certs / n) for n in ("ca.pem", "member.pem", "member-key.pem"))
+        return [
+            f"--cert-file={cert}",
+            f"--key-file={key}",
+            f"--trusted-ca-file={ca}",
+            "--client-cert-auth",
+            f"--peer-cert-file={cert}",
+            f"--peer-key-file={key}",
+            f"--peer-trusted-ca-file={ca}",
+            "--peer-client-cert-auth",
+        ]
+
+    def etcdctl_flags(self) -> list[str]:
+        if self.mode == "auth":
+            return [f"--user=root:{ROOT_PASSWORD}"]
+        if self.mode != "tls" or self.certs is None:
+            return []
+        return [
+            f"--cacert={self.certs / 'ca.pem'}",
+            f"--cert={self.certs / 'member.pem'}",
+            f"--key={self.certs / 'member-key.pem'}",
+        ]
+
+    def client(self) -> ClientSecurity:
+        if self.mode == "auth":
+            return ClientSecurity(credentials=Credentials("root", ROOT_PASSWORD))
+        if self.mode != "tls" or self.certs is None:
+            return ClientSecurity()
+        tls = TLSSettings(
+            cacert=str(self.certs / "ca.pem"),
+            cert=str(self.certs / "member.pem"),
+            key=str(self.certs / "member-key.pem"),
+            insecure_transport=False,
+        )
+        return ClientSecurity(tls=tls)
+
+
+def make_security(mode: str, root: Path) -> Security:
+    if mode != "tls":
+        return Security(mode)
+    import trustme
+
+    ca = trustme.CA(organization_name="raftkv bench")
+    leaf = ca.issue_cert("127.0.0.1", "localhost", common_name="member")
+    root.mkdir(parents=True, exist_ok=True)
+    ca.cert_pem.write_to_path(str(root / "ca.pem"))
+    leaf.cert_chain_pems[0].write_to_path(str(root / "member.pem"))
+    leaf.private_key_pem.write_to_path(str(root / "member-key.pem"))
+    return Security(mode, root)
+
+
 class LocalCluster:
     """Three members of ``kind`` ("etcd" or "raftkv") on loopback; all killed by ``stop``."""
 
-    def __init__(self, kind: str, root: Path, size: int = 3) -> None:
+    def __init__(
+        self, kind: str, root: Path, size: int = 3, security: Security | None = None
+    ) -> None:
         self.kind = kind
         self.root = root
+        self.security = security or Security()
         ports = free_ports(2 * size)
         self.names = [f"{kind}{i + 1}" for i in range(size)]
         self.client_ports = ports[0::2]
@@ -111,7 +192,7 @@ class LocalCluster:
 
     @property
     def endpoints(self) -> list[str]:
-        return [f"127.0.0.1:{p}" for p in self.client_ports]
+        return [f"{self.security.scheme}://127.0.0.1:{p}" for p in self.client_ports]
 
     def _argv(self, i: int, initial: str) -> list[str]:
         prog = (
@@ -119,8 +200,9 @@ class LocalCluster:
             if self.kind == "etcd"
             else [sys.executable, "-m", "raftkv.ctl.main", "serve"]
         )
-        client = f"http://127.0.0.1:{self.client_ports[i]}"
-        peer = f"http://127.0.0.1:{self.peer_ports[i]}"
+        scheme = self.security.scheme
+        client = f"{scheme}://127.0.0.1:{self.client_ports[i]}"
+        peer = f"{scheme}://127.0.0.1:{self.peer_ports[i]}"
         return [
             *prog,
             "--name",
@@ -139,11 +221,13 @@ class LocalCluster:
             initial,
             "--initial-cluster-state",
             "new",
+            *self.security.member_flags(),
         ]
 
     def start(self, timeout: float = 60.0) -> None:
         initial = ",".join(
-            f"{n}=http://127.0.0.1:{p}" for n, p in zip(self.names, self.peer_ports, strict=True)
+            f"{n}={self.security.scheme}://127.0.0.1:{p}"
+            for n, p in zip(self.names, self.peer_ports, strict=True)
         )
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
@@ -168,8 +252,22 @@ class LocalCluster:
                     raise RuntimeError(f"{self.kind} not ready: {self.log_tail()}")
                 time.sleep(0.3)
 
+    def etcdctl(
+        self, endpoints: str, *args: str, check: bool = True, timeout: float = 30.0
+    ) -> subprocess.CompletedProcess[str]:
+        """etcdctl with this cluster's TLS files or root user."""
+        return etcdctl(
+            endpoints, *self.security.etcdctl_flags(), *args, check=check, timeout=timeout
+        )
+
+    def enable_auth(self) -> None:
+        """root (with the root role) and auth enabled, as ``etcdctl auth enable`` does."""
+        eps = ",".join(self.endpoints)
+        etcdctl(eps, "user", "add", f"root:{ROOT_PASSWORD}")
+        etcdctl(eps, "auth", "enable")
+
     def has_leader(self, ep: str) -> bool:
-        res = etcdctl(ep, "endpoint", "status", "-w", "json", check=False)
+        res = self.etcdctl(ep, "endpoint", "status", "-w", "json", check=False)
         if res.returncode != 0:
             return False
         data = json.loads(res.stdout)
@@ -180,7 +278,7 @@ class LocalCluster:
 
     def leader_pid(self) -> int | None:
         for ep, p in zip(self.endpoints, self.procs, strict=True):
-            res = etcdctl(ep, "endpoint", "status", "-w", "json", check=False)
+            res = self.etcdctl(ep, "endpoint", "status", "-w", "json", check=False)
             if res.returncode == 0:
                 st = json.loads(res.stdout)[0]["Status"]
                 if st.get("leader") == st["header"]["member_id"]:
@@ -253,7 +351,7 @@ def parse_check_perf(text: str) -> dict[str, str]:
 
 def run_cluster(kind: str, args: argparse.Namespace, selected: list[Scenario]) -> dict[str, object]:
     root = Path(tempfile.mkdtemp(prefix=f"cmp-{kind}-"))
-    cluster = LocalCluster(kind, root)
+    cluster = LocalCluster(kind, root, security=make_security(args.security, root / "certs"))
     results: dict[str, object] = {"scenarios": {}, "check_perf": {}}
     try:
         log(f"starting 3-member {kind} ...")
@@ -261,7 +359,9 @@ def run_cluster(kind: str, args: argparse.Namespace, selected: list[Scenario]) -
         cluster.start()
         log(f"{kind} ready in {time.monotonic() - t0:.1f}s: {','.join(cluster.endpoints)}")
         eps = ",".join(cluster.endpoints)
-        etcdctl(eps, "put", RANGE_KEY.decode(), "x" * args.val_size)
+        if args.security == "auth":
+            cluster.enable_auth()
+        cluster.etcdctl(eps, "put", RANGE_KEY.decode(), "x" * args.val_size)
         scen_results: dict[str, object] = {}
         for sc in selected:
             total = args.total_seq if sc.seq_total else args.total
@@ -273,6 +373,7 @@ def run_cluster(kind: str, args: argparse.Namespace, selected: list[Scenario]) -
                 conns=sc.conns,
                 procs=args.procs,
                 seed=1,
+                security=cluster.security.client(),
             )
             log(f"{kind}: {sc.title} (total {total}, procs {cfg.effective_procs()}) ...")
             stats = runner.run(cfg)
@@ -288,7 +389,7 @@ def run_cluster(kind: str, args: argparse.Namespace, selected: list[Scenario]) -
         perf: dict[str, object] = {}
         for load in args.check_perf:
             log(f"{kind}: etcdctl check perf --load={load} (about 60 s) ...")
-            res = etcdctl(eps, "check", "perf", f"--load={load}", check=False, timeout=600)
+            res = cluster.etcdctl(eps, "check", "perf", f"--load={load}", check=False, timeout=600)
             perf[load] = {
                 "exit": res.returncode,
                 "output": (res.stdout + res.stderr).strip(),
@@ -379,6 +480,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--check-perf", default="", help="etcdctl check perf loads to run, e.g. s or s,m"
+    )
+    ap.add_argument(
+        "--security",
+        default="none",
+        choices=("none", "tls", "auth"),
+        help="client and peer mTLS, or auth enabled, on both systems (default none)",
     )
     ap.add_argument("--json", default="", help="write all results to this file")
     ap.add_argument("-v", "--verbose", action="store_true", help="print each full report")

@@ -33,7 +33,7 @@ class Rule:
     exempt: str = ""
 
 
-STORE = "errors failpoints version proto lease wal snap mvcc peer"
+STORE = "errors failpoints version tlsutil proto lease wal snap mvcc peer"
 # The member streams etcd-format snapshots (Maintenance.Snapshot, repair's transfer), so it may
 # use backup's file-format modules; the rest of backup (restore, the agent) sits above server.
 SNAPSHOT_FORMATS = "backup.snapshot_file backup.etcd_schema backup.bbolt"
@@ -42,8 +42,10 @@ SNAPSHOT_FORMATS = "backup.snapshot_file backup.etcd_schema backup.bbolt"
 RULES: tuple[Rule, ...] = (
     # Rule(importers, never imported, reason[, allowed=exceptions][, exempt=importers spared])
     Rule("raft", "*", "the Raft core is pure: nothing of raftkv but itself", allowed="raft"),
+    Rule("fileutil", "*", "file and directory modes are a leaf every layer may use: nothing of raftkv"),
     Rule(STORE, "server api app ctl client check guard inspect backup benchmark", "the store knows nothing of what is built on it"),
     Rule("guard", "server api app ctl client check inspect benchmark", "the guard's building blocks are pure; the server wires them in"),
+    Rule("auth", "server api app ctl client check inspect backup benchmark", "auth's store and tokens are building blocks; the server applies them, the API asks through its port"),
     Rule("server", "api app ctl client check inspect benchmark backup", "the member knows nothing of its API, the process or the tools", allowed=SNAPSHOT_FORMATS),
     Rule("api", "app ctl client check inspect benchmark", "the gRPC services know nothing of the process or the tools"),
     Rule("api", "server", "the services reach the member through the Protocols of api.ports", allowed="server.convert server.repair"),

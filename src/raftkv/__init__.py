@@ -1,3 +1,3 @@
 """raftkv: an etcd-compatible, Raft-replicated key-value store that keeps replicas provably identical."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

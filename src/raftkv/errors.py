@@ -331,3 +331,30 @@ async def abort(
     code, message = to_status(exc)
     await context.abort(code, message)
     raise AssertionError("grpc.aio ServicerContext.abort returned")  # abort always raises
+
+
+# --- errors etcd sends without a table entry of their own
+# etcd's togRPCError sends an error that has no rpctypes entry as codes.Unknown with the error's
+# own text.  Clients see these strings unchanged, so raftkv keeps them, outside the table of
+# ``etcdserver:`` errors above (they are not in ALL_ERRORS and ``lookup`` does not find them).
+
+
+def _define_unmapped(name: str, message: str) -> type[EtcdError]:
+    """Create the error class `name` sent as Unknown with etcd's text `message`."""
+
+    class _Error(EtcdError):
+        __slots__ = ()
+
+    _Error.code = grpc.StatusCode.UNKNOWN
+    _Error.message = message
+    _Error.__name__ = _Error.__qualname__ = name
+    _Error.__module__ = __name__
+    return _Error
+
+
+ERR_NO_PASSWORD_USER: Final = _define_unmapped(
+    # etcd's auth.ErrNoPasswordUser: Authenticate as a user added with --no-password (and a
+    # UserAdd / UserChangePassword entry whose hashedPassword is not base64).
+    "ERR_NO_PASSWORD_USER",
+    "auth: authentication failed, password was given for no password user",
+)

@@ -144,7 +144,7 @@ def put_entry_index(data_dir: Path, key: bytes) -> int:
     found = 0
     for e in wal.entries:
         if e.data:
-            kind, _id, body = decode_request(e.data)
+            kind, _id, body, *_who = decode_request(e.data)
             if kind == RequestKind.PUT and pb.PutRequest.FromString(body).key == key:
                 found = e.index
     assert found

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.harness import Cluster, require_etcdctl
+from tests.cluster.harness import Cluster, ClusterTLS, require_etcdctl
 
 
 @pytest.fixture
@@ -15,8 +15,13 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     require_etcdctl()
     made: list[Cluster] = []
 
-    def make(size: int, extra_args: list[str] | None = None, start: bool = True) -> Cluster:
-        c = Cluster(tmp_path / f"c{len(made)}", size, extra_args)
+    def make(
+        size: int,
+        extra_args: list[str] | None = None,
+        start: bool = True,
+        tls: ClusterTLS | None = None,
+    ) -> Cluster:
+        c = Cluster(tmp_path / f"c{len(made)}", size, extra_args, tls=tls)
         (tmp_path / f"c{len(made)}").mkdir()
         made.append(c)
         if start:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -23,6 +24,7 @@ import grpc
 
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
+from tests.tls_certs import PeerCerts
 
 REPO = Path(__file__).resolve().parents[2]
 ETCDCTL = shutil.which("etcdctl")
@@ -45,17 +47,58 @@ def installation_env(src: Path | None) -> dict[str, str]:
     return env
 
 
+PORT_RANGE = (20000, 32767)
+"""Where test members listen: below the machine's ephemeral range (32768-60999), so an
+outgoing connection never takes a port between its check here and the member's bind."""
+
+
 def free_ports(n: int) -> list[int]:
-    socks = []
+    """``n`` distinct ports of ``PORT_RANGE`` that nothing listens on now (checked by binding
+    each, with the others held), picked at random so concurrent runs rarely meet."""
+    rng = random.SystemRandom()
+    socks: list[socket.socket] = []
     try:
-        for _ in range(n):
+        while len(socks) < n:
             s = socket.socket()
-            s.bind(("127.0.0.1", 0))
+            try:
+                s.bind(("127.0.0.1", rng.randint(*PORT_RANGE)))
+            except OSError:
+                s.close()
+                continue
             socks.append(s)
         return [s.getsockname()[1] for s in socks]
     finally:
         for s in socks:
             s.close()
+
+
+@dataclass(frozen=True)
+class ClusterTLS:
+    """A cluster on TLS: ``certs`` holds one CA, a certificate per member name (served on its
+    URLs and presented when it dials) and one named ``client`` for etcdctl.  ``client``:
+    https client URLs with ``--client-cert-auth``; ``peer``: https peer URLs with
+    ``--peer-client-cert-auth``."""
+
+    certs: PeerCerts
+    client: bool = True
+    peer: bool = True
+
+    def member_args(self, name: str) -> list[str]:
+        c = self.certs
+        args = []
+        if self.client:
+            args += [f"--cert-file={c.cert(name)}", f"--key-file={c.key(name)}"]
+            args += [f"--trusted-ca-file={c.ca}", "--client-cert-auth"]
+        if self.peer:
+            args += [f"--peer-cert-file={c.cert(name)}", f"--peer-key-file={c.key(name)}"]
+            args += [f"--peer-trusted-ca-file={c.ca}", "--peer-client-cert-auth"]
+        return args
+
+    def etcdctl_args(self) -> list[str]:
+        c = self.certs
+        if not self.client:
+            return []
+        return [f"--cacert={c.ca}", f"--cert={c.cert('client')}", f"--key={c.key('client')}"]
 
 
 @dataclass
@@ -71,22 +114,37 @@ class MemberProc:
     # PYTHONPATH (None: the interpreter's installed raftkv); rolling upgrades swap these.
     python: str = sys.executable
     src: Path | None = REPO / "src"
+    client_scheme: str = "http"
+    peer_scheme: str = "http"
 
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.client_port}"
 
     @property
+    def client_url(self) -> str:
+        return f"{self.client_scheme}://{self.endpoint}"
+
+    @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"{self.peer_scheme}://127.0.0.1:{self.peer_port}"
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
 
 class Cluster:
-    def __init__(self, root: Path, size: int, extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        size: int,
+        extra_args: list[str] | None = None,
+        tls: ClusterTLS | None = None,
+    ) -> None:
         self.root = root
+        self.tls = tls
+        # Extra etcdctl flags for every call (e.g. ``--user`` once auth is enabled).
+        self.etcdctl_flags: list[str] = []
         ports = free_ports(2 * size)
         self.members = [
             MemberProc(
@@ -95,7 +153,9 @@ class Cluster:
                 peer_port=ports[2 * i + 1],
                 data_dir=root / f"m{i + 1}.raftkv",
                 log_path=root / f"m{i + 1}.log",
-                extra_args=list(extra_args or []),
+                extra_args=list(extra_args or []) + (tls.member_args(f"m{i + 1}") if tls else []),
+                client_scheme="https" if tls and tls.client else "http",
+                peer_scheme="https" if tls and tls.peer else "http",
             )
             for i in range(size)
         ]
@@ -118,9 +178,9 @@ class Cluster:
             "--data-dir",
             str(m.data_dir),
             "--listen-client-urls",
-            f"http://{m.endpoint}",
+            m.client_url,
             "--advertise-client-urls",
-            f"http://{m.endpoint}",
+            m.client_url,
             "--listen-peer-urls",
             m.peer_url,
             "--initial-advertise-peer-urls",
@@ -135,9 +195,16 @@ class Cluster:
         m.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env)
         log.close()
 
-    def add_member(self, *, learner: bool = False, endpoints: str | None = None) -> int:
+    def add_member(
+        self,
+        *,
+        learner: bool = False,
+        endpoints: str | None = None,
+        extra_args: list[str] | None = None,
+    ) -> int:
         """``etcdctl member add`` a new member, then start it with ``--initial-cluster-state
-        existing``; returns its index.  The caller waits for it (``wait_ready``)."""
+        existing`` and ``extra_args`` (default: the first member's); returns its index.  The
+        caller waits for it (``wait_ready``)."""
         ports = free_ports(2)
         i = len(self.members)
         name = f"m{i + 1}"
@@ -149,7 +216,13 @@ class Cluster:
             peer_port=ports[1],
             data_dir=self.root / f"{name}.raftkv",
             log_path=self.root / f"{name}.log",
-            extra_args=[*self.members[0].extra_args, "--initial-cluster-state", "existing"],
+            extra_args=[
+                *(self.members[0].extra_args if extra_args is None else extra_args),
+                "--initial-cluster-state",
+                "existing",
+            ],
+            client_scheme=self.members[0].client_scheme,
+            peer_scheme=self.members[0].peer_scheme,
         )
         args = ["member", "add", name, f"--peer-urls={m.peer_url}"]
         if learner:
@@ -238,10 +311,15 @@ class Cluster:
         stdin: str | None = None,
         timeout: float = 20,
     ) -> subprocess.CompletedProcess[str]:
+        endpoints = endpoints or self.endpoints
+        if self.tls is not None and self.tls.client:
+            endpoints = ",".join(f"https://{e.split('://')[-1]}" for e in endpoints.split(","))
         cmd = [
             require_etcdctl(),
             "--endpoints",
-            endpoints or self.endpoints,
+            endpoints,
+            *(self.tls.etcdctl_args() if self.tls else []),
+            *self.etcdctl_flags,
             "--dial-timeout=2s",
             "--command-timeout=5s",
             *args,

@@ -306,12 +306,16 @@ def test_rolling_upgrade_then_downgrade_under_load(
                 err, _ = downgrade(ep, pb.DowngradeRequest.VALIDATE, older.short())
                 assert err == "etcdserver: cluster has a downgrade job in progress", err
         # Every member runs the target: the leader ends the downgrade by itself; there is none
-        # to cancel then, and the next minor down is not a target (this tree's minor is the
-        # oldest release that knows downgrades).
+        # to cancel then.  The next minor down knows downgrades and auth was never used here,
+        # so it is a valid target; two minors down is not.
         c.wait_until(lambda: not downgrade_enabled(ep), "the leader to end the downgrade")
         err, _ = downgrade(ep, pb.DowngradeRequest.CANCEL)
         assert err == "etcdserver: no inflight downgrade job", err
-        err, _ = downgrade(ep, pb.DowngradeRequest.VALIDATE, older.short())
+        err, answered = downgrade(ep, pb.DowngradeRequest.VALIDATE, older.short())
+        assert err is None and answered == BASE.short(), (err, answered)
+        two_down = older.previous_minor()
+        assert two_down is not None
+        err, _ = downgrade(ep, pb.DowngradeRequest.VALIDATE, two_down.short())
         assert err == "etcdserver: invalid downgrade target version", err
         assert any(
             "the downgrade is finished" in m.log_path.read_text(errors="replace") for m in c.members

@@ -11,6 +11,7 @@ the traceback on stderr.  Every blocking wait is bounded.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import sys
 import threading
@@ -378,8 +379,33 @@ def errors(cs: Clients) -> dict[str, Any]:
     return out
 
 
+def auth(cs: Clients) -> dict[str, Any]:
+    """As user ``alice`` (password ``alicepw``, read on ``/app/``), set up by the caller, over
+    TLS: the client sends its token as call credentials, which gRPC sends only on a secure
+    channel.  ``ETCD3_CA``, ``ETCD3_CERT`` and ``ETCD3_KEY`` name the TLS files."""
+    host, port = cs[0]._url.rsplit(":", 1)
+    alice = etcd3.client(
+        host=host,
+        port=int(port),
+        user="alice",
+        password="alicepw",
+        timeout=WAIT,
+        ca_cert=os.environ["ETCD3_CA"],
+        cert_cert=os.environ["ETCD3_CERT"],
+        cert_key=os.environ["ETCD3_KEY"],
+    )
+    try:
+        return {
+            "read": _outcome(lambda: _s(alice.get("/app/a")[0])),
+            "write": _error(lambda: alice.put("/app/b", "x")),
+            "read_other": _error(lambda: alice.get("/secret")),
+        }
+    finally:
+        alice.close()
+
+
 SCENARIOS: dict[str, Callable[[Clients], dict[str, Any]]] = {
-    f.__name__: f for f in (kv, txn, lease, watch, compact, cluster, lock, errors)
+    f.__name__: f for f in (kv, txn, lease, watch, compact, cluster, lock, errors, auth)
 }
 
 

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,7 @@ class Target:
     log_paths: list[Path]
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     cluster: Cluster | None = None
+    ctl_flags: list[str] = field(default_factory=list)  # etcdctl's TLS / auth flags for ctl()
 
     def ctl(
         self, *args: str, stdin: str | bytes | None = None, timeout: float = 30
@@ -56,6 +58,7 @@ class Target:
                 f"--endpoints={self.endpoints[0]}",
                 "--dial-timeout=3s",
                 "--command-timeout=10s",
+                *self.ctl_flags,
                 *args,
             ],
             input=data if data is not None else b"",
@@ -88,14 +91,19 @@ class Target:
                 p.wait(10)
 
 
-def _wait_status(endpoint: str, proc: subprocess.Popen[bytes] | None, log: Path) -> None:
+def _wait_status(
+    endpoint: str,
+    proc: subprocess.Popen[bytes] | None,
+    log: Path,
+    ctl_flags: Sequence[str] = (),
+) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited early:\n{log.read_text(errors='replace')[-3000:]}")
         res = subprocess.run(
             [require_etcdctl(), f"--endpoints={endpoint}", "--dial-timeout=1s",
-             "--command-timeout=2s", "endpoint", "status"],
+             "--command-timeout=2s", *ctl_flags, "endpoint", "status"],
             capture_output=True, timeout=30, env=_ctl_env(), check=False,
         )  # fmt: skip
         if res.returncode == 0:
@@ -106,27 +114,40 @@ def _wait_status(endpoint: str, proc: subprocess.Popen[bytes] | None, log: Path)
     )
 
 
-def start_etcd(root: Path) -> Target:
-    """A fresh one-member etcd; no request is made that changes its revision."""
+def start_etcd(
+    root: Path,
+    client_scheme: str = "http",
+    extra: Sequence[str] = (),
+    ctl_flags: Sequence[str] = (),
+) -> Target:
+    """A fresh one-member etcd; no request is made that changes its revision.
+
+    ``client_scheme="https"`` serves clients over TLS: ``extra`` (more etcd flags) then names
+    the certificate files, ``ctl_flags`` the etcdctl flags that reach it (kept on the Target
+    for ``ctl()``), and the endpoint is ``https://127.0.0.1:PORT``.
+    """
     etcd = require_etcd()
     root.mkdir(parents=True, exist_ok=True)
     client, peer = free_ports(2)
     log = root / "etcd.log"
+    client_url = f"{client_scheme}://127.0.0.1:{client}"
     cmd = [
         etcd,
         "--name", "m1",
         "--data-dir", str(root / "etcd.data"),
-        "--listen-client-urls", f"http://127.0.0.1:{client}",
-        "--advertise-client-urls", f"http://127.0.0.1:{client}",
+        "--listen-client-urls", client_url,
+        "--advertise-client-urls", client_url,
         "--listen-peer-urls", f"http://127.0.0.1:{peer}",
         "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
         "--initial-cluster", f"m1=http://127.0.0.1:{peer}",
+        *extra,
     ]  # fmt: skip
     with open(log, "wb") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
-    target = Target("etcd", [f"127.0.0.1:{client}"], [log], [proc])
+    endpoint = client_url if client_scheme == "https" else f"127.0.0.1:{client}"
+    target = Target("etcd", [endpoint], [log], [proc], ctl_flags=list(ctl_flags))
     try:
-        _wait_status(target.endpoints[0], proc, log)
+        _wait_status(target.endpoints[0], proc, log, ctl_flags)
     except BaseException:
         target.close()
         raise
@@ -150,9 +171,14 @@ def start_raftkv(root: Path, size: int) -> Target:
     return target
 
 
-def run_etcd3(scenario: str, endpoints: list[str], timeout: float = 120) -> str:
+def run_etcd3(
+    scenario: str,
+    endpoints: list[str],
+    timeout: float = 120,
+    extra_env: dict[str, str] | None = None,
+) -> str:
     """Run one ``etcd3_scenarios`` scenario in a child process; its JSON output (stdout)."""
-    env = dict(os.environ)
+    env = dict(os.environ) | (extra_env or {})
     env["PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION"] = "python"
     res = subprocess.run(
         [sys.executable, str(SCENARIOS), scenario, ",".join(endpoints)],

@@ -42,6 +42,7 @@ class Node:
         *,
         cluster_id: int = CLUSTER,
         port: int = 0,
+        scheme: str = "http",
         **kwargs: Any,
     ) -> None:
         self.id = member_id
@@ -58,7 +59,7 @@ class Node:
         self.t = PeerTransport(
             member_id=member_id,
             cluster_id=cluster_id,
-            listen_urls=[f"http://127.0.0.1:{port}"],
+            listen_urls=[f"{scheme}://127.0.0.1:{port}"],
             on_message=self.received.append,
             on_snapshot=lambda m, p: self.snapshots.append((m, p)),
             on_unreachable=self.unreachable.append,
@@ -75,6 +76,11 @@ class Node:
     @property
     def port(self) -> int:
         return self.t.addresses[0][1]
+
+    def know(self, member_id: int) -> None:
+        """Add ``member_id`` to this node's configuration at an address nobody listens on, for
+        tests that play that member over a raw connection (strangers are refused)."""
+        self.t.add_peer(member_id, [f"http://127.0.0.1:{free_port()}"])
 
 
 async def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:

@@ -133,6 +133,7 @@ def test_truncated_transfer_is_discarded(tmp_path: Path) -> None:
         b = Node(2, str(recv_dir))
         await b.t.start()
         try:
+            b.know(1)
             _, writer = await raw_connect(b.port, StreamKind.SNAPSHOT, frm=1, to=2)
             writer.write(framing.encode_snap_begin(1000, encode_message(snap_message(1, 2))))
             data = os.urandom(500)
@@ -158,6 +159,7 @@ def test_wrong_whole_file_crc_is_refused_with_an_error_frame(tmp_path: Path) -> 
         b = Node(2, str(recv_dir))
         await b.t.start()
         try:
+            b.know(1)
             reader, writer = await raw_connect(b.port, StreamKind.SNAPSHOT, frm=1, to=2)
             data = os.urandom(2048)
             writer.write(framing.encode_snap_begin(2048, encode_message(snap_message(1, 2))))

@@ -118,6 +118,7 @@ def test_reconnects_after_peer_restart(tmp_path: Path) -> None:
             a.t.send([app(1, 2, 99)])
             await wait_until(lambda: 2 in a.unreachable, what="unreachable report")
             b2 = Node(2, str(tmp_path), port=port)
+            b2.t.add_peer(1, a.t.urls)
             await b2.t.start()
             assert await a.t.wait_connected([2], 10)
             a.t.send([app(1, 2, i) for i in range(100, 110)])
@@ -180,6 +181,7 @@ def test_corrupt_frame_drops_the_connection_and_is_never_delivered(tmp_path: Pat
         b = Node(2, str(tmp_path))
         await start(b)
         try:
+            b.know(7)
             reader, writer = await raw_connect(b.port, StreamKind.MESSAGES, frm=7, to=2)
 
             def frame(index: int) -> bytes:
@@ -204,6 +206,7 @@ def test_undecodable_message_with_valid_crc_is_rejected(tmp_path: Path) -> None:
         b = Node(2, str(tmp_path))
         await start(b)
         try:
+            b.know(7)
             reader, writer = await raw_connect(b.port, StreamKind.MESSAGES, frm=7, to=2)
             good = encode_message(app(7, 2, 1))
             payload = framing.encode_batch_payload([good, b"\xff" * 10])
@@ -239,6 +242,7 @@ def test_update_peer_and_url_rotation(tmp_path: Path) -> None:
         dead = f"http://127.0.0.1:{free_port()}"
         try:
             a.t.add_peer(2, [dead])
+            b.t.add_peer(1, a.t.urls)
             assert not await a.t.wait_connected([2], 0.3)
             a.t.update_peer(2, [dead, *b.t.urls])  # the stream rotates to the live URL
             assert await a.t.wait_connected([2], 10)
@@ -293,6 +297,7 @@ def test_request_response_errors_and_timeout(tmp_path: Path) -> None:
         await start(a, b)
         try:
             a.t.add_peer(2, b.t.urls)  # request waits for the stream to come up
+            b.t.add_peer(1, a.t.urls)
             assert await a.t.request(2, "echo", b"abc", timeout=10) == b"ABC:1"
             replies = await asyncio.gather(
                 *(a.t.request(2, "echo", str(i).encode(), timeout=10) for i in range(50))

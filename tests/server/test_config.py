@@ -84,3 +84,58 @@ def test_backend_batch_flags_take_etcds_spelling() -> None:
     cfg = parse(["--backend-batch-interval", "250ms", "--backend-batch-limit", "500"])
     assert (cfg.backend_batch_interval_s, cfg.backend_batch_limit) == (0.25, 500)
     assert parse(["--backend-batch-interval=0"]).backend_batch_interval_s == 0.0
+
+
+def test_tls_flags_take_etcds_names_and_lists() -> None:
+    cfg = parse(
+        [
+            "--listen-client-urls=https://127.0.0.1:2379",
+            "--cert-file=c.pem",
+            "--key-file=k.pem",
+            "--trusted-ca-file=ca.pem",
+            "--client-cert-auth",
+            "--peer-cert-allowed-cn=m1,m2",
+            "--cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_AES_128_GCM_SHA256",
+            "--tls-max-version=TLS1.3",
+        ]
+    )
+    info = cfg.client_tls()
+    assert (info.cert_file, info.key_file, info.trusted_ca_file) == ("c.pem", "k.pem", "ca.pem")
+    assert info.client_cert_auth
+    assert cfg.peer_tls().allowed_cns == ("m1", "m2")
+    assert cfg.cipher_suites == ("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_AES_128_GCM_SHA256")
+    assert cfg.tls_policy().max_version == "TLS1.3"
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (
+            ["--listen-client-urls=https://127.0.0.1:2379"],
+            r"TLS key/cert \(--cert-file, --key-file\) must be provided for client url "
+            r"https://127.0.0.1:2379 with HTTPS scheme",
+        ),
+        (["--listen-peer-urls=https://127.0.0.1:2380"], "must be provided for peer url"),
+        (["--tls-min-version=SSL3"], 'unexpected TLS version "SSL3"'),
+        (
+            [
+                "--listen-client-urls=https://127.0.0.1:2379",
+                "--auto-tls",
+                "--tls-max-version=TLS1.2",
+            ],
+            "cannot be restricted",
+        ),
+        (["--cipher-suites=TLS_RSA_WITH_RC4_128_SHA"], "insecure cipher suite"),
+        (["--listen-client-urls=unix://raftkv.sock"], "unix sockets are not supported"),
+    ],
+)
+def test_tls_refusals_name_the_flag_as_etcd(argv: list[str], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        parse(argv)
+
+
+def test_peer_tls_versions_are_honoured_where_the_client_port_is_plaintext() -> None:
+    cfg = parse(
+        ["--listen-peer-urls=https://127.0.0.1:2380", "--peer-auto-tls", "--tls-min-version=TLS1.3"]
+    )
+    assert cfg.tls_policy().restricts_versions

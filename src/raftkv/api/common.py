@@ -22,6 +22,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc.aio
 
 from raftkv import errors
+from raftkv.api.ports import AuthPort, Who
 from raftkv.mvcc.errors import BackendCorruptionError
 
 log = logging.getLogger("raftkv.api")
@@ -51,6 +52,36 @@ def report_corruption(exc: BackendCorruptionError) -> None:
         reporter(exc)
     except Exception:
         log.exception("the corruption reporter failed on: %s", exc)
+
+
+async def caller(auth: AuthPort, context: Context) -> Who:
+    """Who sent this request, while auth is enabled: the ``token`` metadata (etcd's clients;
+    ``authorization`` for the HTTP gateway) or, without one, the client certificate's CN under
+    ``--client-cert-auth``.  Raises ``invalid auth token`` for a token nobody issued."""
+    if not auth.enabled:
+        return None
+    token = None
+    for key, value in context.invocation_metadata() or ():
+        if key in ("token", "authorization"):
+            token = value if isinstance(value, str) else value.decode()
+            break
+    cn = None
+    if token is None and auth.client_cert_auth:
+        names = list(context.auth_context().get("x509_common_name") or ())
+        cn = names[0].decode() if names else None
+    return await auth.who(token, cn)
+
+
+async def require_admin(auth: AuthPort, context: Context) -> None:
+    """etcd's ``IsAdminPermitted`` for the caller (nothing while auth is disabled)."""
+    if auth.enabled:
+        auth.check_admin(await caller(auth, context))
+
+
+async def require_caller(auth: AuthPort, context: Context) -> None:
+    """etcd's ``requireAuthInfo``: a known caller (nothing while auth is disabled)."""
+    if auth.enabled:
+        auth.check_authenticated(await caller(auth, context))
 
 
 async def guarded(context: Context, body: Callable[[], Awaitable[T]]) -> T:

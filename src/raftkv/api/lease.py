@@ -1,7 +1,10 @@
 """The Lease service: Grant, Revoke, KeepAlive (stream), TimeToLive, Leases.
 
 Contract: KeepAlive answers every request on the stream in order; a keepalive for a lease that
-does not exist answers TTL 0 (as etcd), it does not end the stream.
+does not exist answers TTL 0 (as etcd), it does not end the stream.  While auth is enabled,
+revoking a lease needs write permission on every key attached to it (checked at apply), and
+TimeToLive with ``keys`` needs read permission on each key it would list (etcd's
+``checkLeaseTimeToLive``).
 """
 
 from __future__ import annotations
@@ -9,15 +12,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from raftkv import errors
-from raftkv.api.common import Context, guarded
-from raftkv.api.ports import LeasePort
+from raftkv.api.common import Context, caller, guarded
+from raftkv.api.ports import AuthPort, LeasePort
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
 
 
 class LeaseService(pb_grpc.LeaseServicer):
-    def __init__(self, leases: LeasePort) -> None:
+    def __init__(self, leases: LeasePort, auth: AuthPort) -> None:
         self.leases = leases
+        self.auth = auth
 
     async def LeaseGrant(
         self, request: pb.LeaseGrantRequest, context: Context
@@ -27,12 +31,23 @@ class LeaseService(pb_grpc.LeaseServicer):
     async def LeaseRevoke(
         self, request: pb.LeaseRevokeRequest, context: Context
     ) -> pb.LeaseRevokeResponse:
-        return await guarded(context, lambda: self.leases.revoke(request))
+        async def body() -> pb.LeaseRevokeResponse:
+            return await self.leases.revoke(request, await caller(self.auth, context))
+
+        return await guarded(context, body)
 
     async def LeaseTimeToLive(
         self, request: pb.LeaseTimeToLiveRequest, context: Context
     ) -> pb.LeaseTimeToLiveResponse:
-        return await guarded(context, lambda: self.leases.time_to_live(request))
+        async def body() -> pb.LeaseTimeToLiveResponse:
+            who = await caller(self.auth, context)
+            resp = await self.leases.time_to_live(request)
+            if self.auth.enabled and request.keys:
+                for key in resp.keys:
+                    self.auth.check_read(who, key, b"")
+            return resp
+
+        return await guarded(context, body)
 
     async def LeaseLeases(
         self, request: pb.LeaseLeasesRequest, context: Context

@@ -5,7 +5,13 @@ client port.  It carries JSON rather than protobuf so no generated code is neede
 
     request:  {"member_id": <uint64>}
     response: {"member_id", "source_id", "installed_index", "reapplied_entries",
-               "verified_index", "state_hash", "alarm_cleared"}
+               "log_replaced", "verified_index", "state_hash", "alarm_cleared",
+               "verdict_cleared"}
+
+The member must be fenced: under a CORRUPT alarm, fenced by a guard verdict it accepted
+(possibly unable to apply the alarm: ``log_replaced`` then tells that its Raft log was replaced
+too), or stopped on a corrupt stored value.  ``verdict_cleared`` is true when a guard verdict
+was cleared with the alarm.
 
 Errors: FAILED_PRECONDITION with the reason when the repair cannot be done or verified (the
 member stays fenced), INVALID_ARGUMENT for a malformed request.

@@ -12,7 +12,11 @@ Contracts (as etcd's watch server):
 - a member fenced by a CORRUPT alarm refuses new streams and ends open ones with etcd's
   ``etcdserver: corrupt cluster`` (DATA_LOSS), as it refuses every other read;
 - a progress request is answered, once every watcher of the stream is synced, with an empty
-  response carrying the current revision and watch ID -1.
+  response carrying the current revision and watch ID -1;
+- while auth is enabled, a watcher is created only if the stream's caller may read its range
+  (else ``created`` and ``canceled`` with etcd's ``etcdserver: permission denied``), and an
+  open watcher whose permission is revoked is canceled with that reason before it delivers
+  any event applied after the revocation.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from raftkv import errors
-from raftkv.api.common import Context
-from raftkv.api.ports import WatchPort
+from raftkv.api.common import Context, caller
+from raftkv.api.ports import AuthPort, WatchPort, Who
+from raftkv.auth.tokens import AuthInfo
 from raftkv.mvcc.watchable import WatchFilter, WatchResponse
 from raftkv.proto import kv_pb2
 from raftkv.proto import rpc_pb2 as pb
@@ -45,14 +50,19 @@ class _StreamWatcher:
     store_id: int
     fragment: bool
     progress_notify: bool
+    key: bytes = b""
+    range_end: bytes = b""
+    auth_revision: int = 0  # the auth revision its permission was last checked at
 
 
 _FENCED = pb.WatchResponse()  # marker: the member was fenced; the stream ends with DataLoss
 
 
 class _Stream:
-    def __init__(self, member: WatchPort) -> None:
+    def __init__(self, member: WatchPort, auth: AuthPort, who: Who) -> None:
         self.member = member
+        self.auth = auth
+        self.who = who
         self.out: asyncio.Queue[pb.WatchResponse | None] = asyncio.Queue()
         self.watchers: dict[int, _StreamWatcher] = {}
         self.by_store_id: dict[int, _StreamWatcher] = {}
@@ -69,8 +79,34 @@ class _Stream:
         w = self.by_store_id.get(resp.watch_id)
         if w is None:
             return True
+        if self.auth.enabled and w.auth_revision != self.auth.revision() and not self._allowed(w):
+            self.watchable.cancel(w.store_id)
+            self._forget(w)
+            self.out.put_nowait(self._denied(w.stream_id, errors.ERR_PERMISSION_DENIED()))
+            return True
         self._emit(w, resp)
         return True
+
+    def _allowed(self, w: _StreamWatcher) -> bool:
+        """Whether the caller may still read ``w``'s range, at the current auth revision (the
+        token's own revision is older after any auth change; the user is what counts)."""
+        revision = self.auth.revision()
+        who = AuthInfo(self.who.username, revision) if self.who is not None else None
+        try:
+            self.auth.check_read(who, w.key, w.range_end)
+        except errors.EtcdError:
+            return False
+        w.auth_revision = revision
+        return True
+
+    def _denied(self, stream_id: int, exc: errors.EtcdError) -> pb.WatchResponse:
+        return pb.WatchResponse(
+            header=self.member.header(),
+            watch_id=stream_id,
+            created=True,
+            canceled=True,
+            cancel_reason=exc.message,
+        )
 
     def _emit(self, w: _StreamWatcher, resp: WatchResponse) -> None:
         header = self.member.header(resp.revision or None)
@@ -132,6 +168,12 @@ class _Stream:
                 self.next_id += 1
             stream_id = self.next_id
             self.next_id += 1
+        if self.auth.enabled:
+            try:
+                self.auth.check_read(self.who, req.key, req.range_end)
+            except errors.EtcdError as exc:
+                self.out.put_nowait(self._denied(stream_id, exc))
+                return
         compacted = self.member.compact_revision
         self.out.put_nowait(
             pb.WatchResponse(header=self.member.header(), watch_id=stream_id, created=True)
@@ -147,7 +189,15 @@ class _Stream:
                 )
             )
             return
-        w = _StreamWatcher(stream_id, -1, req.fragment, req.progress_notify)
+        w = _StreamWatcher(
+            stream_id,
+            -1,
+            req.fragment,
+            req.progress_notify,
+            req.key,
+            req.range_end,
+            self.auth.revision(),
+        )
         self.watchers[stream_id] = w
         store_id = self.watchable.watch(
             req.key,
@@ -185,8 +235,11 @@ class _Stream:
 
 
 class WatchService(pb_grpc.WatchServicer):
-    def __init__(self, member: WatchPort, progress_interval: float = PROGRESS_INTERVAL) -> None:
+    def __init__(
+        self, member: WatchPort, auth: AuthPort, progress_interval: float = PROGRESS_INTERVAL
+    ) -> None:
         self.member = member
+        self.auth = auth
         self.progress_interval = progress_interval
 
     async def Watch(
@@ -194,9 +247,10 @@ class WatchService(pb_grpc.WatchServicer):
     ) -> AsyncIterator[pb.WatchResponse]:
         try:  # a fenced member serves no reads, watches included; nor does a learner
             self.member.check_watch()
+            who = await caller(self.auth, context)
         except errors.EtcdError as exc:
             await errors.abort(context, exc)
-        stream = _Stream(self.member)
+        stream = _Stream(self.member, self.auth, who)
 
         async def read_requests() -> None:
             try:

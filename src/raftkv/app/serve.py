@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import grpc.aio
 
+from raftkv.api.auth import AuthService
 from raftkv.api.cluster import ClusterService
 from raftkv.api.common import set_corruption_reporter
 from raftkv.api.kv import KVService
@@ -22,14 +23,17 @@ from raftkv.api.lease import LeaseService
 from raftkv.api.maintenance import MaintenanceService
 from raftkv.api.repair import add_repair_service
 from raftkv.api.watch import WatchService
+from raftkv.app.client_tls import CertificateChecks, server_credentials
 from raftkv.app.http import start_http
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
+from raftkv.server import security
 from raftkv.server.bootstrap import BootstrapError
 from raftkv.server.config import ServerConfig
 from raftkv.server.hash_check import InitialCheckError
 from raftkv.server.member import Member
 from raftkv.server.raft_node import FatalStateMachineError
 from raftkv.server.versions import IncompatibleVersionError
+from raftkv.tlsutil import TLSConfigError
 
 log = logging.getLogger("raftkv.run")
 
@@ -45,7 +49,32 @@ def grpc_address(url: str) -> str:
     return f"{parts.hostname}:{parts.port}"
 
 
+def _warn_plaintext_urls(cfg: ServerConfig) -> None:
+    """etcd's warnings for http URLs beside TLS material (the material is not used there)."""
+    for url in cfg.listen_client_urls:
+        if urlsplit(url).scheme == "http":
+            if cfg.cert_file or cfg.key_file:
+                log.warning(
+                    "scheme is http while key and cert files are present; ignoring key and "
+                    "cert files client-url=%s",
+                    url,
+                )
+            if cfg.client_cert_auth:
+                log.warning(
+                    "scheme is http while --client-cert-auth is enabled; ignoring client cert "
+                    "auth for this URL client-url=%s",
+                    url,
+                )
+
+
 async def serve(cfg: ServerConfig) -> int:
+    try:
+        client_tls = security.client_tls(cfg)
+        credentials = server_credentials(client_tls) if client_tls is not None else None
+    except TLSConfigError as exc:
+        log.critical("%s", exc)
+        return 1
+    _warn_plaintext_urls(cfg)
     member = Member(cfg)
     try:
         await member.start()
@@ -54,29 +83,38 @@ async def serve(cfg: ServerConfig) -> int:
         BootstrapError,
         FatalStateMachineError,
         IncompatibleVersionError,
+        TLSConfigError,
     ) as exc:
         log.critical("%s", exc)
         await stop_member(member)
         return 1
     set_corruption_reporter(member.report_backend_corruption)
+    interceptors = []
+    if client_tls is not None and (client_tls.crl_file or client_tls.allowed_hostnames):
+        interceptors.append(CertificateChecks(client_tls))
     server = grpc.aio.server(
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", cfg.max_request_bytes + GRPC_OVERHEAD_BYTES),
             ("grpc.max_send_message_length", 2**31 - 1),
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
-    pb_grpc.add_KVServicer_to_server(KVService(member.kv), server)
-    pb_grpc.add_WatchServicer_to_server(WatchService(member), server)
-    pb_grpc.add_LeaseServicer_to_server(LeaseService(member.leases), server)
-    pb_grpc.add_ClusterServicer_to_server(ClusterService(member.membership), server)
+    pb_grpc.add_KVServicer_to_server(KVService(member.kv, member.auth), server)
+    pb_grpc.add_WatchServicer_to_server(WatchService(member, member.auth), server)
+    pb_grpc.add_LeaseServicer_to_server(LeaseService(member.leases, member.auth), server)
+    pb_grpc.add_ClusterServicer_to_server(ClusterService(member.membership, member.auth), server)
     pb_grpc.add_MaintenanceServicer_to_server(
-        MaintenanceService(member.maintenance, member.versions), server
+        MaintenanceService(member.maintenance, member.versions, member.auth), server
     )
+    pb_grpc.add_AuthServicer_to_server(AuthService(member.auth), server)
     add_repair_service(server, member.repairer)
     for url in cfg.listen_client_urls:
         try:
-            server.add_insecure_port(grpc_address(url))
+            if credentials is not None and urlsplit(url).scheme == "https":
+                server.add_secure_port(grpc_address(url), credentials)
+            else:
+                server.add_insecure_port(grpc_address(url))
         except RuntimeError as exc:  # grpc: the address is in use or cannot be bound
             log.critical("cannot listen for client requests on %s: %s", url, exc)
             await stop_member(member)

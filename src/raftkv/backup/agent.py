@@ -10,6 +10,9 @@ Owns the loop and the order of durable steps.  A backup is
 4. recorded in the manifest (atomic replace), then retention runs (manifest first, files
    after: a crash between leaves unreferenced files, never references to missing ones).
 
+Members are read through ``raftkv.backup.source.Source`` with the TLS and auth settings of
+``AgentOptions.security`` (etcdctl's flags on ``raftkv backup run``).
+
 At start the agent removes everything incomplete: ``*.part``, temporary manifests and stored
 files the manifest does not reference (a crash between 2 and 4).  A killed agent therefore
 never leaves a file that looks complete, and the next run starts clean.
@@ -61,6 +64,7 @@ from raftkv.backup.verify import (
     verify_chain,
     verify_full,
 )
+from raftkv.client.security import ClientSecurity
 
 FULL_SUFFIX = ".snap.zst"
 DELTA_SUFFIX = ".delta.zst"
@@ -84,6 +88,7 @@ class AgentOptions:
     work_dir: str = ""
     log_format: str = "text"
     attempts: int = 5  # rounds over the healthy members before a full backup gives up
+    security: ClientSecurity = field(default_factory=ClientSecurity)  # TLS and auth
 
 
 class Logger:
@@ -195,7 +200,7 @@ class Agent:
         self.log = log
         self.stop = stop or threading.Event()
         self.metrics = Metrics()
-        self.source = Source(opts.endpoints, opts.dial_timeout, opts.command_timeout)
+        self.source = Source(opts.endpoints, opts.dial_timeout, opts.command_timeout, opts.security)
         self.dest = open_destination(
             opts.dest, s3_endpoint_url=opts.s3_endpoint_url, work_dir=opts.work_dir
         )

@@ -17,11 +17,16 @@ Contracts, for both:
   one PUT of the whole object);
 - ``local_copy`` gives a local path with the stored bytes (in place for a directory,
   downloaded into the given work directory for S3);
-- a file that failed verification is published under ``failed/<name>``, apart.
+- a file that failed verification is published under ``failed/<name>``, apart;
+- private, as etcd keeps a member's files (``raftkv.fileutil``): ``staging(name)`` creates the
+  staged file, empty and 0600, so what the agent writes into it (truncating, not replacing)
+  is never readable by others, and the published file keeps that mode; the directories a
+  destination creates (its root, ``failed/``, S3's local work directory) are 0700.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import shutil
@@ -37,6 +42,7 @@ from raftkv.backup.manifest import (
     write_file_atomic,
 )
 from raftkv.backup.snapshot_file import sha256_file
+from raftkv.fileutil import PRIVATE_FILE_MODE, mkdir_all
 from raftkv.wal.files import fsync_dir
 
 PART_SUFFIX = ".part"
@@ -85,7 +91,7 @@ class DirDestination:
     def __init__(self, root: str, create: bool = True) -> None:
         self.root = os.path.abspath(root)
         if create:
-            os.makedirs(self.root, exist_ok=True)
+            mkdir_all(self.root)
         elif not os.path.isdir(self.root):
             raise DestinationError(f"{self.root}: no such backup directory")
 
@@ -110,7 +116,7 @@ class DirDestination:
         return removed
 
     def staging(self, name: str) -> str:
-        return self.path(name + PART_SUFFIX)
+        return _new_private_file(self.path(name + PART_SUFFIX))
 
     def publish(self, name: str, staged: str, sha256: str) -> None:
         fd = os.open(staged, os.O_RDONLY)
@@ -119,7 +125,7 @@ class DirDestination:
         finally:
             os.close(fd)
         target = self.path(name)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
+        mkdir_all(os.path.dirname(target))
         os.replace(staged, target)
         fsync_dir(os.path.dirname(target))
 
@@ -183,7 +189,7 @@ class S3Destination:
             "s3", endpoint_url=endpoint_url or None, region_name=region or "us-east-1"
         )
         if work_dir:
-            os.makedirs(work_dir, exist_ok=True)
+            mkdir_all(work_dir)
         self.staging_dir = tempfile.mkdtemp(prefix="raftkv-backup-", dir=work_dir or None)
 
     def describe(self) -> str:
@@ -200,7 +206,7 @@ class S3Destination:
 
     def cleanup_incomplete(self) -> list[str]:
         shutil.rmtree(self.staging_dir, ignore_errors=True)
-        os.makedirs(self.staging_dir, exist_ok=True)
+        mkdir_all(self.staging_dir)
         aborted = []
         listing = self._call(
             "list uploads",
@@ -220,7 +226,7 @@ class S3Destination:
         return aborted
 
     def staging(self, name: str) -> str:
-        return os.path.join(self.staging_dir, name + PART_SUFFIX)
+        return _new_private_file(os.path.join(self.staging_dir, name + PART_SUFFIX))
 
     def publish(self, name: str, staged: str, sha256: str) -> None:
         self._call(
@@ -299,3 +305,11 @@ class S3Destination:
             Key=self.key(MANIFEST_NAME),
             Body=encode_manifest(manifest),
         )
+
+
+def _new_private_file(path: str) -> str:
+    """Create ``path`` empty and ``PRIVATE_FILE_MODE`` (a leftover is replaced); returns it."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
+    return path

@@ -26,6 +26,10 @@ the end (a failed restore leaves nothing behind, never a half-restored data dir)
 5. everything is fsynced, the WAL directory (``--wal-dir``, when given) and then the data
    directory renamed into place and their parents fsynced.
 
+The result is private, as a member keeps its data dir (``raftkv.fileutil``): the data and WAL
+directories (``tempfile.mkdtemp``'s 0700, kept by the rename), every directory under them and
+every missing parent created 0700, every file 0600.
+
 Member and cluster IDs come from ``--initial-cluster`` and ``--initial-cluster-token`` as at
 bootstrap, so every member restored with the same flags agrees without talking.
 """
@@ -44,6 +48,7 @@ from dataclasses import dataclass
 from raftkv.backup.bbolt import BoltReader
 from raftkv.backup.etcd_schema import ImportSummary, auth_enabled, import_snapshot
 from raftkv.backup.snapshot_file import open_snapshot
+from raftkv.fileutil import mkdir_all
 from raftkv.guard.state_hash import StateHash
 from raftkv.lease.lessor import min_lease_ttl
 from raftkv.mvcc.backend import (
@@ -114,9 +119,9 @@ def restore_snapshot(
     if wal_target and os.path.exists(wal_target):
         raise RestoreError(f"wal-dir {json.dumps(wal_target)} exists")
     parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
+    mkdir_all(parent)
     if wal_target:
-        os.makedirs(os.path.dirname(wal_target), exist_ok=True)
+        mkdir_all(os.path.dirname(wal_target))
     log(f"restoring snapshot {opts.snapshot} into {target}")
     with open_snapshot(opts.snapshot, opts.skip_hash_check) as reader:
         if auth_enabled(reader):
@@ -191,7 +196,8 @@ def _build(
         applier.write_initial_members(rec.initial_members)
         # The state at index 1 is not the empty one a new member starts from: keep a copy
         # where `raftkv check data` finds its rebuild base (a backend copy at index 1).
-        applier.copy_backend(dd.received_backend_path(1, 1))
+        base = dd.received_backend_path(1, 1)
+        applier.copy_backend(base)
         state = applier.state_hash_deferred()()
     finally:
         applier.close()

@@ -34,6 +34,7 @@ from raftkv.backup.etcd_schema import (
     K_STATE_HASH,
     export_buckets,
 )
+from raftkv.fileutil import PRIVATE_FILE_MODE
 from raftkv.guard.digest import DigestRecordError, decode_head
 from raftkv.guard.state_hash import StateHash
 from raftkv.mvcc.backend import ReadTxn
@@ -60,7 +61,7 @@ def has_checksum(size: int) -> bool:
 def write_snapshot_db(tx: ReadTxn, state_hash: StateHash | None, path: str) -> int:
     """Write the etcd-format database of the state ``tx`` reads to a new file ``path`` (mode
     0600), fsynced; returns its size.  Any thread; ``tx`` must stay open until it returns."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
     with os.fdopen(fd, "w+b") as f:
         size = write_bolt(f, export_buckets(tx, state_hash))
         f.flush()

@@ -6,6 +6,10 @@ Owns: surveying the endpoints (``Maintenance.Status`` of each, the cluster's ala
 checked (``fetch_snapshot``), a live member's ``HashKV`` at a revision (``live_hash``), the
 lease table (``lease_table``), and the watch stream deltas are cut from (``WatchFeed``).
 
+Members are dialed with the TLS and the user's token of the ``ClientSecurity`` given
+(``raftkv.client.conn.dial``); one that cannot be used says why (unreachable, a TLS failure,
+authentication refused) in its ``MemberState.error``.
+
 Contracts:
 
 - a member under a CORRUPT alarm, or one that answers ``etcdserver: corrupt cluster``, is
@@ -33,7 +37,8 @@ import zstandard
 
 from raftkv.backup.delta import DELETE, PUT, RevisionEvents
 from raftkv.backup.snapshot_file import SnapshotFileError, StreamCheck
-from raftkv.client.conn import Stubs, dial, grpc_error_text
+from raftkv.client.conn import CtlError, Stubs, dial, grpc_error_text
+from raftkv.client.security import ClientSecurity
 from raftkv.proto import rpc_pb2 as pb
 
 CORRUPT_MESSAGE = "etcdserver: corrupt cluster"
@@ -86,31 +91,45 @@ class LiveHash:
 
 class Source:
     def __init__(
-        self, endpoints: list[str], dial_timeout: float = 2.0, command_timeout: float = 10.0
+        self,
+        endpoints: list[str],
+        dial_timeout: float = 2.0,
+        command_timeout: float = 10.0,
+        security: ClientSecurity | None = None,
     ) -> None:
         if not endpoints:
             raise SourceError("no endpoints")
         self.endpoints = list(endpoints)
         self.dial_timeout = dial_timeout
         self.command_timeout = command_timeout
+        self.security = security or ClientSecurity()
         self._stubs: dict[str, Stubs] = {}
-        self._down: dict[str, float] = {}  # endpoint -> monotonic time to try dialing again
+        self._down: dict[str, tuple[float, str]] = {}  # endpoint -> (retry at, why it is down)
         self._granted: dict[int, int] = {}  # lease ID -> granted TTL (never changes)
 
     def stubs(self, endpoint: str) -> Stubs | None:
-        """A channel to ``endpoint``; None when it does not answer (then not dialed again for
-        ``DOWN_SECONDS``, so a dead member does not stall every survey)."""
+        """A channel to ``endpoint``; None when it cannot be used (then not dialed again for
+        ``DOWN_SECONDS``, so a dead member does not stall every survey; ``why_down`` says
+        why)."""
         s = self._stubs.get(endpoint)
         if s is None:
-            if time.monotonic() < self._down.get(endpoint, 0.0):
+            if time.monotonic() < self._down.get(endpoint, (0.0, ""))[0]:
                 return None
-            s = dial(endpoint, self.dial_timeout)
+            why = "unreachable"
+            try:
+                s = dial(endpoint, self.dial_timeout, self.security)
+            except CtlError as exc:
+                why = exc.message
             if s is None:
-                self._down[endpoint] = time.monotonic() + DOWN_SECONDS
+                self._down[endpoint] = (time.monotonic() + DOWN_SECONDS, why)
             else:
                 self._stubs[endpoint] = s
                 self._down.pop(endpoint, None)
         return s
+
+    def why_down(self, endpoint: str) -> str:
+        """Why ``stubs(endpoint)`` last gave None."""
+        return self._down.get(endpoint, (0.0, "unreachable"))[1]
 
     def drop(self, endpoint: str) -> None:
         s = self._stubs.pop(endpoint, None)
@@ -129,7 +148,7 @@ class Source:
         for endpoint in self.endpoints:
             s = self.stubs(endpoint)
             if s is None:
-                states.append(MemberState(endpoint, 0, 0, 0, False, "unreachable"))
+                states.append(MemberState(endpoint, 0, 0, 0, False, self.why_down(endpoint)))
                 continue
             try:
                 st = s.maintenance.Status(pb.StatusRequest(), timeout=self.command_timeout)
@@ -181,7 +200,7 @@ class Source:
         fsynced); SourceError on any failure, the partial output then being garbage."""
         s = self.stubs(endpoint)
         if s is None:
-            raise SourceError(f"{endpoint}: unreachable")
+            raise SourceError(f"{endpoint}: {self.why_down(endpoint)}")
         check = StreamCheck()
         cctx = zstandard.ZstdCompressor(level=3, write_checksum=True)
         writer = cctx.stream_writer(out, closefd=False)

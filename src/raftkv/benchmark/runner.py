@@ -9,23 +9,27 @@ the start event, and stops at the latest process finish (``time.monotonic`` is s
 Linux), so process start-up and connection set-up are not measured.  Channel ``k`` (numbered
 across all processes) dials ``endpoints[k % len(endpoints)]``, each over its own TCP connection.
 Request numbers are global: process ``p`` issues the contiguous block ``[offset_p, offset_p +
-quota_p)``, pulled by its client loops in order.
+quota_p)``, pulled by its client loops in order.  Channels use the TLS of ``LoadConfig.security``
+(``raftkv.client.tls.channel_transport``); with a user, each channel authenticates once before
+the clock starts and every request carries its token (``raftkv.client.auth.AioTokenSession``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import multiprocessing as mp
 import os
 import queue
 import time
 from array import array
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from raftkv.benchmark.report import Stats, build_stats
 from raftkv.benchmark.workload import RequestFactory, Workload
+from raftkv.client.security import ClientSecurity
 
 CONNECT_TIMEOUT = 10.0
 PROGRESS_EVERY = 50
@@ -43,6 +47,7 @@ class LoadConfig:
     request_timeout: float = 30.0
     seed: int | None = None
     connect_timeout: float = CONNECT_TIMEOUT
+    security: ClientSecurity = field(default_factory=ClientSecurity)
 
     def effective_procs(self) -> int:
         """``procs`` (0 = cpu count) bounded by clients, conns and total: each process needs one
@@ -105,13 +110,6 @@ def go_code_name(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
 
 
-def _target(endpoint: str) -> str:
-    for scheme in ("http://", "https://"):
-        if endpoint.startswith(scheme):
-            return endpoint[len(scheme) :]
-    return endpoint
-
-
 class _Limiter:
     """Spaces request starts ``1/rate`` seconds apart across the loops of one process."""
 
@@ -127,6 +125,64 @@ class _Limiter:
             await asyncio.sleep(slot - now)
 
 
+class LoadConnectError(ConnectionError):
+    """A load process could not set up its channels; the message is the whole reason."""
+
+
+async def _open_channels(pl: ProcPlan, cfg: LoadConfig) -> list[tuple[Any, Any]]:
+    """``pl.channels`` ready channels, each with its authenticated ``AioTokenSession`` when
+    there is a user (else None); LoadConnectError says why not."""
+    import grpc
+
+    from raftkv.client.auth import AioTokenSession
+    from raftkv.client.conn import grpc_error_text
+    from raftkv.client.tls import channel_transport, explain_failure
+
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    endpoints = [
+        pl.endpoints[(pl.channel_offset + c) % len(pl.endpoints)] for c in range(pl.channels)
+    ]
+    found = {
+        ep: await asyncio.to_thread(channel_transport, ep, cfg.security.tls, cfg.connect_timeout)
+        for ep in sorted(set(endpoints))
+    }
+    transports = {ep: t for ep, t in found.items() if t is not None}
+    if len(transports) < len(found):
+        unreachable = ", ".join(ep for ep in found if ep not in transports)
+        raise LoadConnectError(f"could not reach {unreachable} to fetch its TLS certificate")
+    channels = [transports[ep].aio_channel(options) for ep in endpoints]
+    opened: list[tuple[Any, Any]] = []
+    try:
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(ch.channel_ready() for ch in channels)), cfg.connect_timeout
+            )
+        except TimeoutError:
+            for ep in sorted(set(endpoints)):
+                why = await asyncio.to_thread(
+                    explain_failure, ep, cfg.security.tls, cfg.connect_timeout
+                )
+                if why is not None:
+                    raise LoadConnectError(why) from None
+            raise LoadConnectError(
+                f"could not connect to {', '.join(pl.endpoints)} within {cfg.connect_timeout:g}s"
+            ) from None
+        for ch in channels:
+            session = None
+            if cfg.security.credentials is not None:
+                session = AioTokenSession(ch, cfg.security.credentials, cfg.connect_timeout)
+                try:
+                    await session.authenticate()
+                except grpc.aio.AioRpcError as exc:
+                    raise LoadConnectError(grpc_error_text(exc)) from None
+            opened.append((ch, session))
+    except BaseException:
+        for ch in channels:
+            await ch.close()
+        raise
+    return opened
+
+
 async def _proc_async(
     pl: ProcPlan,
     cfg: LoadConfig,
@@ -140,23 +196,13 @@ async def _proc_async(
 
     seed = None if cfg.seed is None else cfg.seed * 1000 + pl.index
     factory = RequestFactory(cfg.workload, seed)
-    options = [("grpc.use_local_subchannel_pool", 1)]
-    channels = [
-        grpc.aio.insecure_channel(
-            _target(pl.endpoints[(pl.channel_offset + c) % len(pl.endpoints)]), options=options
-        )
-        for c in range(pl.channels)
-    ]
+    opened = await _open_channels(pl, cfg)
+    channels = [ch for ch, _session in opened]
     try:
-        try:
-            await asyncio.wait_for(
-                asyncio.gather(*(ch.channel_ready() for ch in channels)), cfg.connect_timeout
-            )
-        except TimeoutError:
-            raise ConnectionError(
-                f"could not connect to {', '.join(pl.endpoints)} within {cfg.connect_timeout:g}s"
-            ) from None
-        calls = [getattr(rpc_pb2_grpc.KVStub(ch), cfg.workload.grpc_method) for ch in channels]
+        calls: list[Callable[..., Any]] = []
+        for ch, session in opened:
+            method = getattr(rpc_pb2_grpc.KVStub(ch), cfg.workload.grpc_method)
+            calls.append(method if session is None else functools.partial(session.call, method))
         ready.put(pl.index)
         await asyncio.to_thread(start.wait)
         cpu0 = time.process_time()
@@ -212,7 +258,9 @@ def _proc_main(
         else:
             result = uvloop.run(coro)
         out.put((pl.index, result, None))
-    except BaseException as exc:  # reported to the parent, which fails the run
+    except LoadConnectError as exc:  # reported to the parent, which fails the run
+        out.put((pl.index, None, str(exc)))
+    except BaseException as exc:
         out.put((pl.index, None, f"{type(exc).__name__}: {exc}"))
 
 

@@ -10,6 +10,7 @@ Contracts:
 - the member's files are only read: its LMDB environment is copied (read-only, no lock) into
   the temporary directory and the copy is opened with the Applier, exactly as the member opens
   its backend at start-up; the rebuilt backend is created there too; both are deleted after;
+  like the member's own, every copy is private (files 0600, directories 0700);
 - the base is index 1 (the bootstrap raft snapshot's member list, ``write_initial_members``) or
   a ``*.snap.db`` backend copy whose consistent index ``c`` satisfies
   ``c >= first retained WAL index - 1``; entries ``base+1 .. consistent index`` are applied;
@@ -36,6 +37,7 @@ from typing import Any
 import lmdb
 
 from raftkv import failpoints
+from raftkv.fileutil import PRIVATE_FILE_MODE, copy_file, mkdir_all
 from raftkv.guard.check_files import BackendInfo, SnapFiles, WalContents
 from raftkv.guard.check_report import CheckResult, Finding, Severity
 from raftkv.guard.digest import META_APPLY_DIGEST
@@ -107,14 +109,20 @@ def _state_hash(applier: Applier, index: int) -> StateHash:
         lease_digest=applier.lessor.state_digest(),
         members=applier.members.values(),
         alarms=applier.alarms,
+        auth=applier.auth.hash_part(),
     )
 
 
 def _copy_env(src_dir: str, dst_dir: str) -> None:
-    os.makedirs(dst_dir)
+    mkdir_all(dst_dir)
     env: Any = lmdb.open(src_dir, readonly=True, lock=False, max_dbs=64, readahead=False)
     try:
-        env.copy(dst_dir, compact=True)
+        dst = os.path.join(dst_dir, "data.mdb")
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+        try:
+            env.copyfd(fd, compact=True)
+        finally:
+            os.close(fd)
     finally:
         env.close()
 
@@ -167,8 +175,8 @@ def _rebuild(
     as soon as it exists (the caller closes it)."""
     if base.backend_path is not None:
         db = DataDir(root).db
-        os.makedirs(db)
-        shutil.copyfile(base.backend_path, os.path.join(db, "data.mdb"))
+        mkdir_all(db)
+        copy_file(base.backend_path, os.path.join(db, "data.mdb"))
     applier = _applier(root, min_ttl, map_size)
     opened.append(applier)
     if base.snapshot is not None:

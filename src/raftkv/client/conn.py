@@ -2,34 +2,44 @@
 backup agent.
 
 Owns: the global options (``--endpoints``, ``--dial-timeout``, ``--command-timeout``, ``-w``,
-``--hex``, defined in ``raftkv.ctl.client_flags``) and their environment equivalents, dialing the
-v3 gRPC API, turning gRPC failures into etcdctl's ``Error: ...`` lines, and etcdctl's exit codes.
-Commands raise :class:`CtlError`; the dispatcher in ``raftkv.ctl.cmd_client`` prints it and
-returns its exit status.
+``--hex`` and the TLS and auth flags, defined in ``raftkv.ctl.client_flags``) and their
+environment equivalents, opening a ready channel to the v3 gRPC API with the TLS and the token
+of ``raftkv.client.security`` (``open_channel``, ``dial``, ``connect``), turning gRPC failures
+into etcdctl's ``Error: ...`` lines, and etcdctl's exit codes.  Commands raise
+:class:`CtlError`; the dispatcher in ``raftkv.ctl.cmd_client`` prints it and returns its exit
+status.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
-from raftkv.client import DEFAULT_ENDPOINT, ENDPOINT_ENV_VARS
+from raftkv.client.auth import TokenSession, with_token
+from raftkv.client.endpoints import default_endpoints as default_endpoints
+from raftkv.client.endpoints import grpc_target as grpc_target
+from raftkv.client.endpoints import split_endpoints as split_endpoints
+from raftkv.client.errors import EXIT_BAD_ARGS as EXIT_BAD_ARGS
+from raftkv.client.errors import EXIT_BAD_CONNECTION as EXIT_BAD_CONNECTION
+from raftkv.client.errors import EXIT_BAD_FEATURE as EXIT_BAD_FEATURE
+from raftkv.client.errors import EXIT_ERROR as EXIT_ERROR
+from raftkv.client.errors import EXIT_INTERRUPTED as EXIT_INTERRUPTED
+from raftkv.client.errors import EXIT_INVALID_INPUT as EXIT_INVALID_INPUT
+from raftkv.client.errors import EXIT_IO as EXIT_IO
+from raftkv.client.errors import EXIT_SUCCESS as EXIT_SUCCESS
+from raftkv.client.errors import CtlError as CtlError
+from raftkv.client.security import ClientSecurity, security_from_args
+from raftkv.client.tls import channel_transport, explain_failure
 
-# etcdctl's exit codes (etcdctl/ctlv3/command/error.go).
-EXIT_SUCCESS = 0
-EXIT_ERROR = 1
-EXIT_BAD_CONNECTION = 2
-EXIT_INVALID_INPUT = 3
-EXIT_BAD_FEATURE = 4
-EXIT_INTERRUPTED = 5
-EXIT_IO = 6
-EXIT_BAD_ARGS = 128
+CHANNEL_OPTIONS = (
+    ("grpc.max_receive_message_length", 2**31 - 1),
+    ("grpc.enable_http_proxy", 0),
+)
 
 # gRPC status code → the Go constant name etcdctl prints in "rpc error: code = X desc = Y".
 _GO_CODE_NAMES = {
@@ -52,15 +62,6 @@ _GO_CODE_NAMES = {
 }
 
 
-class CtlError(Exception):
-    """A command failure: printed as ``Error: <message>`` on stderr, process exits with ``code``."""
-
-    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-
-
 def grpc_error_text(exc: grpc.RpcError) -> str:
     """The text etcdctl shows for a failed RPC: the server's etcd message when it sent one."""
     code = exc.code() if hasattr(exc, "code") else None
@@ -75,26 +76,17 @@ def grpc_error_text(exc: grpc.RpcError) -> str:
     return f"rpc error: code = {name} desc = {details}"
 
 
-def split_endpoints(value: str) -> list[str]:
-    """``http://a:1,b:2`` → ``["http://a:1", "b:2"]`` (order kept, blanks dropped)."""
-    return [e.strip() for e in value.split(",") if e.strip()]
+class DialError(CtlError):
+    """An endpoint answered but cannot be used: the TLS handshake failed (the message says
+    how)."""
 
 
-def grpc_target(endpoint: str) -> str:
-    """The host:port gRPC dials for an etcd endpoint (``http://`` and ``https://`` stripped)."""
-    for prefix in ("http://", "https://", "unix://", "unixs://"):
-        if endpoint.startswith(prefix):
-            endpoint = endpoint[len(prefix) :]
-            break
-    return endpoint.rstrip("/")
+class AuthenticationError(DialError):
+    """The server refused the user's name or password (etcd's message; exit 2, as etcdctl
+    exits when ``clientv3.New`` fails)."""
 
-
-def default_endpoints() -> str:
-    for name in ENDPOINT_ENV_VARS:
-        value = os.environ.get(name)
-        if value:
-            return value
-    return DEFAULT_ENDPOINT
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_BAD_CONNECTION)
 
 
 @dataclass
@@ -104,9 +96,12 @@ class GlobalOptions:
     command_timeout: float
     write_out: str
     hex: bool
+    security: ClientSecurity = field(default_factory=ClientSecurity)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> GlobalOptions:
+        """The options the parsed flags and the environment give; may ask for the password
+        (``raftkv.client.security``) and raises CtlError for bad TLS or auth flags."""
         raw = args.endpoints if args.endpoints is not None else default_endpoints()
         return cls(
             endpoints=split_endpoints(raw),
@@ -114,6 +109,7 @@ class GlobalOptions:
             command_timeout=float(args.command_timeout),
             write_out=str(args.write_out),
             hex=bool(args.hex),
+            security=security_from_args(args),
         )
 
 
@@ -135,30 +131,59 @@ class Stubs:
         self.channel.close()
 
 
-def dial(endpoint: str, timeout: float) -> Stubs | None:
-    """Open a channel to one endpoint; None when it does not become ready within ``timeout``."""
-    channel = grpc.insecure_channel(
-        grpc_target(endpoint),
-        options=[
-            ("grpc.max_receive_message_length", 2**31 - 1),
-            ("grpc.enable_http_proxy", 0),
-        ],
-    )
+def open_channel(endpoint: str, timeout: float, security: ClientSecurity) -> grpc.Channel | None:
+    """A ready channel to one endpoint, with the TLS and the user's token ``security`` asks
+    for (``ClientSecurity()``: plaintext and anonymous).
+
+    None when the endpoint does not become ready within ``timeout``; :class:`DialError` when
+    TLS says why not, :class:`AuthenticationError` when the server refuses the user; CtlError
+    (exit 128) for unusable TLS files.
+    """
+    transport = channel_transport(endpoint, security.tls, timeout)
+    if transport is None:
+        return None
+    channel = transport.channel(CHANNEL_OPTIONS)
     try:
         grpc.channel_ready_future(channel).result(timeout=timeout)
     except grpc.FutureTimeoutError:
         channel.close()
+        why = explain_failure(endpoint, security.tls, timeout)
+        if why is not None:
+            raise DialError(why) from None
         return None
-    return Stubs(channel, endpoint)
+    if security.credentials is None:
+        return channel
+    session = TokenSession(channel, security.credentials, timeout)
+    try:
+        session.authenticate()
+    except grpc.RpcError as exc:
+        channel.close()
+        raise AuthenticationError(grpc_error_text(exc)) from None
+    return with_token(channel, session)
+
+
+def dial(endpoint: str, timeout: float, security: ClientSecurity) -> Stubs | None:
+    """:func:`open_channel` wrapped in the v3 API stubs."""
+    channel = open_channel(endpoint, timeout, security)
+    return None if channel is None else Stubs(channel, endpoint)
 
 
 def connect(opts: GlobalOptions, endpoints: Sequence[str] | None = None) -> Stubs:
-    """Dial the first reachable endpoint; raise etcdctl's deadline error when none answers."""
+    """Dial the first endpoint that can be used.  A refused user name or password ends the
+    search (the cluster said no); when no endpoint can be used, raise the first TLS failure,
+    else etcdctl's deadline error."""
+    failure: DialError | None = None
     for endpoint in endpoints if endpoints is not None else opts.endpoints:
-        stubs = dial(endpoint, opts.dial_timeout)
+        try:
+            stubs = dial(endpoint, opts.dial_timeout, opts.security)
+        except AuthenticationError:
+            raise
+        except DialError as exc:
+            failure = failure or exc
+            continue
         if stubs is not None:
             return stubs
-    raise CtlError("context deadline exceeded", EXIT_ERROR)
+    raise failure or CtlError("context deadline exceeded", EXIT_ERROR)
 
 
 def call(method: Any, request: Any, opts: GlobalOptions, code: int = EXIT_ERROR) -> Any:

@@ -185,7 +185,7 @@ def _on_endpoint(ep: str, opts: GlobalOptions, method: str, service: str, req: A
 
 def _with_endpoint(ep: str, opts: GlobalOptions, work: Callable[[Stubs], T]) -> T:
     """``work`` on stubs dialed to exactly one endpoint; raises grpc.RpcError or CtlError."""
-    stubs = dial(ep, opts.dial_timeout)
+    stubs = dial(ep, opts.dial_timeout, opts.security)
     if stubs is None:
         raise CtlError("context deadline exceeded")
     try:
@@ -291,34 +291,36 @@ def cmd_endpoint_status(args: argparse.Namespace, opts: GlobalOptions, out: fmt.
     return EXIT_ERROR if failed else 0
 
 
-def _check_health(ep: str, opts: GlobalOptions) -> dict[str, Any]:
+def _probe_health(stubs: Stubs, opts: GlobalOptions) -> tuple[float, str]:
+    """etcdctl's probe over one connection: a Range of ``health`` (permission denied counts as
+    healthy), timed alone as etcdctl times it, then the alarms; (seconds, error or "")."""
     from raftkv.proto import rpc_pb2
 
     start = time.monotonic()
-    health: dict[str, Any] = {"endpoint": ep, "health": False}
-    error = ""
     try:
-        _on_endpoint(ep, opts, "Range", "kv", rpc_pb2.RangeRequest(key=b"health"))
-        health["health"] = True
+        stubs.kv.Range(rpc_pb2.RangeRequest(key=b"health"), timeout=opts.command_timeout)
     except grpc.RpcError as exc:
         text = grpc_error_text(exc)
-        if text == "etcdserver: permission denied":
-            health["health"] = True
-        else:
-            error = f"{text}"
-    except CtlError as exc:
-        error = exc.message
+        if text != "etcdserver: permission denied":
+            return time.monotonic() - start, text
     took = time.monotonic() - start
-    if health["health"]:
-        try:
-            alarms = _on_endpoint(ep, opts, "Alarm", "maintenance", rpc_pb2.AlarmRequest())
-            if len(alarms.alarms):
-                health["health"] = False
-                names = [rpc_pb2.AlarmType.Name(a.alarm) for a in alarms.alarms]
-                error = "Active Alarm(s): " + ", ".join(names)
-        except (grpc.RpcError, CtlError):
-            pass
-    health["took"] = fmt.go_duration(took)
+    try:
+        alarms = stubs.maintenance.Alarm(rpc_pb2.AlarmRequest(), timeout=opts.command_timeout)
+    except grpc.RpcError:
+        return took, ""
+    if len(alarms.alarms):
+        names = [rpc_pb2.AlarmType.Name(a.alarm) for a in alarms.alarms]
+        return took, "Active Alarm(s): " + ", ".join(names)
+    return took, ""
+
+
+def _check_health(ep: str, opts: GlobalOptions) -> dict[str, Any]:
+    start = time.monotonic()
+    try:
+        took, error = _with_endpoint(ep, opts, lambda stubs: _probe_health(stubs, opts))
+    except CtlError as exc:
+        took, error = time.monotonic() - start, exc.message
+    health: dict[str, Any] = {"endpoint": ep, "health": not error, "took": fmt.go_duration(took)}
     if error:
         health["error"] = error
     return health

@@ -4,8 +4,8 @@ Owns: streaming ``Maintenance.Snapshot`` into ``<file>.part`` (mode 0600, a prog
 terminal, the SHA-256 trailer verified, fsynced, then renamed and the directory fsynced: an
 interrupted or failed save never leaves a file under the final name), the renderings of a
 snapshot's status (etcd's ``simple``, ``table``, ``json`` and ``fields``, plus raftkv's own
-fields), and the flags of ``restore`` (etcdutl's names and defaults, with ``raftkv serve``'s
-peer URL and data-dir defaults).  The work itself is ``raftkv.backup``.
+fields), and the checks of ``restore``'s flags (etcdutl's names and defaults, defined in
+``raftkv.ctl.client_flags``).  The work itself is ``raftkv.backup``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from raftkv.client.conn import (
     grpc_error_text,
     parse_go_int,
 )
+from raftkv.client.security import parse_go_bool
 
 
 def cmd_snapshot_save(args: argparse.Namespace, opts: GlobalOptions, out: fmt.Out) -> int:
@@ -146,58 +147,6 @@ def cmd_snapshot_status(args: argparse.Namespace, opts: GlobalOptions, out: fmt.
     return 0
 
 
-def add_restore_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--data-dir", default="", help="Path to the data directory (default <name>.raftkv)"
-    )
-    p.add_argument(
-        "--wal-dir", default="", help="Path to the WAL directory (use --data-dir if none given)"
-    )
-    p.add_argument("--name", default="default", help="Human-readable name for this member")
-    p.add_argument(
-        "--initial-cluster",
-        default="",
-        help="Initial cluster configuration for restore bootstrap (default <name>=<peer URLs>)",
-    )
-    p.add_argument(
-        "--initial-cluster-token",
-        default="etcd-cluster",
-        help="Initial cluster token for the etcd cluster during restore bootstrap",
-    )
-    p.add_argument(
-        "--initial-advertise-peer-urls",
-        default="http://127.0.0.1:2380",
-        help="List of this member's peer URLs to advertise to the rest of the cluster",
-    )
-    p.add_argument(
-        "--bump-revision",
-        default="0",
-        help="How much to increase the latest revision after restore",
-    )
-    p.add_argument(
-        "--mark-compacted",
-        nargs="?",
-        const="true",
-        default="false",
-        help="Mark the latest revision after restore as the point of scheduled compaction "
-        "(required if --bump-revision > 0, disallowed otherwise)",
-    )
-    p.add_argument(
-        "--skip-hash-check",
-        nargs="?",
-        const="true",
-        default="false",
-        help="Ignore snapshot integrity hash value (required if copied from data directory)",
-    )
-
-
-def _go_bool(value: object, flag: str) -> bool:
-    text = str(value).lower()
-    if text not in ("true", "false", "1", "0", "t", "f"):
-        raise CtlError(f'invalid argument "{value}" for "{flag}" flag', EXIT_BAD_ARGS)
-    return text in ("true", "1", "t")
-
-
 def cmd_snapshot_restore(args: argparse.Namespace, opts: GlobalOptions, out: fmt.Out) -> int:
     from raftkv.backup.bbolt import BoltFormatError
     from raftkv.backup.etcd_schema import SnapshotContentError
@@ -207,8 +156,8 @@ def cmd_snapshot_restore(args: argparse.Namespace, opts: GlobalOptions, out: fmt
 
     if len(args.args) != 1:
         raise CtlError("snapshot restore requires exactly one argument", EXIT_BAD_ARGS)
-    skip = _go_bool(args.skip_hash_check, "--skip-hash-check")
-    mark = _go_bool(args.mark_compacted, "--mark-compacted")
+    skip = parse_go_bool(str(args.skip_hash_check), '"--skip-hash-check" flag')
+    mark = parse_go_bool(str(args.mark_compacted), '"--mark-compacted" flag')
     try:
         bump = parse_go_int(str(args.bump_revision), signed=False)
     except ValueError as exc:

@@ -16,7 +16,8 @@ import sys
 import threading
 from typing import Any
 
-from raftkv.ctl.client_flags import parse_duration
+from raftkv.client import quiet_grpc_logs
+from raftkv.ctl.client_flags import add_security_flags, parse_duration
 
 _RUN_HELP = (
     "Run the backup agent: a full etcd-format snapshot (zstd-compressed, *.snap.zst) every "
@@ -27,7 +28,9 @@ _RUN_HELP = (
     "with the real restore code and compared with a live member's HashKV; only verified "
     "backups count, failed ones are moved to failed/. DIR/manifest.json records them all; "
     "--keep-last and --retention exponential prune old ones (never the newest verified full "
-    "and its deltas). --once takes one full backup and exits (for cron)."
+    "and its deltas). --once takes one full backup and exits (for cron). Members are reached "
+    "with etcdctl's TLS and authentication flags and variables (--cacert, --cert, --key, "
+    "--insecure-skip-tls-verify, --user, --password; ETCDCTL_CACERT, ...)."
 )
 _LIST_HELP = "List the backups a manifest records (id, kind, revisions, verified, size, file)"
 _VERIFY_HELP = (
@@ -88,6 +91,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--dial-timeout", type=parse_duration, default=2.0)
     p.add_argument("--command-timeout", type=parse_duration, default=30.0)
     p.add_argument("--log-format", choices=("text", "json"), default="text")
+    add_security_flags(p.add_argument_group("TLS and authentication (etcdctl's flags)"))
     _dest_flags(p)
     p.set_defaults(func=_run)
 
@@ -102,7 +106,7 @@ def register(subparsers: Any) -> None:
     _dest_flags(p)
     p.set_defaults(func=_verify)
 
-    from raftkv.ctl.client_snapshot import add_restore_flags
+    from raftkv.ctl.client_flags import add_restore_flags
 
     p = sub.add_parser("restore", help="point-in-time restore", description=_RESTORE_HELP)
     p.add_argument("dir", metavar="DIR")
@@ -127,10 +131,13 @@ def _err(text: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    quiet_grpc_logs()
     from raftkv.backup.agent import Agent, AgentOptions, Logger
     from raftkv.backup.destination import DestinationError
     from raftkv.backup.manifest import ManifestError
-    from raftkv.client.conn import default_endpoints, split_endpoints
+    from raftkv.client.conn import CtlError, default_endpoints, split_endpoints
+    from raftkv.client.security import security_from_args
+    from raftkv.client.tls import load_material
 
     dest = args.dest or args.dir
     if not dest or (args.dest and args.dir):
@@ -141,6 +148,12 @@ def _run(args: argparse.Namespace) -> int:
         if not croniter.croniter.is_valid(args.schedule):
             _err(f"invalid cron --schedule {args.schedule!r}")
             return 128
+    try:
+        security = security_from_args(args)
+        load_material(security.tls)
+    except CtlError as exc:
+        _err(exc.message)
+        return exc.code
     opts = AgentOptions(
         endpoints=split_endpoints(args.endpoints or default_endpoints()),
         dest=dest,
@@ -156,6 +169,7 @@ def _run(args: argparse.Namespace) -> int:
         metrics_url=args.listen_metrics_urls,
         work_dir=args.work_dir,
         log_format=args.log_format,
+        security=security,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -2,8 +2,10 @@
 
 Owns: the ``benchmark put|range|txn-put`` command line (etcd's flag names: ``--endpoints``,
 ``--conns``, ``--clients``, ``--total``, ``--key-size``, ``--val-size``, ``--sequential-keys``,
-``--key-space-size``, ``--consistency``, ``--rate``, ``--txn-ops``, ``--precise``) plus
-``--procs`` (load processes) and ``-w simple|json``.  The load itself lives in
+``--key-space-size``, ``--consistency``, ``--rate``, ``--txn-ops``, ``--precise``, ``--cacert``,
+``--cert``, ``--key``, ``--user``) plus etcdctl's other TLS and auth flags
+(``--insecure-skip-tls-verify``, ``--insecure-transport``, ``--password``), ``--procs`` (load
+processes) and ``-w simple|json``.  The load itself lives in
 ``raftkv.benchmark``; this module only parses, runs and prints.
 """
 
@@ -13,6 +15,9 @@ import argparse
 import os
 import sys
 from typing import Any
+
+from raftkv.client import quiet_grpc_logs
+from raftkv.ctl.client_flags import add_security_flags
 
 DEFAULT_ENDPOINTS = "127.0.0.1:2379"
 
@@ -66,6 +71,7 @@ def _common_flags(p: argparse.ArgumentParser, suppress: bool) -> None:
     g.add_argument(
         "--request-timeout", type=float, default=d(30.0), help="per-request deadline in seconds"
     )
+    add_security_flags(g, suppress=suppress)
 
 
 def _key_flags(p: argparse.ArgumentParser, what: str) -> None:
@@ -113,9 +119,12 @@ def register(subparsers: Any) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
-    """The :class:`raftkv.benchmark.runner.LoadConfig` the parsed flags describe."""
+    """The :class:`raftkv.benchmark.runner.LoadConfig` the parsed flags describe; may ask for
+    the password, raises CtlError for bad TLS or auth flags or files."""
     from raftkv.benchmark.runner import LoadConfig
     from raftkv.benchmark.workload import Workload
+    from raftkv.client.security import security_from_args
+    from raftkv.client.tls import load_material
 
     kind: str = args.kind
     if kind == "range":
@@ -135,6 +144,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
             txn_ops=getattr(args, "txn_ops", 1),
         )
     endpoints = tuple(e.strip() for e in args.endpoints.split(",") if e.strip())
+    security = security_from_args(args)
+    load_material(security.tls)
     return LoadConfig(
         endpoints=endpoints,
         workload=workload,
@@ -145,6 +156,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         rate=args.rate,
         request_timeout=args.request_timeout,
         seed=args.seed,
+        security=security,
     )
 
 
@@ -163,7 +175,9 @@ def _progress_printer() -> Any:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    quiet_grpc_logs()
     from raftkv.benchmark import report, runner
+    from raftkv.client.errors import CtlError
 
     try:
         cfg = config_from_args(args)
@@ -171,6 +185,9 @@ def run_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
+    except CtlError as exc:
+        print(f"Error: {exc.message}", file=sys.stderr)
+        return exc.code
     if args.write_out == "simple" and cfg.workload.kind == "range":
         print(
             "bench with "

@@ -15,7 +15,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from raftkv.ctl.client_flags import parse_duration
+from raftkv.client import quiet_grpc_logs
+from raftkv.ctl.client_flags import add_security_flags, parse_duration
 from raftkv.ctl.cmd_check_data import add_data_parser
 
 # Other modules may append functions taking the ``check`` group's subparsers object.
@@ -27,7 +28,8 @@ _DESCRIPTION = (
     "print them, and explain each divergence in one line. Exit status 0 when the members are "
     "consistent, 1 when they diverge, 2 when it could not tell (a member did not answer, the "
     "common revision was compacted). Given one endpoint, every member of its member list is "
-    "checked."
+    "checked. TLS and authentication take etcdctl's flags and variables (--cacert, --cert, "
+    "--key, --insecure-skip-tls-verify, --user, --password; ETCDCTL_CACERT, ...)."
 )
 
 
@@ -55,6 +57,7 @@ def add_consistency_parser(check_sub: Any) -> argparse.ArgumentParser:
         "--command-timeout", type=parse_duration, default=5.0, help="per RPC, default 5s"
     )
     p.add_argument("-w", "--write-out", choices=("table", "json"), default="table")
+    add_security_flags(p.add_argument_group("TLS and authentication (etcdctl's flags)"))
     p.add_argument(
         "--metrics-urls",
         default="",
@@ -104,7 +107,10 @@ def _split(value: str) -> list[str]:
 
 
 def run_consistency(args: argparse.Namespace) -> int:
-    from raftkv.client.conn import default_endpoints
+    quiet_grpc_logs()
+    from raftkv.client.conn import CtlError, default_endpoints
+    from raftkv.client.security import security_from_args
+    from raftkv.client.tls import load_material
     from raftkv.inspect.exporter import Exporter, MetricsServer, watch
     from raftkv.inspect.gather import InspectOptions, UsageError, check
     from raftkv.inspect.render import render
@@ -114,11 +120,18 @@ def run_consistency(args: argparse.Namespace) -> int:
         sys.stdout.write(render(result, args.write_out) + "\n")
         sys.stdout.flush()
 
+    try:
+        security = security_from_args(args)
+        load_material(security.tls)
+    except CtlError as exc:
+        sys.stderr.write(f"Error: {exc.message}\n")
+        return EXIT_UNKNOWN
     opts = InspectOptions(
         endpoints=_split(args.endpoints if args.endpoints is not None else default_endpoints()),
         dial_timeout=float(args.dial_timeout),
         command_timeout=float(args.command_timeout),
         metrics_urls=tuple(_split(args.metrics_urls)),
+        security=security,
     )
     server: MetricsServer | None = None
     try:

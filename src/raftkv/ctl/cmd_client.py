@@ -1,8 +1,9 @@
 """The etcdctl-compatible client commands of ``raftkv``.
 
 Owns: registering ``put get del txn watch lease member endpoint alarm compaction defrag snapshot
-move-leader downgrade version`` on the top-level parser, giving every command etcdctl's global flags, and
-running a handler: failures print ``Error: <message>`` on stderr and return etcdctl's exit code.
+move-leader downgrade version`` on the top-level parser, giving every command etcdctl's global flags
+(TLS and auth included), and running a handler: failures print ``Error: <message>`` on stderr
+and return etcdctl's exit code.
 Command logic lives in the ``client_*`` modules, imported only when a command runs.
 """
 
@@ -13,6 +14,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from raftkv.client import quiet_grpc_logs
+
 Handler = Callable[[argparse.Namespace, Any, Any], int]
 
 
@@ -20,6 +23,7 @@ def _runner(module: str, name: str) -> Callable[[argparse.Namespace], int]:
     """A ``func`` for the namespace that imports ``module`` lazily and runs ``name``."""
 
     def run(args: argparse.Namespace) -> int:
+        quiet_grpc_logs()
         from raftkv.client.conn import CtlError, GlobalOptions
         from raftkv.client.output import Out
 
@@ -256,9 +260,7 @@ def register(subparsers: Any) -> None:
         "cmd_snapshot_restore",
     )
     p.add_argument("args", nargs="*", metavar="filename")
-    from raftkv.ctl.client_snapshot import add_restore_flags
-
-    add_restore_flags(p)
+    client_kv.add_restore_flags(p)
 
     p = leaf(
         subparsers,

@@ -35,9 +35,10 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"raftkv serve: {exc}", file=sys.stderr)
         return 2
-    from raftkv.server.runtime import apply_grpc_defaults, tune_gc
+    from raftkv.server.runtime import apply_grpc_cipher_suites, apply_grpc_defaults, tune_gc
 
     experiments = apply_grpc_defaults()  # before anything creates a gRPC server or channel
+    apply_grpc_cipher_suites(cfg.cipher_suites)  # before anything imports grpc
     tune_gc()
     from raftkv.app.serve import run
     from raftkv.server.logsetup import configure

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from raftkv import __version__
+from raftkv.ctl.client_flags import GLOBAL_BARE_FLAGS, GLOBAL_VALUE_FLAGS
 
 # Modules that contribute subcommands, in help order.  Each defines register(subparsers).
 _COMMAND_MODULES = (
@@ -42,21 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# etcdctl accepts its global flags before the command (`etcdctl --endpoints X get k`); the
-# subcommand parsers own them, so they are moved behind the command.
-_GLOBAL_VALUE_FLAGS = ("--endpoints", "--dial-timeout", "--command-timeout", "-w", "--write-out")
-_GLOBAL_BARE_FLAGS = ("--hex",)
-
-
 def hoist_global_flags(argv: Sequence[str]) -> list[str]:
+    """etcdctl accepts its global flags before the command (``etcdctl --endpoints X get k``);
+    the subcommand parsers own them, so they are moved behind the command."""
     rest = list(argv)
     hoisted: list[str] = []
     while rest:
         head = rest[0]
         name = head.split("=", 1)[0]
-        if name in _GLOBAL_VALUE_FLAGS:
+        if name in GLOBAL_VALUE_FLAGS:
             take = 1 if "=" in head else 2
-        elif name in _GLOBAL_BARE_FLAGS:
+        elif name in GLOBAL_BARE_FLAGS:
             take = 1
         else:
             break

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from raftkv.mvcc.types import KeyValueHash
 
-PARTS = ("revision", "compact_revision", "keys", "leases", "members", "alarms")
+PARTS = ("revision", "compact_revision", "keys", "leases", "members", "alarms", "auth")
 """The parts of a state hash, in the order ``diff`` reports them."""
 
 _PERSON_MEMBERS = b"raftkv/members"
@@ -123,6 +123,7 @@ class StateHash:
     leases: bytes  # Lessor.state_digest()
     members: bytes  # members_digest()
     alarms: bytes  # alarms_digest()
+    auth: bytes = b""  # AuthStore.hash_part(): empty while auth was never touched
 
     @property
     def value(self) -> bytes:
@@ -135,6 +136,9 @@ class StateHash:
         for part in (self.leases, self.members, self.alarms):
             h.update(_U32.pack(len(part)))
             h.update(part)
+        if self.auth:  # absent until auth is first used: older hashes keep their value
+            h.update(_U32.pack(len(self.auth)))
+            h.update(self.auth)
         return h.digest()
 
     def diff(self, other: StateHash) -> tuple[str, ...]:
@@ -158,6 +162,7 @@ class StateHash:
             "leases": self.leases.hex(),
             "members": self.members.hex(),
             "alarms": self.alarms.hex(),
+            "auth": self.auth.hex(),
             "value": self.value.hex(),
         }
 
@@ -174,6 +179,7 @@ class StateHash:
                 leases=bytes.fromhex(obj["leases"]),
                 members=bytes.fromhex(obj["members"]),
                 alarms=bytes.fromhex(obj["alarms"]),
+                auth=bytes.fromhex(obj.get("auth", "")),
             )
             claimed = bytes.fromhex(obj["value"])
         except (KeyError, TypeError) as exc:
@@ -191,6 +197,7 @@ def compute_state_hash(
     members: Iterable[MemberLike],
     alarms: Iterable[tuple[int, int]],
     cluster: Sequence[tuple[bytes, bytes]] = (),
+    auth: bytes = b"",
 ) -> StateHash:
     """The state hash from its inputs (see the module contract for when to take them)."""
     return StateHash(
@@ -201,4 +208,5 @@ def compute_state_hash(
         leases=lease_digest,
         members=members_digest(members, cluster),
         alarms=alarms_digest(alarms),
+        auth=auth,
     )

@@ -4,7 +4,9 @@ Owns: choosing the members to ask (the ``--endpoints`` given, or every member's 
 MemberList when one endpoint is given), the per-member survey (Maintenance.Status, a count-only
 serializable Range over the whole key space, Maintenance.Alarm GET, the Prometheus counters;
 raftkv's versions come with Status, see ``raftkv.client.status``), and
-taking HashKV and the key count of every member at one common revision.
+taking HashKV and the key count of every member at one common revision.  Members are dialed with
+the TLS and the user's token of ``InspectOptions.security`` (``raftkv.client.conn.dial``), and
+HTTPS metrics URLs are read with the same TLS settings.
 
 Contracts: members are asked in parallel, every RPC carries ``command_timeout`` and every dial
 ``dial_timeout``, so one check is bounded by about ``attempts * (dial + 3 * command)`` seconds;
@@ -22,13 +24,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
 
-from raftkv.client.conn import Stubs, dial, grpc_error_text, grpc_target
+from raftkv.client.conn import CtlError, Stubs, dial, grpc_error_text, grpc_target
+from raftkv.client.security import ClientSecurity, TLSSettings
 from raftkv.client.status import status_with_versions
+from raftkv.client.tls import ssl_context
 from raftkv.inspect.verdict import COUNTER_NAMES, CheckResult, MemberReport, judge
 
 T = TypeVar("T")
@@ -51,6 +55,7 @@ class InspectOptions:
     # Empty, or one URL per endpoint (or per discovered member, in member-list order).
     metrics_urls: tuple[str, ...] = ()
     attempts: int = 5
+    security: ClientSecurity = field(default_factory=ClientSecurity)
 
 
 @dataclass
@@ -73,6 +78,17 @@ def _err(exc: Exception) -> str:
     return grpc_error_text(exc) if isinstance(exc, grpc.RpcError) else str(exc)
 
 
+def _dial(endpoint: str, opts: InspectOptions) -> tuple[Stubs | None, str]:
+    """Stubs for ``endpoint``, or None and why not (unreachable, TLS, authentication)."""
+    try:
+        stubs = dial(endpoint, opts.dial_timeout, opts.security)
+    except CtlError as exc:
+        return None, f"dial {endpoint}: {exc.message}"
+    if stubs is None:
+        return None, f"dial {endpoint}: context deadline exceeded"
+    return stubs, ""
+
+
 def _same_endpoint(a: str, b: str) -> bool:
     return grpc_target(a) == grpc_target(b)
 
@@ -83,9 +99,9 @@ def _member_list(endpoints: Sequence[str], opts: InspectOptions) -> tuple[Any | 
 
     failure = "no endpoint given"
     for ep in endpoints:
-        stubs = dial(ep, opts.dial_timeout)
+        stubs, why = _dial(ep, opts)
         if stubs is None:
-            failure = f"dial {ep}: context deadline exceeded"
+            failure = why
             continue
         try:
             return (
@@ -149,14 +165,16 @@ def _client_urls(members: Any, member_id: int) -> list[str]:
     return [u for m in members.members if member_id == m.ID for u in m.clientURLs]
 
 
-def scrape_counters(url: str, timeout: float) -> dict[str, float]:
-    """The ``COUNTER_NAMES`` samples (summed over label sets) found at ``url`` (``/metrics``)."""
+def scrape_counters(url: str, timeout: float, tls: TLSSettings | None = None) -> dict[str, float]:
+    """The ``COUNTER_NAMES`` samples (summed over label sets) found at ``url`` (``/metrics``);
+    an ``https://`` URL is read with the TLS settings ``tls`` (CA, client certificate)."""
     if not url.startswith(("http://", "https://")):
         url = "http://" + url
     if not url.rstrip("/").endswith("/metrics"):
         url = url.rstrip("/") + "/metrics"
     req = urllib.request.Request(url, headers={"Accept": "text/plain"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
+    ctx = ssl_context(tls or TLSSettings()) if url.startswith("https://") else None
+    with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:
         text = resp.read().decode("utf-8", "replace")
     return parse_counters(text)
 
@@ -195,9 +213,9 @@ def _survey(target: _Target, opts: InspectOptions) -> tuple[MemberReport, Stubs 
     if target.error is not None:
         rep.error = target.error
         return rep, None
-    stubs = dial(target.endpoint, opts.dial_timeout)
+    stubs, why = _dial(target.endpoint, opts)
     if stubs is None:
-        rep.error = f"dial {target.endpoint}: context deadline exceeded"
+        rep.error = why
         return rep, None
     t = opts.command_timeout
     try:
@@ -232,9 +250,11 @@ def _survey(target: _Target, opts: InspectOptions) -> tuple[MemberReport, Stubs 
         rep.alarm_error = _err(exc)
     if target.metrics_url:
         try:
-            rep.counters = scrape_counters(target.metrics_url, t)
+            rep.counters = scrape_counters(target.metrics_url, t, opts.security.tls)
         except (OSError, urllib.error.URLError, ValueError) as exc:
             rep.metrics_error = str(exc)
+        except CtlError as exc:
+            rep.metrics_error = exc.message
     return rep, stubs
 
 

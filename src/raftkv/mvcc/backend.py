@@ -63,6 +63,7 @@ import crc32c
 import lmdb
 
 from raftkv import failpoints
+from raftkv.fileutil import PRIVATE_FILE_MODE, mkdir_all
 from raftkv.mvcc.errors import BackendCorruptionError, BackendSpaceExceededError
 
 BUCKET_KEY = "key"
@@ -201,7 +202,7 @@ class Backend:
     def __init__(self, path: str | os.PathLike[str], config: BackendConfig | None = None) -> None:
         self.config = config or BackendConfig()
         self.path = os.fspath(path)
-        os.makedirs(self.path, exist_ok=True)
+        mkdir_all(self.path)  # 0700 (before LMDB, which would make it with its file mode)
         mode = self.config.sync_mode
         if mode not in ("full", "nometasync", "nosync"):
             raise ValueError(f"unknown sync_mode {mode!r}")
@@ -214,6 +215,7 @@ class Backend:
             sync=mode != "nosync",
             metasync=mode == "full",
             readahead=False,
+            mode=PRIVATE_FILE_MODE,  # data.mdb and lock.mdb, when LMDB creates them
         )
         self._dbs: dict[str, Any] = {}
         with self._env.begin(write=True) as txn:

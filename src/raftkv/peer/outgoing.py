@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import urllib.parse
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ from raftkv.peer.framing import (
     PeerVersions,
     StreamKind,
 )
+from raftkv.peer.security import PLAINTEXT, PeerSecurity
 from raftkv.raft.codec import encode_message
 from raftkv.raft.types import Message
 
@@ -77,30 +79,40 @@ class StreamConfig:
     min_backoff: float = 0.05
     max_backoff: float = 1.0
     versions: PeerVersions = LOCAL_VERSIONS
+    security: PeerSecurity = PLAINTEXT
 
 
 def parse_url(url: str) -> tuple[str, int]:
-    """``http://host:port`` (or bare ``host:port``) to ``(host, port)``; ValueError otherwise."""
+    """``http(s)://host:port`` (or bare ``host:port``) to ``(host, port)``; ValueError
+    otherwise."""
     parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
-    if parts.scheme not in ("http", "tcp"):
-        raise ValueError(f"unsupported peer URL scheme in {url!r} (TLS is not implemented)")
+    if parts.scheme not in ("http", "https", "tcp"):
+        raise ValueError(f"unsupported peer URL scheme in {url!r}")
     if parts.hostname is None or parts.port is None:
         raise ValueError(f"peer URL {url!r} needs a host and a port")
     return parts.hostname, parts.port
 
 
 async def dial(
-    url: str, hello: Hello, *, timeout: float
+    url: str, hello: Hello, *, timeout: float, security: PeerSecurity = PLAINTEXT
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Connect and handshake; raise ``PeerRefusedError`` if the remote refuses us.
+    """Connect (over TLS for an ``https`` URL) and handshake; raise ``PeerRefusedError`` if
+    the remote refuses us.
 
-    Also raises ``OSError``/``ConnectionError``, ``TimeoutError`` or ``FrameError``.
+    Also raises ``OSError``/``ConnectionError`` (``ssl.SSLError`` among them: a certificate
+    refused either way), ``TimeoutError`` or ``FrameError``.
     """
     host, port = parse_url(url)
+    tls: ssl.SSLContext | None = security.dial_context(url)
     # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation that lands
     # in the same loop turn as the result, and a stopping peer stream would dial on forever.
     async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_connection(host, port)
+        if tls is None:
+            reader, writer = await asyncio.open_connection(host, port)
+        else:
+            reader, writer = await asyncio.open_connection(
+                host, port, ssl=tls, server_hostname=host, ssl_handshake_timeout=timeout
+            )
     try:
         writer.write(framing.encode_hello(hello))
         async with asyncio.timeout(timeout):
@@ -233,7 +245,9 @@ class PeerStream:
                 self._config.versions,
             )
             try:
-                reader, writer = await dial(url, hello, timeout=self._config.dial_timeout)
+                reader, writer = await dial(
+                    url, hello, timeout=self._config.dial_timeout, security=self._config.security
+                )
             except PeerRefusedError as e:
                 self.stats.last_error = e.text
                 self._on_refused(self.peer_id, e)
@@ -377,14 +391,18 @@ class PeerStream:
 
 
 async def fetch_cluster_info(
-    url: str, *, timeout: float, versions: PeerVersions = LOCAL_VERSIONS
+    url: str,
+    *,
+    timeout: float,
+    versions: PeerVersions = LOCAL_VERSIONS,
+    security: PeerSecurity = PLAINTEXT,
 ) -> bytes:
     """Ask the member at peer ``url`` for its cluster's member list (a ``CLUSTER_INFO``
     stream: no membership needed, so a member that is joining can ask).  Returns the answer's
     bytes; raises ``PeerRefusedError`` (versions incompatible), ``PeerRequestError`` (the peer
     could not answer), ``OSError``, ``TimeoutError`` or ``FrameError``."""
     hello = Hello(framing.PROTOCOL_VERSION, StreamKind.CLUSTER_INFO, 0, 0, 0, versions)
-    reader, writer = await dial(url, hello, timeout=timeout)
+    reader, writer = await dial(url, hello, timeout=timeout, security=security)
     try:
         async with asyncio.timeout(timeout):
             kind, payload = await framing.read_frame(reader)

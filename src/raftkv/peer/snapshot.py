@@ -12,7 +12,8 @@ Receiver: writes into a temp file in ``snapshot_dir``, checks every chunk CRC,
 the size and the whole-file CRC, fsyncs the file, renames it to
 ``snapshot_db_name(index, term)`` and fsyncs the directory.  On any failure the
 temp file is removed and nothing is renamed: a partial file is never visible
-under a final name.
+under a final name.  The file is private (0600, ``tempfile.mkstemp``'s mode, kept by the
+rename) and a missing ``snapshot_dir`` is created 0700 (``raftkv.fileutil``).
 
 File reads, writes and fsyncs run in the default executor so a file of tens of
 megabytes never blocks the event loop; the socket side awaits ``drain()``
@@ -31,6 +32,7 @@ from typing import BinaryIO
 
 import crc32c
 
+from raftkv.fileutil import mkdir_all
 from raftkv.peer import framing
 from raftkv.peer.framing import FrameError, FrameKind
 
@@ -127,8 +129,8 @@ async def send_file(
 
 
 def _open_temp(snapshot_dir: str) -> tuple[str, BinaryIO]:
-    os.makedirs(snapshot_dir, exist_ok=True)
-    fd, path = tempfile.mkstemp(dir=snapshot_dir, suffix=TEMP_SUFFIX)
+    mkdir_all(snapshot_dir)
+    fd, path = tempfile.mkstemp(dir=snapshot_dir, suffix=TEMP_SUFFIX)  # created 0600
     return path, os.fdopen(fd, "wb")
 
 

@@ -12,8 +12,12 @@ Contracts:
   ``on_snapshot_status``) run on the event loop and are never invoked
   re-entrantly from inside ``send``/``send_snapshot`` (they are scheduled);
 - messages from one peer are delivered in the order that peer sent them;
-  messages from any member of the right cluster that is not removed are
-  accepted, known as a peer or not (Raft itself ignores strangers);
+- a connection is bound to the member ID its handshake claims: only a member
+  of the current configuration (a peer added here) that is not removed is
+  accepted, and a message inside it claiming another sender is dropped and
+  logged (``stats.forged_messages``).  Over TLS (``PeerSecurity``) the claim
+  is backed by a certificate the peer CA signed; in plaintext it is not, and
+  the member warns at start;
 - a frame that fails its CRC or does not parse is never delivered: the
   connection is dropped and ``stats.corrupt_frames`` counts it;
 - ``on_unreachable(peer)`` is reported when messages to the peer are dropped,
@@ -51,6 +55,7 @@ from raftkv.peer.outgoing import (
     fetch_cluster_info,
     parse_url,
 )
+from raftkv.peer.security import PLAINTEXT, PeerSecurity
 from raftkv.peer.snapshot import ChunkHook, SnapshotTransferError, receive_file, send_file
 from raftkv.raft.codec import CodecError, decode_message, encode_message
 from raftkv.raft.types import LOCAL_MESSAGES, Message, MessageType
@@ -77,6 +82,7 @@ class TransportStats:
     frames_received: int = 0
     corrupt_frames: int = 0
     refused_handshakes: int = 0
+    forged_messages: int = 0
     snapshots_received: int = 0
     snapshots_failed: int = 0
     requests_served: int = 0
@@ -111,16 +117,21 @@ class PeerTransport:
         snapshot_ack_timeout: float = 60.0,
         unreachable_interval: float = 0.1,
         versions: PeerVersions = LOCAL_VERSIONS,
+        security: PeerSecurity = PLAINTEXT,
     ) -> None:
         """``on_removed`` is called (possibly repeatedly) when a peer refuses us as removed.
 
-        ``seed`` drives the reconnect jitter (default: ``member_id``).
+        ``seed`` drives the reconnect jitter (default: ``member_id``).  ``security`` gives the
+        TLS of ``https`` listen URLs and of dialing ``https`` peer URLs.
         """
         if member_id <= 0 or cluster_id <= 0:
             raise ValueError("member_id and cluster_id must be positive")
         self.member_id = member_id
         self.cluster_id = cluster_id
-        self._listen = [parse_url(u) for u in listen_urls]
+        self._listen_urls = list(listen_urls)
+        for u in self._listen_urls:
+            parse_url(u)
+        self.security = security
         self._on_message = on_message
         self._on_snapshot = on_snapshot
         self._on_unreachable = on_unreachable
@@ -137,6 +148,7 @@ class PeerTransport:
             dial_timeout=dial_timeout,
             max_backoff=max_backoff,
             versions=versions,
+            security=security,
         )
         # Answers a CLUSTER_INFO stream (a joining member asking for the member list).
         self.cluster_info: Callable[[], bytes] | None = None
@@ -156,19 +168,30 @@ class PeerTransport:
         self.hooks = FaultHooks()
         self.addresses: list[tuple[str, int]] = []
         """Bound ``(host, port)`` of every listener, filled by ``start()``."""
+        self._schemes: list[str] = []
 
     # --- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
         """Listen on every listen URL (all or none) and start the streams of added peers."""
         self.addresses = []
+        self._schemes = []
         try:
-            for host, port in self._listen:
-                server = await asyncio.start_server(self._accept, host, port)
+            for url in self._listen_urls:
+                host, port = parse_url(url)
+                tls = self.security.listen_context(url)
+                server = await asyncio.start_server(
+                    self._accept,
+                    host,
+                    port,
+                    ssl=tls,
+                    ssl_handshake_timeout=self._handshake_timeout if tls else None,
+                )
                 self._servers.append(server)
                 for sock in server.sockets:
                     addr = sock.getsockname()
                     self.addresses.append((str(addr[0]), int(addr[1])))
+                    self._schemes.append("https" if tls else "http")
         except BaseException:
             for server in self._servers:
                 server.close()
@@ -186,8 +209,11 @@ class PeerTransport:
 
     @property
     def urls(self) -> list[str]:
-        """``http://host:port`` of every bound listener (real ports when 0 was asked)."""
-        return [f"http://[{h}]:{p}" if ":" in h else f"http://{h}:{p}" for h, p in self.addresses]
+        """``http(s)://host:port`` of every bound listener (real ports when 0 was asked)."""
+        return [
+            f"{s}://[{h}]:{p}" if ":" in h else f"{s}://{h}:{p}"
+            for s, (h, p) in zip(self._schemes, self.addresses, strict=True)
+        ]
 
     async def stop(self) -> None:
         for server in self._servers:
@@ -331,7 +357,9 @@ class PeerTransport:
             last: Exception | None = None
             for url in peer.urls:
                 try:
-                    reader, writer = await dial(url, hello, timeout=self._config.dial_timeout)
+                    reader, writer = await dial(
+                        url, hello, timeout=self._config.dial_timeout, security=self.security
+                    )
                     break
                 except (OSError, TimeoutError, FrameError) as e:
                     last = e
@@ -412,6 +440,20 @@ class PeerTransport:
         finally:
             writer.close()
 
+    def _certificate_refusal(self, writer: asyncio.StreamWriter) -> bool:
+        """True (logged) when the TLS peer's certificate names are not allowed."""
+        ssl_object = writer.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return False
+        why = self.security.refusal(ssl_object)
+        if why is None:
+            return False
+        self.stats.refused_handshakes += 1
+        self._log.warning(
+            "rejected peer connection from %s: %s", writer.get_extra_info("peername"), why
+        )
+        return True
+
     def _refusal(self, h: Hello) -> tuple[ErrorCode, str] | None:
         if h.version != framing.PROTOCOL_VERSION:
             self._log.warning(
@@ -445,11 +487,20 @@ class PeerTransport:
         if h.to != self.member_id:
             self._log.warning("refused stream for member %x (we are %x)", h.to, self.member_id)
             return ErrorCode.WRONG_MEMBER, ""
+        if h.frm not in self._peers:
+            self._log.warning(
+                "refused a stream claiming to be member %x: not a member of this member's "
+                "configuration",
+                h.frm,
+            )
+            return ErrorCode.WRONG_MEMBER, f"{h.frm:x} is not a member of the configuration"
         return None
 
     async def _serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        if self._certificate_refusal(writer):
+            return
         async with asyncio.timeout(self._handshake_timeout):
             kind, payload = await framing.read_frame(reader)
         if kind is not FrameKind.HELLO:
@@ -494,6 +545,9 @@ class PeerTransport:
                     self.stats.messages_received += len(batch)
                     deliver = self._on_message
                     for m in batch:
+                        if m.frm != frm:
+                            self._drop_forged(frm, m)
+                            continue
                         try:
                             deliver(m)
                         except Exception:
@@ -513,6 +567,15 @@ class PeerTransport:
             for t in list(handlers):
                 t.cancel()
             await asyncio.gather(*handlers, return_exceptions=True)
+
+    def _drop_forged(self, frm: int, m: Message) -> None:
+        self.stats.forged_messages += 1
+        self._log.warning(
+            "dropped a %s claiming to come from member %x on the stream of member %x",
+            m.type.name,
+            m.frm,
+            frm,
+        )
 
     async def _serve_request(
         self, frm: int, corr: int, kind: str, body: bytes, writer: asyncio.StreamWriter
@@ -543,6 +606,9 @@ class PeerTransport:
             raise FrameError(f"undecodable MsgSnap from {frm:x}: {e}") from None
         if m.type is not MessageType.MSG_SNAP or m.snapshot is None:
             raise FrameError(f"snapshot stream from {frm:x} carries a {m.type.name}")
+        if m.frm != frm:
+            self._drop_forged(frm, m)
+            return
         meta = m.snapshot.metadata
         try:
             path = await receive_file(

@@ -36,7 +36,10 @@ from dataclasses import replace
 from typing import Any
 
 from raftkv import errors, failpoints
+from raftkv.auth.store import AuthStore
+from raftkv.auth.tokens import AuthInfo, TokenProvider
 from raftkv.backup.snapshot_file import write_snapshot_db
+from raftkv.fileutil import PRIVATE_FILE_MODE
 from raftkv.guard.digest import META_APPLY_DIGEST, ApplyDigest
 from raftkv.guard.state_hash import StateHash, compute_state_hash
 from raftkv.lease import errors as lease_errors
@@ -58,6 +61,7 @@ from raftkv.proto import rpc_pb2 as pb
 from raftkv.raft.codec import decode_conf_change
 from raftkv.raft.types import ConfChange, Entry, EntryType, Snapshot
 from raftkv.server import convert
+from raftkv.server.auth_apply import Check, auth_handlers, request_checks
 from raftkv.server.bootstrap import DataDir, MemberInfo, encode_members
 from raftkv.server.cluster_info import (
     DEFAULT_MAX_LEARNERS,
@@ -140,6 +144,7 @@ class Applier:
         on_members_changed: Callable[[dict[int, MemberInfo]], None],
         max_learners: int = DEFAULT_MAX_LEARNERS,
         waiters: dict[int, asyncio.Future[Any]] | None = None,
+        auth_tokens: TokenProvider | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.backend_config = backend_config
@@ -159,6 +164,10 @@ class Applier:
         self.revision_at: dict[int, int] = {}
         # False while applying an entry nobody on this member waits for: no response is built.
         self._answer_wanted = True
+        # The user and auth revision of the entry being applied (format 2; None: nobody).
+        self._who: AuthInfo | None = None
+        # Member-local tokens of the auth store (they survive backend swaps).
+        self._auth_tokens = auth_tokens
         # Held by a state hash reading the backend in a worker thread, and by whoever closes
         # the backend: a hash not yet started when the backend closes fails instead (its read
         # transaction is invalidated), one running is waited for.
@@ -200,6 +209,7 @@ class Applier:
             if self.lessor.lookup(lease_id) is not None:
                 self.lessor.attach(lease_id, key)
         self.cluster = ClusterInfo(self.backend)
+        self.auth = AuthStore(self.backend, self._auth_tokens)
         self.alarms = {_ALARM_KEY.unpack(k) for k, _v in self.backend.items(BUCKET_ALARM)}
         self._applied = self.store.consistent_index
 
@@ -257,6 +267,7 @@ class Applier:
         members = list(self.members.values())
         cluster = self.cluster.records()
         alarms = set(self.alarms)
+        auth = self.auth.hash_part()
 
         def compute() -> StateHash:
             with self._hashing:  # the backend is not closed under a running hash
@@ -268,6 +279,7 @@ class Applier:
                 members=members,
                 alarms=alarms,
                 cluster=cluster,
+                auth=auth,
             )
 
         return compute
@@ -292,7 +304,7 @@ class Applier:
         """A consistent, compacted copy of what the backend file holds (for a follower's
         snapshot, a backup or a defragmentation).  May run in any thread; it holds only what
         was committed, so the applying thread calls ``commit_pending`` first."""
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
         try:
             self.backend.env.copyfd(fd, compact=True)
             os.fsync(fd)
@@ -412,7 +424,8 @@ class Applier:
                             answers.append(self._apply_conf_change_entry(batch, e))
                             members_changed = True
                         elif e.data and (decoded := self._decode(e)) is not None:
-                            kind, request_id, body = decoded
+                            kind, request_id, body, user, auth_revision = decoded
+                            self._who = AuthInfo(user, auth_revision) if user else None
                             # Only a proposal made on this member has someone to answer.
                             self._answer_wanted = request_id in waiters
                             try:
@@ -504,10 +517,12 @@ class Applier:
             RequestKind.CLUSTER_VERSION: self._apply_cluster_version,
             RequestKind.DOWNGRADE: self._apply_downgrade,
             RequestKind.MEMBER_CHANGE: self._not_a_request,
-        }
+        } | auth_handlers(self)
         missing = set(RequestKind) - set(table)
         if missing:
             raise AssertionError(f"request kinds without an apply handler: {sorted(missing)}")
+        for kind, check in request_checks(self).items():
+            table[kind] = self._authorized(check, table[kind])
         for kind, since in KIND_SINCE.items():
             if since > FIRST_VERSION:
                 table[kind] = self._gated(since, table[kind])
@@ -525,6 +540,21 @@ class Applier:
             return handler(batch, body, index)
 
         return gated
+
+    def _authorized(self, check: Check, handler: Handler) -> Handler:
+        """While auth is enabled, ``handler`` runs only if ``check`` lets the entry's user
+        (``_who``) do it; otherwise the entry takes no effect and answers the check's error
+        (the same on every member: the auth store is replicated state)."""
+
+        def authorized(batch: WriteBatch, body: bytes, index: int) -> Any:
+            if self.auth.enabled:
+                try:
+                    check(body, self._who)
+                except errors.EtcdError as exc:
+                    return exc
+            return handler(batch, body, index)
+
+        return authorized
 
     def _not_a_request(self, batch: WriteBatch, body: bytes, index: int) -> Any:
         raise FatalStateMachineError(
@@ -696,7 +726,7 @@ class Applier:
             return 0, None
         if cc.context[:1] == b"{":  # raftkv 0.1: the member record, no request id
             return 0, MemberChange.decode(cc.context)
-        kind, request_id, body = decode_request(cc.context)
+        kind, request_id, body, *_who = decode_request(cc.context)
         if kind != RequestKind.MEMBER_CHANGE:
             raise FatalStateMachineError(f"conf change at index {index} has a {kind.name} context")
         return request_id, MemberChange.decode(body)

@@ -9,6 +9,14 @@ Layout (etcd's, with LMDB in place of bbolt)::
     <data-dir>/member/snap/   raft snapshot files and received backend files (*.snap.db)
     <data-dir>/member/db/     the LMDB environment (data.mdb)
 
+Private, as etcd 3.5's (``raftkv.fileutil``): the data, member and snapshot directories are
+created 0700 (etcd's ``TouchDirAll``), and everything under them 0600 by the parts that create
+it.  An existing directory with another permission is left as it is, with etcd's warning
+(``check file permission: directory "<dir>" exist, but the permission is "drwxr-xr-x". The
+recommended permission is "-rwx------" to prevent possible unprivileged access to the data``);
+one that cannot be created or written to stops the member (``BootstrapError``: ``cannot access
+data directory: ...``).
+
 Bootstrap contract: every initial member computes the same member IDs, the same cluster ID and
 the same bootstrap snapshot (index 1, term 1, all initial members voters, the member list as
 its data) from the flags alone, so they agree without talking.  The snapshot file and the WAL
@@ -25,9 +33,11 @@ log after it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 
+from raftkv.fileutil import touch_dir_all
 from raftkv.peer.snapshot import snapshot_db_name
 from raftkv.raft.storage import MemoryStorage
 from raftkv.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
@@ -36,6 +46,8 @@ from raftkv.server.ids import cluster_id as make_cluster_id
 from raftkv.server.ids import member_id as make_member_id
 from raftkv.snap import Snapshotter
 from raftkv.wal import WAL, WalSnapshot, decode_metadata, encode_metadata, valid_snapshot_entries
+
+log = logging.getLogger("raftkv.bootstrap")
 
 
 class BootstrapError(RuntimeError):
@@ -129,6 +141,21 @@ class DataDir:
         return path if os.path.exists(path) else None
 
 
+def touch_dirs(dd: DataDir) -> None:
+    """etcd's ``TouchDirAll`` of the data, member and snapshot directories, with its messages:
+    each is created 0700 when missing, warned about when it exists with another permission,
+    and must be writable (``BootstrapError`` otherwise)."""
+    for path, failure in (
+        (dd.root, "cannot access data directory"),
+        (dd.member, "cannot access member directory"),
+        (dd.snap, f"failed to create snapshot directory {dd.snap}"),
+    ):
+        try:
+            touch_dir_all(path, log)
+        except OSError as exc:
+            raise BootstrapError(f"{failure}: {exc}") from None
+
+
 def initial_members(cfg: ServerConfig) -> list[MemberInfo]:
     # Client URLs are not known for the other members; every member must write the same list
     # at index 1, so none has them yet: each member publishes its own through Raft.
@@ -155,7 +182,7 @@ def open_raft_side(cfg: ServerConfig, existing: ExistingCluster | None = None) -
     """The Raft side of this member: restarted from its WAL, or created (a new cluster's
     bootstrap; or, with ``existing``, an empty log to join a running cluster with)."""
     dd = DataDir(cfg.resolved_data_dir, cfg.wal_dir)
-    os.makedirs(dd.snap, exist_ok=True)
+    touch_dirs(dd)
     snapshotter = Snapshotter(dd.snap)
     if dd.has_wal():
         return _restart(dd, snapshotter)

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from raftkv.server.compactor import parse_retention
+from raftkv.tlsutil import TLSConfigError, TLSInfo, TLSPolicy
 
 
 class ConfigError(ValueError):
@@ -60,6 +61,65 @@ class ServerConfig:
     apply_digest_check_interval_ms: int = 100
     strict_reconfig_check: bool = True
     max_learners: int = 1
+    # client TLS (the client URLs)
+    cert_file: str = ""
+    key_file: str = ""
+    client_cert_file: str = ""
+    client_key_file: str = ""
+    trusted_ca_file: str = ""
+    client_cert_auth: bool = False
+    client_crl_file: str = ""
+    client_cert_allowed_hostname: tuple[str, ...] = ()
+    auto_tls: bool = False
+    # peer TLS (the peer URLs)
+    peer_cert_file: str = ""
+    peer_key_file: str = ""
+    peer_client_cert_file: str = ""
+    peer_client_key_file: str = ""
+    peer_trusted_ca_file: str = ""
+    peer_client_cert_auth: bool = False
+    peer_crl_file: str = ""
+    peer_cert_allowed_cn: tuple[str, ...] = ()
+    peer_cert_allowed_hostname: tuple[str, ...] = ()
+    peer_auto_tls: bool = False
+    self_signed_cert_validity: int = 1
+    cipher_suites: tuple[str, ...] = ()
+    tls_min_version: str = "TLS1.2"
+    tls_max_version: str = ""
+    # auth
+    auth_token: str = "simple"
+    auth_token_ttl_s: int = 300
+    bcrypt_cost: int = 10
+
+    def tls_policy(self) -> TLSPolicy:
+        return TLSPolicy(self.tls_min_version, self.tls_max_version, self.cipher_suites)
+
+    def client_tls(self) -> TLSInfo:
+        """The client side's certificate files (``auto_tls`` is resolved at start-up)."""
+        return TLSInfo(
+            cert_file=self.cert_file,
+            key_file=self.key_file,
+            trusted_ca_file=self.trusted_ca_file,
+            client_cert_auth=self.client_cert_auth,
+            crl_file=self.client_crl_file,
+            client_cert_file=self.client_cert_file,
+            client_key_file=self.client_key_file,
+            allowed_hostnames=self.client_cert_allowed_hostname,
+        )
+
+    def peer_tls(self) -> TLSInfo:
+        """The peer side's certificate files (``peer_auto_tls`` is resolved at start-up)."""
+        return TLSInfo(
+            cert_file=self.peer_cert_file,
+            key_file=self.peer_key_file,
+            trusted_ca_file=self.peer_trusted_ca_file,
+            client_cert_auth=self.peer_client_cert_auth,
+            crl_file=self.peer_crl_file,
+            client_cert_file=self.peer_client_cert_file,
+            client_key_file=self.peer_client_key_file,
+            allowed_cns=self.peer_cert_allowed_cn,
+            allowed_hostnames=self.peer_cert_allowed_hostname,
+        )
 
     @property
     def resolved_data_dir(self) -> str:
@@ -85,7 +145,8 @@ class ServerConfig:
         return {k: tuple(v) for k, v in members.items()}
 
 
-# flag name -> (field, kind, help); kind is one of "str", "int", "float", "bool", "urls",
+# flag name -> (field, kind, help); kind is one of "str", "int", "float", "bool", "urls", "list"
+# (comma-separated strings),
 # "duration" (Go's time.ParseDuration syntax, as etcd's duration flags take, or bare seconds)
 _FLAGS: dict[str, tuple[str, str, str]] = {
     "name": ("name", "str", "Human-readable name for this member."),
@@ -210,6 +271,107 @@ _FLAGS: dict[str, tuple[str, str, str]] = {
         "int",
         "The maximum number of learners allowed in the cluster membership.",
     ),
+    # security, as etcd's flags
+    "cert-file": ("cert_file", "str", "Path to the client server TLS cert file."),
+    "key-file": ("key_file", "str", "Path to the client server TLS key file."),
+    "client-cert-file": (
+        "client_cert_file",
+        "str",
+        "Path to an explicit client TLS cert file this member presents when it dials another "
+        "member's client URL (repair); otherwise --cert-file.",
+    ),
+    "client-key-file": (
+        "client_key_file",
+        "str",
+        "Path to an explicit client TLS key file; otherwise --key-file.",
+    ),
+    "client-cert-auth": ("client_cert_auth", "bool", "Enable client cert authentication."),
+    "client-crl-file": (
+        "client_crl_file",
+        "str",
+        "Path to the client certificate revocation list file.",
+    ),
+    "client-cert-allowed-hostname": (
+        "client_cert_allowed_hostname",
+        "list",
+        "Comma-separated list of allowed SAN hostnames for client cert authentication.",
+    ),
+    "trusted-ca-file": (
+        "trusted_ca_file",
+        "str",
+        "Path to the client server TLS trusted CA cert file.",
+    ),
+    "auto-tls": ("auto_tls", "bool", "Client TLS using generated certificates."),
+    "peer-cert-file": ("peer_cert_file", "str", "Path to the peer server TLS cert file."),
+    "peer-key-file": ("peer_key_file", "str", "Path to the peer server TLS key file."),
+    "peer-client-cert-file": (
+        "peer_client_cert_file",
+        "str",
+        "Path to an explicit peer client TLS cert file otherwise peer cert file will be used "
+        "when client auth is required.",
+    ),
+    "peer-client-key-file": (
+        "peer_client_key_file",
+        "str",
+        "Path to an explicit peer client TLS key file otherwise peer key file will be used "
+        "when client auth is required.",
+    ),
+    "peer-client-cert-auth": (
+        "peer_client_cert_auth",
+        "bool",
+        "Enable peer client cert authentication.",
+    ),
+    "peer-trusted-ca-file": (
+        "peer_trusted_ca_file",
+        "str",
+        "Path to the peer server TLS trusted CA file.",
+    ),
+    "peer-auto-tls": ("peer_auto_tls", "bool", "Peer TLS using generated certificates."),
+    "peer-crl-file": ("peer_crl_file", "str", "Path to the peer certificate revocation list file."),
+    "peer-cert-allowed-cn": (
+        "peer_cert_allowed_cn",
+        "list",
+        "Comma-separated list of allowed CNs for inter-peer TLS authentication.",
+    ),
+    "peer-cert-allowed-hostname": (
+        "peer_cert_allowed_hostname",
+        "list",
+        "Comma-separated list of allowed SAN hostnames for inter-peer TLS authentication.",
+    ),
+    "self-signed-cert-validity": (
+        "self_signed_cert_validity",
+        "int",
+        "The validity period of the client and peer certificates, unit is year.",
+    ),
+    "cipher-suites": (
+        "cipher_suites",
+        "list",
+        "Comma-separated list of supported TLS cipher suites between client/server and peers "
+        "(Go's names, as etcd takes them; they apply to TLS 1.2, TLS 1.3's are fixed).",
+    ),
+    "tls-min-version": (
+        "tls_min_version",
+        "str",
+        "Minimum TLS version supported by raftkv. Possible values: TLS1.2, TLS1.3.",
+    ),
+    "auth-token": (
+        "auth_token",
+        "str",
+        "Specify auth token specific options: 'simple', or "
+        "'jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256[,ttl=5m]'.",
+    ),
+    "auth-token-ttl": ("auth_token_ttl_s", "int", "The lifetime in seconds of the auth token."),
+    "bcrypt-cost": (
+        "bcrypt_cost",
+        "int",
+        "Specify bcrypt algorithm cost factor for auth password hashing (4-31).",
+    ),
+    "tls-max-version": (
+        "tls_max_version",
+        "str",
+        "Maximum TLS version supported by raftkv. Possible values: TLS1.2, TLS1.3 (empty: "
+        "the highest the TLS library has).",
+    ),
 }
 
 # etcd's experimental spellings accepted as aliases.
@@ -308,6 +470,9 @@ def _convert(flag: str, kind: str, value: Any) -> Any:
             if text not in ("true", "false", "1", "0"):
                 raise ValueError(value)
             return text in ("true", "1")
+        if kind == "list":
+            items = value if isinstance(value, list | tuple) else str(value).split(",")
+            return tuple(str(i).strip() for i in items if str(i).strip())
         if kind == "urls":
             urls = value if isinstance(value, list | tuple) else str(value).split(",")
             out = tuple(str(u).strip() for u in urls if str(u).strip())
@@ -375,6 +540,48 @@ def _validate(cfg: ServerConfig) -> None:
     if cfg.max_learners < 0:
         raise ConfigError("--max-learners: must not be negative")
     cfg.initial_cluster_map()
+    _validate_tls(cfg)
+
+
+def _validate_tls(cfg: ServerConfig) -> None:
+    """etcd's TLS rules: policy values, an https URL needs a certificate (or auto TLS), and
+    what the gRPC client listener cannot enforce is refused rather than ignored."""
+    try:
+        cfg.tls_policy().validate()
+    except TLSConfigError as exc:
+        raise ConfigError(str(exc)) from exc
+    if not 4 <= cfg.bcrypt_cost <= 31:
+        raise ConfigError("--bcrypt-cost: must be between 4 and 31")
+    if cfg.auth_token_ttl_s <= 0:
+        raise ConfigError("--auth-token-ttl: must be positive")
+    if cfg.self_signed_cert_validity <= 0:
+        raise ConfigError("--self-signed-cert-validity: must be positive")
+    for url in cfg.listen_client_urls:
+        if _is_tls_url(url) and not (cfg.cert_file or cfg.key_file or cfg.auto_tls):
+            raise ConfigError(
+                f"TLS key/cert (--cert-file, --key-file) must be provided for client url {url} "
+                "with HTTPS scheme"
+            )
+    for url in cfg.listen_peer_urls:
+        if _is_tls_url(url) and not (cfg.peer_cert_file or cfg.peer_key_file or cfg.peer_auto_tls):
+            raise ConfigError(
+                f"TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url "
+                f"{url} with HTTPS scheme"
+            )
+    for flag, url in [("--listen-client-urls", u) for u in cfg.listen_client_urls] + [
+        ("--listen-peer-urls", u) for u in cfg.listen_peer_urls
+    ]:
+        if urlsplit(url).scheme in ("unix", "unixs"):
+            raise ConfigError(f"{flag}: {url}: unix sockets are not supported by raftkv yet")
+    if any(_is_tls_url(u) for u in cfg.listen_client_urls) and cfg.tls_policy().restricts_versions:
+        raise ConfigError(
+            "--tls-min-version/--tls-max-version: the gRPC client listener negotiates TLS 1.2 "
+            "and TLS 1.3 and cannot be restricted to one; only peer URLs honour these flags"
+        )
+
+
+def _is_tls_url(url: str) -> bool:
+    return urlsplit(url).scheme in ("https", "unixs")
 
 
 def _load_yaml(path: str) -> dict[str, Any]:

@@ -22,21 +22,32 @@ Contracts (the round's rules live in ``raftkv.guard.digest`` and are shared with
   with the longest history, never against the leader's own chain (the leader may be the one
   that diverged);
 - a named member gets one CORRUPT alarm (etcd's ``AlarmType.CORRUPT`` with its member ID),
-  raised through Raft so every member learns it; fencing itself is the member's job.
+  raised through Raft so every member learns it; fencing itself is the member's job;
+- the verdict also reaches the named member directly (``VerdictSender``, a ``guard-verdict``
+  peer request; ``raftkv.server.fencing`` says what the member accepts), because a member whose
+  log conflicts with the leader's, or that follows another term, cannot apply the alarm entry.
+  The leader sends it to every member a majority of voters names (the state hash check's too;
+  not when no majority agrees: the alarm alone stops the cluster then) and to every member its
+  applied state has under a CORRUPT alarm, in the background, each round until the member
+  answers; a member that answered is not sent another in the same term until its alarm is
+  cleared (a repair).
+  Each verdict is logged once when queued and once when answered, not per attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
 from raftkv.guard.digest import awaits_voters, comparison_indexes, judge
 from raftkv.peer.transport import PeerRequestError, PeerTransport
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.server.applier import Applier
+from raftkv.server.fencing import EVIDENCE_ALARM, EVIDENCE_DIGEST, VERDICT_KIND, Verdict
 
 log = logging.getLogger("raftkv.guard")
 
@@ -86,6 +97,115 @@ class _Round:
         return self.known[key]
 
 
+class VerdictSender:
+    """The leader's side of guard verdicts (see the module contract).
+
+    ``name`` queues a verdict for a member the leader just named; ``kick`` starts a delivery
+    round in the background unless one is running.  ``alarmed`` gives the members the leader's
+    applied state has under a CORRUPT alarm: those get a verdict too (a new leader, or one
+    whose earlier verdict was lost), with the first diverging index when this leader found it.
+    """
+
+    def __init__(
+        self,
+        *,
+        member_id: int,
+        transport: PeerTransport,
+        term: Callable[[], int],
+        alarmed: Callable[[], Collection[int]],
+        applied_index: Callable[[], int],
+        first_index: Callable[[int], int],
+        timeout: float = REQUEST_TIMEOUT,
+    ) -> None:
+        self.member_id = member_id
+        self.transport = transport
+        self.term = term
+        self.alarmed = alarmed
+        self.applied_index = applied_index
+        self.first_index = first_index
+        self.timeout = timeout
+        self.pending: dict[int, Verdict] = {}
+        self.answered: dict[int, int] = {}  # member -> term in which it answered a verdict
+        self._alarm_seen: set[int] = set()  # answered members whose alarm this leader applied
+        self._task: asyncio.Task[None] | None = None
+
+    def name(
+        self, member: int, at_index: int, first_index: int, evidence: str, reason: str = ""
+    ) -> None:
+        """Queue a verdict naming ``member`` (a majority of voters holds another state than
+        its own); none for this member itself (its alarm applies here)."""
+        if member == self.member_id:
+            return
+        term = self.term()
+        if self.answered.get(member) == term:
+            return  # it is fenced already, durably: until its alarm is cleared (repair)
+        verdict = Verdict(member, self.member_id, term, at_index, first_index, evidence, reason)
+        if member not in self.pending:
+            log.warning("sending member %x the guard's verdict: %s", member, verdict.describe())
+        self.pending[member] = verdict
+        self.kick()
+
+    def stand_down(self) -> None:
+        """No longer the leader: the next leader sends its own verdicts."""
+        self.pending.clear()
+        self.answered.clear()
+        self._alarm_seen.clear()
+
+    def kick(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self.deliver())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def deliver(self) -> None:
+        """One attempt for every verdict due; the answered ones are done."""
+        term = self.term()
+        alarmed = set(self.alarmed()) - {self.member_id}
+        for member in list(self.answered):
+            if member in alarmed:
+                self._alarm_seen.add(member)
+            elif member in self._alarm_seen:  # its alarm was cleared: repaired
+                self._alarm_seen.discard(member)
+                del self.answered[member]
+        for member in sorted(alarmed):
+            if member not in self.pending and self.answered.get(member) != term:
+                self.pending[member] = Verdict(
+                    member,
+                    self.member_id,
+                    term,
+                    self.applied_index(),
+                    self.first_index(member),
+                    EVIDENCE_ALARM,
+                )
+        due = dict(self.pending)
+        if due:
+            await asyncio.gather(*(self._send(v) for v in due.values()))
+
+    async def _send(self, verdict: Verdict) -> None:
+        member = verdict.member_id
+        try:
+            raw = await self.transport.request(member, VERDICT_KIND, verdict.encode(), self.timeout)
+            answer = json.loads(raw)
+        except (PeerRequestError, ValueError) as exc:
+            log.debug("guard verdict to member %x not delivered yet: %s", member, exc)
+            return  # retried next round
+        if self.pending.get(member) is verdict:
+            del self.pending[member]
+        self.answered[member] = verdict.term
+        if isinstance(answer, dict) and answer.get("fenced") is True:
+            log.warning(
+                "member %x acknowledged the guard's verdict: fenced (by %s)",
+                member,
+                answer.get("by", "verdict"),
+            )
+        else:
+            why = answer.get("dropped") if isinstance(answer, dict) else answer
+            log.warning("member %x did not accept the guard's verdict: %s", member, why)
+
+
 class ConsistencyGuard:
     def __init__(
         self,
@@ -97,7 +217,9 @@ class ConsistencyGuard:
         is_leader: Callable[[], bool],
         raise_alarm: Callable[[int], Awaitable[None]],
         interval: float,
+        term: Callable[[], int] = lambda: 0,
     ) -> None:
+        """``term`` gives this member's current Raft term (the verdicts it sends carry it)."""
         self.member_id = member_id
         self.applier = applier
         self.transport = transport
@@ -110,6 +232,14 @@ class ConsistencyGuard:
         self.interval = interval
         self.counters = GuardCounters()
         self._evidence: dict[int, _Evidence] = {}
+        self.verdicts = VerdictSender(
+            member_id=member_id,
+            transport=transport,
+            term=term,
+            alarmed=self._corrupt_alarmed,
+            applied_index=applier.applied_index,
+            first_index=lambda m: self.counters.last_divergence.get(m, 0),
+        )
         transport.register_handler("digest-latest", self._handle_latest)
         transport.register_handler("digest-at", self._handle_at)
 
@@ -127,14 +257,20 @@ class ConsistencyGuard:
     # -- the leader's comparison ------------------------------------------------------------
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            if not self.is_leader():
-                continue
-            try:
-                await self.check_once()
-            except (PeerRequestError, TimeoutError) as exc:
-                log.debug("digest comparison skipped: %s", exc)
+        try:
+            while True:
+                await asyncio.sleep(self.interval)
+                if not self.is_leader():
+                    if self.verdicts.pending or self.verdicts.answered:
+                        self.verdicts.stand_down()
+                    continue
+                self.verdicts.kick()
+                try:
+                    await self.check_once()
+                except (PeerRequestError, TimeoutError) as exc:
+                    log.debug("digest comparison skipped: %s", exc)
+        finally:
+            await self.verdicts.stop()
 
     async def check_once(self) -> list[int]:
         """One comparison round over every voter that answers; returns the members named."""
@@ -292,10 +428,17 @@ class ConsistencyGuard:
             if expected is not None
             else "no majority of voters agrees: every member is suspect",
         )
+        if expected is not None:  # first: the member may not be able to apply the alarm
+            self.verdicts.name(member, at, first, EVIDENCE_DIGEST)
         await self.raise_alarm(member)
 
     def _already_alarmed(self, member: int) -> bool:
         return (member, int(pb.CORRUPT)) in self.applier.alarms
+
+    def _corrupt_alarmed(self) -> list[int]:
+        """Members of the configuration under a CORRUPT alarm (a removed one gets no verdict)."""
+        known = {*self.voters(), *self.learners()}
+        return [m for m, alarm in self.applier.alarms if alarm == pb.CORRUPT and m in known]
 
     async def digest_at(
         self, member: int, index: int, timeout: float = REQUEST_TIMEOUT

@@ -15,7 +15,9 @@ Contracts:
   result names every member only when every voter reported (the cluster then refuses writes);
   while a voter is missing nobody is named and the check is undecided;
 - the leader compares at its periodic checkpoints and at every compaction; a named member
-  gets a CORRUPT alarm through Raft (``raise_alarm``);
+  gets a CORRUPT alarm through Raft (``raise_alarm``) and, when a majority of voters holds the
+  truth, the guard's verdict directly (``on_named``, wired to ``ConsistencyGuard.verdicts``:
+  a member that cannot apply the alarm entry fences itself all the same);
 - the start-up check runs before the member serves clients: it asks the leader for a
   checkpoint, waits to apply it and compares; a member outside the quorum's hash raises
   ``InitialCheckError`` ("<id> found data inconsistency with peers", as etcd words it) and is
@@ -38,6 +40,7 @@ from raftkv.guard.state_hash import StateHash
 from raftkv.mvcc.errors import BackendCorruptionError
 from raftkv.peer.transport import PeerRequestError, PeerTransport
 from raftkv.server.applier import Applier
+from raftkv.server.fencing import EVIDENCE_STATE_HASH
 
 log = logging.getLogger("raftkv.hashcheck")
 
@@ -99,6 +102,9 @@ class StateHashChecker:
         # Learners are compared too (a joining member is named at its first comparison);
         # only voters decide what the truth is.
         self.learners: Callable[[], tuple[int, ...]] = lambda: ()
+        # Told of each member a majority names: (member, checkpoint index, first diverging
+        # index or 0, evidence, reason); the member wires it to the guard's verdicts.
+        self.on_named: Callable[[int, int, int, str, str], None] = lambda *_named: None
         self.is_leader = is_leader
         self.leader = leader
         self.propose_checkpoint = propose_checkpoint
@@ -255,8 +261,12 @@ class StateHashChecker:
             return
         if reason == "compaction":
             self.counters.compaction_checks += 1
+        truth = next((sh for sh in result.reports.values() if sh.value == result.truth), None)
         for member in result.named:
             self.counters.named.setdefault(member, index)
+            if truth is not None:  # first: the member may not be able to apply the alarm
+                parts = ", ".join(truth.diff(result.reports[member])) or "unreadable state"
+                self.on_named(member, index, 0, EVIDENCE_STATE_HASH, f"{parts} differ")
             await self.raise_alarm(member)
 
     async def run_periodic(self) -> None:

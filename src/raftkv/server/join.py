@@ -16,6 +16,7 @@ import json
 import logging
 
 from raftkv.peer.framing import ErrorCode, FrameError
+from raftkv.peer.security import PLAINTEXT, PeerSecurity
 from raftkv.peer.transport import PeerRefusedError, PeerRequestError, fetch_cluster_info
 from raftkv.server.applier import Applier
 from raftkv.server.bootstrap import (
@@ -46,7 +47,9 @@ def cluster_info(cluster_id: int, applier: Applier) -> bytes:
     ).encode()
 
 
-async def discover(cfg: ServerConfig, timeout: float) -> ExistingCluster:
+async def discover(
+    cfg: ServerConfig, timeout: float, security: PeerSecurity = PLAINTEXT
+) -> ExistingCluster:
     urls = [
         url
         for name, member_urls in cfg.initial_cluster_map().items()
@@ -61,7 +64,7 @@ async def discover(cfg: ServerConfig, timeout: float) -> ExistingCluster:
     for attempt in range(ROUNDS):
         for url in urls:
             try:
-                body = await fetch_cluster_info(url, timeout=timeout)
+                body = await fetch_cluster_info(url, timeout=timeout, security=security)
             except PeerRefusedError as exc:
                 if exc.code is ErrorCode.INCOMPATIBLE_VERSION:
                     # The text is the running member's: "local" there is that member.

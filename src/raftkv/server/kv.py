@@ -5,7 +5,10 @@ Contracts:
   fsynced before any acknowledgement) and applied on this member;
 - a linearizable read (Range, read-only Txn) waits for ``ReadBarrier``; a serializable one
   reads this member's applied state at once, and is the only read a learner serves;
-- a read-only Txn is served without Raft, as etcd serves it.
+- a read-only Txn is served without Raft, as etcd serves it;
+- while auth is enabled, a read is checked against the caller's permissions here (the state
+  it reads is this member's); a write carries the caller into its entry and is checked at
+  apply (``raftkv.server.auth_apply``).
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from raftkv.auth.tokens import AuthInfo
 from raftkv.mvcc.errors import CompactedError, FutureRevError
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.server import convert
 from raftkv.server.applier import Applier
+from raftkv.server.auth_apply import check_txn
 from raftkv.server.fencing import Fence
 from raftkv.server.proposals import Proposer
 from raftkv.server.reads import ReadBarrier
@@ -42,38 +47,47 @@ class KV:
         self.max_txn_ops = max_txn_ops
         self.range_count = 0
 
-    async def range(self, req: pb.RangeRequest) -> pb.RangeResponse:
+    async def range(self, req: pb.RangeRequest, who: AuthInfo | None = None) -> pb.RangeResponse:
         self.range_count += 1
         if req.serializable:
             self.fence.check()
         else:
             self.fence.check_voter()
             await self.barrier.wait()
+        auth = self.applier.auth
+        if auth.enabled:
+            auth.is_range_permitted(who, req.key, req.range_end)
         try:
             resp = self.applier.store.range(convert.range_to_mvcc(req))
         except (CompactedError, FutureRevError) as exc:
             raise convert.error_to_etcd(exc) from None
         return convert.range_to_pb(resp, self.header(resp.revision))
 
-    async def put(self, req: pb.PutRequest) -> pb.PutResponse:
+    async def put(self, req: pb.PutRequest, who: AuthInfo | None = None) -> pb.PutResponse:
         self.fence.check_voter()
-        resp: pb.PutResponse = await self.proposer.propose(RequestKind.PUT, req.SerializeToString())
-        return resp
-
-    async def delete_range(self, req: pb.DeleteRangeRequest) -> pb.DeleteRangeResponse:
-        self.fence.check_voter()
-        resp: pb.DeleteRangeResponse = await self.proposer.propose(
-            RequestKind.DELETE_RANGE, req.SerializeToString()
+        resp: pb.PutResponse = await self.proposer.propose(
+            RequestKind.PUT, req.SerializeToString(), who
         )
         return resp
 
-    async def txn(self, req: pb.TxnRequest) -> pb.TxnResponse:
+    async def delete_range(
+        self, req: pb.DeleteRangeRequest, who: AuthInfo | None = None
+    ) -> pb.DeleteRangeResponse:
+        self.fence.check_voter()
+        resp: pb.DeleteRangeResponse = await self.proposer.propose(
+            RequestKind.DELETE_RANGE, req.SerializeToString(), who
+        )
+        return resp
+
+    async def txn(self, req: pb.TxnRequest, who: AuthInfo | None = None) -> pb.TxnResponse:
         if txn_is_read_only(req):
             if txn_serializable(req):
                 self.fence.check()
             else:
                 self.fence.check_voter()
                 await self.barrier.wait()
+            if self.applier.auth.enabled:
+                check_txn(self.applier.auth, self.applier.lessor, req, who)
             try:
                 resp = self.applier.store.read_txn(convert.txn_to_mvcc(req))
             except (CompactedError, FutureRevError) as exc:
@@ -81,14 +95,16 @@ class KV:
             return convert.txn_to_pb(resp, self.header())
         self.fence.check_voter()
         tresp: pb.TxnResponse = await self.proposer.propose(
-            RequestKind.TXN, req.SerializeToString()
+            RequestKind.TXN, req.SerializeToString(), who
         )
         return tresp
 
-    async def compact(self, req: pb.CompactionRequest) -> pb.CompactionResponse:
+    async def compact(
+        self, req: pb.CompactionRequest, who: AuthInfo | None = None
+    ) -> pb.CompactionResponse:
         self.fence.check_voter()
         resp: pb.CompactionResponse = await self.proposer.propose(
-            RequestKind.COMPACTION, req.SerializeToString()
+            RequestKind.COMPACTION, req.SerializeToString(), who
         )
         if req.physical:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

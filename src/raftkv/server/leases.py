@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from raftkv import errors
+from raftkv.auth.tokens import AuthInfo
 from raftkv.lease.errors import LeaseNotFoundError
 from raftkv.peer.transport import PeerRequestError, PeerTransport
 from raftkv.proto import rpc_pb2 as pb
@@ -83,10 +84,12 @@ class Leases:
         resp: pb.LeaseGrantResponse = await self.proposer.propose(RequestKind.LEASE_GRANT, body)
         return resp
 
-    async def revoke(self, req: pb.LeaseRevokeRequest) -> pb.LeaseRevokeResponse:
+    async def revoke(
+        self, req: pb.LeaseRevokeRequest, who: AuthInfo | None = None
+    ) -> pb.LeaseRevokeResponse:
         self.fence.check_voter()
         resp: pb.LeaseRevokeResponse = await self.proposer.propose(
-            RequestKind.LEASE_REVOKE, req.SerializeToString()
+            RequestKind.LEASE_REVOKE, req.SerializeToString(), who
         )
         return resp
 

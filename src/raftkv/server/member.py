@@ -22,20 +22,23 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+from raftkv.auth.tokens import AuthTokenError, TokenProvider, new_token_provider
 from raftkv.lease.lessor import min_lease_ttl
 from raftkv.mvcc.backend import BackendConfig
 from raftkv.mvcc.errors import BackendCorruptionError
 from raftkv.mvcc.watchable import WatchableStore
+from raftkv.peer.security import unauthenticated_warning
 from raftkv.peer.transport import PeerTransport
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.raft import RawNode
 from raftkv.raft.config import Config as RaftConfig
-from raftkv.server import join
+from raftkv.server import join, security
 from raftkv.server.applier import Applier
-from raftkv.server.bootstrap import DataDir, MemberInfo, open_raft_side
+from raftkv.server.auth import Auth
+from raftkv.server.bootstrap import BootstrapError, DataDir, MemberInfo, open_raft_side
 from raftkv.server.compactor import AutoCompactor, parse_retention
 from raftkv.server.config import ServerConfig
-from raftkv.server.fencing import Fence
+from raftkv.server.fencing import VERDICT_KIND, Fence
 from raftkv.server.guard import ConsistencyGuard
 from raftkv.server.hash_check import StateHashChecker
 from raftkv.server.kv import KV
@@ -81,6 +84,8 @@ class Member:
         self.leases: Leases
         self.membership: Membership
         self.maintenance: Maintenance
+        self.auth: Auth
+        self.auth_tokens: TokenProvider
         self.versions: Versions
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
@@ -93,8 +98,15 @@ class Member:
     async def start(self) -> None:
         cfg = self.config
         existing = None
+        peer_security = security.peer_security(cfg)
+        try:
+            self.auth_tokens = new_token_provider(cfg.auth_token, simple_ttl=cfg.auth_token_ttl_s)
+        except AuthTokenError as exc:
+            raise BootstrapError(f"--auth-token: {exc}") from None
         if cfg.initial_cluster_state == "existing" and not self.data_dir.has_wal():
-            existing = await join.discover(cfg, timeout=self.request_timeout / 2)
+            existing = await join.discover(
+                cfg, timeout=self.request_timeout / 2, security=peer_security
+            )
         rec = open_raft_side(cfg, existing)
         self.member_id, self.cluster_id = rec.member_id, rec.cluster_id
         md = rec.snapshot.metadata
@@ -145,6 +157,7 @@ class Member:
             on_members_changed=self._members_changed,
             max_learners=cfg.max_learners,
             waiters=self.proposer.waiters,
+            auth_tokens=self.auth_tokens,
         )
         if applier.applied_index() < md.index:
             db = self.data_dir.received_backend(md.index, md.term)
@@ -169,6 +182,7 @@ class Member:
             on_snapshot_status=raft.report_snapshot,
             snapshot_dir=self.data_dir.snap,
             on_removed=self._removed,
+            security=peer_security,
         )
         transport.cluster_info = lambda: join.cluster_info(self.cluster_id, self.applier)
         self.fence = Fence(
@@ -178,7 +192,10 @@ class Member:
             # A learner, and a member not (yet) in the configuration: one that joined and
             # has not received its snapshot knows no configuration at all.
             is_learner=lambda: self.member_id not in self.raft.conf_state.voters,
+            members=lambda: self.applier.members.keys(),
+            verdict_dir=self.data_dir.member,  # an accepted guard verdict survives restarts
         )
+        transport.register_handler(VERDICT_KIND, self.fence.handle_verdict)
         self.barrier = ReadBarrier(raft, self.request_timeout)
         self.kv = KV(
             applier=applier,
@@ -227,6 +244,17 @@ class Member:
             snap_dir=self.data_dir.snap,
             on_state_reloaded=self.on_state_replaced,
         )
+        self.auth = Auth(
+            applier=applier,
+            raft=raft,
+            proposer=self.proposer,
+            barrier=self.barrier,
+            fence=self.fence,
+            header=self.header,
+            bcrypt_cost=cfg.bcrypt_cost,
+            client_cert_auth=cfg.client_cert_auth,
+            request_timeout=self.request_timeout,
+        )
         self.versions.check_admitted()
         self.guard = ConsistencyGuard(
             member_id=self.member_id,
@@ -236,6 +264,7 @@ class Member:
             is_leader=lambda: self.raft.is_leader,
             raise_alarm=self._raise_corrupt_alarm,
             interval=cfg.apply_digest_check_interval_ms / 1000,
+            term=lambda: self.raft.node.term,
         )
         self.hash_checker = StateHashChecker(
             member_id=self.member_id,
@@ -251,11 +280,16 @@ class Member:
             request_timeout=HASH_CHECK_REQUEST_TIMEOUT,
         )
         self.guard.learners = self.hash_checker.learners = lambda: self.raft.conf_state.learners
+        self.hash_checker.on_named = self.guard.verdicts.name
         self.repairer = Repairer(self)
         if existing is not None:
             self.membership.seed(rec.initial_members)
-        await transport.start()
+        # Peers first: the transport refuses streams from members it does not know.
         self._members_changed(dict(applier.members))
+        await transport.start()
+        warning = unauthenticated_warning(cfg.listen_peer_urls, peer_security)
+        if warning is not None:
+            log.warning("%s", warning)
         raft.on_leader_change = self.leases.leader_changed
         raft.may_send_snapshot = lambda: not self.fence.self_alarmed()
         raft.on_apply_corruption = self._apply_corruption

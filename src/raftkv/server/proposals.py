@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from raftkv import errors
+from raftkv.auth.tokens import AuthInfo
 from raftkv.raft.errors import ProposalDroppedError
 from raftkv.raft.types import ConfChange
 from raftkv.server.deadlines import Deadlines
@@ -80,16 +81,19 @@ class Proposer:
         if not self.allowed(kind):
             raise errors.ERR_NOT_CAPABLE
 
-    async def propose(self, kind: RequestKind, body: bytes) -> Any:
-        """Propose one request and return its applied answer (see the module contract)."""
+    async def propose(self, kind: RequestKind, body: bytes, who: AuthInfo | None = None) -> Any:
+        """Propose one request and return its applied answer (see the module contract).
+        ``who`` (auth enabled) goes into the entry, for the checks made at apply."""
         if len(body) > self.max_request_bytes:
             raise errors.ERR_REQUEST_TOO_LARGE
         if not self.allowed(kind):  # not awaited on the hot path: PUT is never gated
             await self._wait_allowed(kind)
         request_id = self._ids.next()
-        return await self._await(
-            request_id, lambda fut: self.raft.propose(encode_request(kind, request_id, body), fut)
-        )
+        if who is None:
+            data = encode_request(kind, request_id, body)
+        else:
+            data = encode_request(kind, request_id, body, who.username, who.revision)
+        return await self._await(request_id, lambda fut: self.raft.propose(data, fut))
 
     async def propose_conf_change(self, cc: ConfChange, context_body: bytes) -> Any:
         """Propose a membership change whose context is ``context_body`` (a ``MemberChange``)

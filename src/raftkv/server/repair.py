@@ -2,31 +2,44 @@
 
 Owns: ``raftkv member repair <ID>`` on the server side — routing the request to the member
 being repaired, fetching a healthy member's backend, checking it, installing it in place of the
-diverged state, re-applying what this member had applied beyond it, verifying the result by a
-state hash check against the quorum, and clearing this member's CORRUPT alarm.
+diverged state (re-applying what this member had applied beyond it, or, when this member's
+Raft log itself left the cluster's, as a Raft snapshot that replaces the log too), verifying
+the result by a state hash check against the quorum, and clearing this member's CORRUPT alarm
+and guard verdict.
 
 Contracts:
-- only a member under a CORRUPT alarm, or whose apply stopped on a corrupt stored value, is
-  repaired; the source is a voter under no alarm, the leader first;
+- only a fenced member is repaired: under a CORRUPT alarm, fenced by a guard verdict it
+  accepted (``raftkv.server.fencing``; it may be unable to apply the alarm), or whose apply
+  stopped on a corrupt stored value; the source is a voter under no alarm, the leader first;
 - the fetched file is the source's Maintenance.Snapshot stream (an LMDB copy ending with its
   SHA-256, the one ``etcdctl snapshot save`` checks); it is accepted only when the checksum
   matches, every stored value passes its CRC, and the apply digest it carries at its consistent
   index is the one a majority of ALL voters holds at that index;
-- the install happens between two apply batches, in one step on the event loop: the file
-  replaces the backend and the committed entries this member had applied above the file's index
-  are applied again from the local Raft log, so no committed entry is skipped or applied twice;
+- when this member's log holds the file's index with the term the source applied there, the
+  install happens between two apply batches, in one step on the event loop: the file replaces
+  the backend and the committed entries this member had applied above the file's index are
+  applied again from the local Raft log, so no committed entry is skipped or applied twice;
+- otherwise this member's log conflicts with the cluster's (a forged or lost entry; it cannot
+  apply what the leader sends, the alarm entry included): the file is installed as a Raft
+  snapshot at its index (its term and configuration read from the file), as a lagging follower
+  installs the leader's, which replaces the whole local log.  That needs the file's index to be
+  above this member's commit index (Raft never drops committed entries); until the cluster's
+  log has passed it, the repair fails saying so;
 - the alarm is cleared (through Raft) only after a new checkpoint shows this member's state hash
-  equal to the quorum's; otherwise the member stays fenced and the request fails saying why.
+  equal to the quorum's, then the guard verdict; otherwise the member stays fenced and the
+  request fails saying why.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import secrets
 import shutil
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -39,13 +52,30 @@ from raftkv.backup.snapshot_file import (
     StreamCheck,
 )
 from raftkv.guard.digest import META_APPLY_DIGEST, ApplyDigest
-from raftkv.mvcc.backend import BUCKET_META, META_CONSISTENT_INDEX, Backend, BackendConfig
+from raftkv.mvcc.backend import (
+    BUCKET_META,
+    META_CONSISTENT_INDEX,
+    META_TERM,
+    Backend,
+    BackendConfig,
+)
 from raftkv.mvcc.errors import BackendCorruptionError
 from raftkv.peer.transport import PeerRequestError
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
-from raftkv.raft.types import EntryType
+from raftkv.raft.errors import CompactedError, UnavailableError
+from raftkv.raft.types import (
+    ConfState,
+    EntryType,
+    Message,
+    MessageType,
+    Snapshot,
+    SnapshotMetadata,
+)
+from raftkv.server.bootstrap import encode_members
+from raftkv.server.cluster_info import ClusterInfo
 from raftkv.server.requests import RequestKind
+from raftkv.wal.files import fsync_dir
 
 if TYPE_CHECKING:
     from raftkv.server.member import Member
@@ -54,10 +84,23 @@ log = logging.getLogger("raftkv.repair")
 
 REPAIR_TIMEOUT = 120.0
 FETCH_ATTEMPTS = 3
+LOG_CATCH_UP = 3.0  # how long the local log may take to reach a fetched file's index
 
 
 class RepairError(Exception):
     """The repair could not be done; the message says why (the member stays fenced)."""
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    """What a fetched backend file holds: its consistent index and the term of the entry
+    there, the apply digest at it, and the configuration it applied up to it."""
+
+    index: int
+    term: int
+    head: bytes
+    conf_state: ConfState
+    members: bytes  # the member list, as a Raft snapshot's data carries it
 
 
 class Repairer:
@@ -101,7 +144,7 @@ class Repairer:
     async def _repair_locked(self) -> dict[str, Any]:
         m = self.member
         me = m.member_id
-        if (me, int(pb.CORRUPT)) not in m.applier.alarms and not m.state_broken:
+        if not m.fence.self_alarmed():  # its alarm, a guard verdict, or a corrupt value
             raise RepairError(f"member {me:x} is not under a CORRUPT alarm: nothing to repair")
         problems: list[str] = []
         for source in self._sources():
@@ -124,20 +167,22 @@ class Repairer:
         voters = [v for v in m.raft.conf_state.voters if v != m.member_id and v not in alarmed]
         return sorted(voters, key=lambda v: (v != m.raft.lead, v))
 
-    async def _fetch_and_install(self, source: int) -> tuple[int, int] | None:
-        """Fetch ``source``'s backend, check it and install it; (index, entries re-applied),
-        or None when this member has moved past what it can re-apply (try again)."""
+    async def _fetch_and_install(self, source: int) -> tuple[int, int, bool] | None:
+        """Fetch ``source``'s backend, check it and install it; (index, entries re-applied,
+        whether the Raft log was replaced too), or None when this member has moved past what it
+        can re-apply (try again)."""
         m = self.member
         workdir = os.path.join(m.data_dir.snap, f"repair-{secrets.token_hex(4)}")
         os.makedirs(workdir)
         try:
             path = os.path.join(workdir, "data.mdb")
             await self._fetch(source, path)
-            index, head = await asyncio.to_thread(
-                _inspect_backend, workdir, m.applier.backend_config
-            )
-            await self._check_quorum_digest(index, head)
-            await self._wait_log_holds(index)
+            found = await asyncio.to_thread(_inspect_backend, workdir, m.applier.backend_config)
+            index = found.index
+            await self._check_quorum_digest(index, found.head)
+            if not await self._log_holds(index, found.term):
+                await self._install_as_snapshot(source, found, path)
+                return index, 0, True
             applied = m.applier.applied_index()
             storage = m.raft.storage
             if index < applied and index + 1 < storage.first_index():
@@ -160,7 +205,62 @@ class Repairer:
             index,
             len(redo),
         )
-        return index, len(redo)
+        return index, len(redo), False
+
+    async def _install_as_snapshot(self, source: int, found: _Fetched, path: str) -> None:
+        """Install the fetched file as a Raft snapshot from this member's leader: the local log,
+        which conflicts with the cluster's, is replaced with it (see the module contract)."""
+        m = self.member
+        committed = m.raft.storage.hard_state().commit
+        if found.index <= committed:
+            raise RepairError(
+                f"member {m.member_id:x}'s Raft log conflicts with the cluster's at or below "
+                f"raft index {found.index}, and it has committed up to {committed}: its log "
+                f"can be replaced only by a state newer than that (retry once the cluster's "
+                f"log has passed raft index {committed})"
+            )
+        try:
+            async with asyncio.timeout(m.request_timeout):
+                await m.raft.wait_leader()
+        except TimeoutError:
+            raise RepairError("no leader to take the Raft log from") from None
+        if m.raft.is_leader:
+            raise RepairError(
+                f"member {m.member_id:x} leads the cluster: move the leadership away first"
+            )
+        final = m.data_dir.received_backend_path(found.index, found.term)
+        os.replace(path, final)
+        await asyncio.to_thread(fsync_dir, os.path.dirname(final))
+        meta = SnapshotMetadata(found.index, found.term, found.conf_state)
+        m.raft.receive_snapshot(
+            Message(
+                type=MessageType.MSG_SNAP,
+                to=m.member_id,
+                frm=m.raft.lead,
+                term=m.raft.node.term,
+                snapshot=Snapshot(meta, found.members),
+            ),
+            final,
+        )
+        try:
+            async with asyncio.timeout(m.request_timeout):
+                await m.raft.wait_applied(found.index)
+        except TimeoutError:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(final)
+            raise RepairError(
+                f"member {source:x}'s state at raft index {found.index} was not installed as a "
+                "Raft snapshot in time (this member was applying entries or lost its leader)"
+            ) from None
+        m.on_state_replaced()
+        log.warning(
+            "member %x: Raft log and state replaced by member %x's at raft index %d (term %d): "
+            "its own log conflicted with the cluster's",
+            m.member_id,
+            source,
+            found.index,
+            found.term,
+        )
 
     async def _fetch(self, source: int, path: str) -> None:
         info = self.member.applier.members.get(source)
@@ -204,12 +304,31 @@ class Repairer:
                 f"{len(voters)} voters, not a majority"
             )
 
-    async def _wait_log_holds(self, index: int) -> None:
-        async with asyncio.timeout(self.member.request_timeout):
-            while self.member.raft.storage.last_index() < index:
-                await asyncio.sleep(0.05)
+    async def _log_holds(self, index: int, term: int) -> bool:
+        """Whether this member's log holds ``index`` with ``term`` (waiting a little for it
+        to get there): False when it has another term there, or does not get there in time
+        (it does not accept the leader's entries)."""
+        m = self.member
+        storage = m.raft.storage
+        loop = asyncio.get_running_loop()
+        # A member whose apply parked on a corrupt value cannot install a snapshot behind the
+        # parked batch: its log is given the whole request timeout to catch up instead.
+        wait = m.request_timeout if m.state_broken else min(LOG_CATCH_UP, m.request_timeout)
+        deadline = loop.time() + wait
+        while storage.last_index() < index:
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        try:
+            return storage.term(index) == term
+        except CompactedError:
+            return True  # applied and compacted past it: the re-apply check decides
+        except UnavailableError:
+            return False
 
-    async def _verify_and_unfence(self, source: int, index: int, redone: int) -> dict[str, Any]:
+    async def _verify_and_unfence(
+        self, source: int, index: int, redone: int, log_replaced: bool
+    ) -> dict[str, Any]:
         m = self.member
         checker = m.hash_checker
         try:
@@ -223,32 +342,45 @@ class Repairer:
                 f"state installed but its state hash at raft index {at} is not the quorum's; "
                 "the member stays fenced"
             )
-        m.state_broken = False
         body = pb.AlarmRequest(
             action=pb.AlarmRequest.DEACTIVATE, memberID=m.member_id, alarm=pb.CORRUPT
         ).SerializeToString()
-        await m.propose_internal(RequestKind.ALARM, body)
+        try:
+            await m.propose_internal(RequestKind.ALARM, body)
+        except Exception as exc:
+            raise RepairError(
+                f"state verified at raft index {at} but the CORRUPT alarm could not be "
+                f"cleared: {_text(exc)}; the member stays fenced (repair it again)"
+            ) from None
+        # Only now (the alarm is cleared here, so on the leader too or soon): a verdict a
+        # leader sent about the alarm before applying its clearing is older than this index.
+        m.state_broken = False
+        had_verdict = m.fence.verdict is not None
+        m.fence.clear_verdict(m.applier.applied_index())  # on the loop: no verdict interleaves
         log.warning(
             "member %x repaired from member %x; state hash %s at raft index %d matches the "
-            "quorum; CORRUPT alarm cleared",
+            "quorum; CORRUPT alarm cleared%s",
             m.member_id,
             source,
             mine.value.hex(),
             at,
+            " and guard verdict cleared" if had_verdict else "",
         )
         return {
             "member_id": m.member_id,
             "source_id": source,
             "installed_index": index,
             "reapplied_entries": redone,
+            "log_replaced": log_replaced,
             "verified_index": at,
             "state_hash": mine.value.hex(),
             "alarm_cleared": True,
+            "verdict_cleared": had_verdict,
         }
 
 
-def _inspect_backend(workdir: str, config: BackendConfig) -> tuple[int, bytes]:
-    """(consistent index, apply digest at it) of a fetched backend, every value CRC-checked."""
+def _inspect_backend(workdir: str, config: BackendConfig) -> _Fetched:
+    """What a fetched backend holds (``_Fetched``), every value CRC-checked."""
     backend = Backend(workdir, config)
     try:
         try:
@@ -268,7 +400,15 @@ def _inspect_backend(workdir: str, config: BackendConfig) -> tuple[int, bytes]:
             raise RepairError(
                 f"fetched backend's apply digest is at index {at_index}, its state at {index}"
             )
-        return index, head
+        raw_term = backend.get(BUCKET_META, META_TERM)
+        if raw_term is None:
+            raise RepairError("fetched backend has no term")
+        members = list(ClusterInfo(backend).members.values())
+        conf = ConfState(
+            voters=tuple(sorted(i.id for i in members if not i.is_learner)),
+            learners=tuple(sorted(i.id for i in members if i.is_learner)),
+        )
+        return _Fetched(index, int.from_bytes(raw_term, "big"), head, conf, encode_members(members))
     finally:
         backend.close()
 

@@ -32,6 +32,8 @@ import importlib.metadata
 import os
 from collections.abc import MutableMapping
 
+from raftkv.tlsutil import openssl_cipher_names
+
 MEMBER_GRPC_EXPERIMENTS = "-event_engine_listener,pollset_alternative"
 TUNED_GRPC_RELEASES = ((1, 85),)
 GC_THRESHOLDS = (50_000, 10, 10)
@@ -53,6 +55,18 @@ def apply_grpc_defaults(environ: MutableMapping[str, str] | None = None) -> str 
     if "GRPC_EXPERIMENTS" not in env and grpc_release() in TUNED_GRPC_RELEASES:
         env["GRPC_EXPERIMENTS"] = MEMBER_GRPC_EXPERIMENTS
     return env.get("GRPC_EXPERIMENTS")
+
+
+def apply_grpc_cipher_suites(
+    go_names: tuple[str, ...], environ: MutableMapping[str, str] | None = None
+) -> None:
+    """Restrict the TLS 1.2 cipher suites of the gRPC client listener to ``--cipher-suites``
+    (Go's names).  gRPC reads ``GRPC_SSL_CIPHER_SUITES`` once, when it is first imported, so
+    this must run before anything imports ``grpc``; nothing to do without the flag."""
+    names = openssl_cipher_names(go_names)
+    if names:
+        env = os.environ if environ is None else environ
+        env["GRPC_SSL_CIPHER_SUITES"] = ":".join(names)
 
 
 def tune_gc() -> None:

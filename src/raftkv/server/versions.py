@@ -29,7 +29,7 @@ from raftkv.server.applier import Applier
 from raftkv.server.proposals import Proposer
 from raftkv.server.raft_node import RaftNode
 from raftkv.server.reads import ReadBarrier
-from raftkv.server.requests import RequestKind
+from raftkv.server.requests import AUTH_SINCE, RequestKind
 from raftkv.version import (
     ETCD_API_VERSION,
     MIN_CLUSTER_VERSION,
@@ -178,6 +178,13 @@ class Versions:
         if self.applier.cluster.downgrade is not None:
             raise errors.ERR_DOWNGRADE_IN_PROCESS
         if target < FIRST_DOWNGRADE_TARGET:
+            raise errors.ERR_INVALID_DOWNGRADE_TARGET_VERSION
+        if target < AUTH_SINCE and not self.applier.auth.pristine:
+            log.warning(
+                "downgrade to %s refused: auth has been used and raftkv %s has none",
+                target.short(),
+                target.short(),
+            )
             raise errors.ERR_INVALID_DOWNGRADE_TARGET_VERSION
 
     def _response(self) -> pb.DowngradeResponse:

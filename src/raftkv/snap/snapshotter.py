@@ -18,7 +18,10 @@ Contracts:
   the metadata);
 - ``load_newest_available`` only considers snapshots that have a marker in the
   WAL, renames corrupt ones to ``*.broken`` (logged) and tries the next one;
-- after each ``save`` the oldest snapshots beyond ``retention`` are deleted.
+- after each ``save`` the oldest snapshots beyond ``retention`` are deleted;
+- private: the directory, when the snapshotter creates it, is 0700 and every snapshot file
+  0600 (``raftkv.fileutil``; etcd writes its ``.snap`` files 0666 less the umask, raftkv
+  keeps them private with the rest of the data dir).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from collections.abc import Iterable
 
 import crc32c
 
+from raftkv.fileutil import PRIVATE_FILE_MODE, mkdir_all
 from raftkv.raft.codec import CodecError, decode_snapshot, encode_snapshot
 from raftkv.raft.types import Snapshot
 from raftkv.wal.replay import WalSnapshot
@@ -121,7 +125,7 @@ class Snapshotter:
             raise ValueError("retention must be >= 0")
         self._dir = os.path.abspath(dirpath)
         self._retention = retention
-        os.makedirs(self._dir, exist_ok=True)
+        mkdir_all(self._dir)
         for name in os.listdir(self._dir):
             if name.endswith(SNAP_SUFFIX + TMP_SUFFIX):
                 os.remove(os.path.join(self._dir, name))
@@ -145,7 +149,7 @@ class Snapshotter:
         path = os.path.join(self._dir, snapshot_name(meta.term, meta.index))
         tmp = path + TMP_SUFFIX
         data = encode_snapshot_file(snapshot)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
         try:
             view = memoryview(data)
             while view:

@@ -16,6 +16,8 @@ Contracts:
   CRC of the previous one, a metadata record and the latest hard state, and
   appears under its final name only once fully written and fsynced;
 - one process at a time: the directory is locked with ``flock`` while open;
+- private, as etcd's: the directory a ``create`` makes (and its missing parents) is 0700,
+  every segment, temporary segment and ``.broken`` copy 0600 (``raftkv.fileutil``);
 - after an I/O error the WAL refuses further writes (``WALClosedError``): the
   caller must reopen it, which repairs a torn tail.
 
@@ -41,6 +43,7 @@ from types import TracebackType
 from typing import NoReturn
 
 from raftkv import failpoints
+from raftkv.fileutil import PRIVATE_FILE_MODE, copy_file, mkdir_all
 from raftkv.raft.codec import (
     ENTRY_HEADER_SIZE,
     CodecError,
@@ -141,11 +144,11 @@ class WAL:
         tmpdir = dirpath + TMP_SUFFIX
         if os.path.exists(tmpdir):
             shutil.rmtree(tmpdir)
-        os.makedirs(tmpdir)
+        mkdir_all(tmpdir)  # 0700, missing parents too (a new --wal-dir's)
         buf, crc = _segment_header(metadata, 0, HardState())
         append_record(buf, RecordType.SNAPSHOT, encode_snapshot_metadata(SnapshotMetadata()), crc)
         path = os.path.join(tmpdir, segment_name(0, 0))
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
         try:
             preallocate(fd, segment_size)
             write_all(fd, buf, 0)
@@ -392,7 +395,7 @@ class WAL:
             )
             tmp = seg.path + TMP_SUFFIX
             buf, crc = _segment_header(self._metadata, self._last_crc, self._hard_state)
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
             try:
                 preallocate(fd, self._segment_size)
                 write_all(fd, buf, 0)
@@ -420,7 +423,7 @@ def _repair_tail(rp: Replay, segment_size: int) -> None:
     assert rp.torn is not None
     path = rp.tail.path
     broken = path + BROKEN_SUFFIX
-    shutil.copyfile(path, broken)
+    copy_file(path, broken)
     fd = os.open(broken, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -1,0 +1,95 @@
+"""A member's TLS, resolved from its flags at start-up: the certificates of the client URLs
+and of the peer transport, generated ones for ``--auto-tls`` / ``--peer-auto-tls``.
+
+Contracts:
+- generated certificates live in ``<data-dir>/fixtures/client`` and ``…/fixtures/peer``
+  (etcd's places), are made once for the hosts of the listen URLs and reused, mode 0600 in
+  directories 0700; given certificate files win over ``--auto-tls``, with etcd's warning;
+- every file is checked readable and every context built here, before the member serves, so
+  bad material stops the start with one ``TLSConfigError`` line naming the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import urllib.parse
+from collections.abc import Sequence
+
+from raftkv.peer.security import PeerSecurity
+from raftkv.server.config import ServerConfig
+from raftkv.tlsutil import ReloadingContext, TLSInfo, self_signed_cert
+
+log = logging.getLogger("raftkv.tls")
+
+
+def _hosts(urls: Sequence[str]) -> list[str]:
+    return sorted({urllib.parse.urlsplit(u).hostname or "" for u in urls} - {""})
+
+
+def _fixtures(cfg: ServerConfig, side: str) -> str:
+    return os.path.join(cfg.resolved_data_dir, "fixtures", side)  # made 0700 with parents
+
+
+def client_tls(cfg: ServerConfig) -> TLSInfo | None:
+    """The client URLs' TLS material; None when no client URL is https."""
+    if not any(urllib.parse.urlsplit(u).scheme == "https" for u in cfg.listen_client_urls):
+        return None
+    info = cfg.client_tls()
+    if cfg.auto_tls:
+        if not info.empty():
+            log.warning("ignoring client auto TLS since certs given")
+        else:
+            made = self_signed_cert(
+                _fixtures(cfg, "client"),
+                _hosts(cfg.listen_client_urls),
+                cfg.self_signed_cert_validity,
+            )
+            info = TLSInfo(
+                cert_file=made.cert_file,
+                key_file=made.key_file,
+                client_cert_auth=cfg.client_cert_auth,
+                auto=True,
+            )
+    info.check_files("")
+    info.server_context(cfg.tls_policy())  # the pair loads and matches, or one clear line
+    return info
+
+
+def peer_tls(cfg: ServerConfig) -> TLSInfo | None:
+    """The peer side's TLS material; None when the member has none (plaintext peers)."""
+    info = cfg.peer_tls()
+    if cfg.peer_auto_tls:
+        if not info.empty():
+            log.warning("ignoring peer auto TLS since certs given")
+        else:
+            made = self_signed_cert(
+                _fixtures(cfg, "peer"),
+                _hosts(cfg.listen_peer_urls),
+                cfg.self_signed_cert_validity,
+            )
+            info = TLSInfo(
+                cert_file=made.cert_file,
+                key_file=made.key_file,
+                client_cert_auth=cfg.peer_client_cert_auth,
+                auto=True,
+            )
+    if info.empty():
+        return None
+    info.check_files("peer-")
+    return info
+
+
+def peer_security(cfg: ServerConfig) -> PeerSecurity:
+    """The peer transport's TLS (contexts built now, so bad material fails the start)."""
+    info = peer_tls(cfg)
+    if info is None:
+        return PeerSecurity()
+    policy = cfg.tls_policy()
+    return PeerSecurity(
+        server=ReloadingContext(lambda: info.server_context(policy), info.files()),
+        client=ReloadingContext(lambda: info.client_context(policy), info.files()),
+        allowed_cns=info.allowed_cns,
+        allowed_hostnames=info.allowed_hostnames,
+        client_cert_auth=info.client_cert_auth and not info.auto,
+    )
