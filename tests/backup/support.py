@@ -149,7 +149,9 @@ class EtcdCluster:
             )  # fmt: skip
             assert res.returncode == 0, res.stderr
 
-    def start(self) -> None:
+    def start(self, ctl_flags: tuple[str, ...] = ()) -> None:
+        """Start every member and wait until each is healthy (``ctl_flags``: e.g. ``--user``
+        when the restored state has auth enabled)."""
         for i, name in enumerate(self.names):
             log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 - child's stdout
             self.procs.append(
@@ -180,7 +182,7 @@ class EtcdCluster:
             log.close()
         deadline = time.monotonic() + 60
         for ep in self.endpoints:
-            while ctl(ep, "endpoint", "health", check=False).returncode != 0:
+            while ctl(ep, *ctl_flags, "endpoint", "health", check=False).returncode != 0:
                 if time.monotonic() > deadline:
                     raise AssertionError(self.logs())
                 time.sleep(0.3)

@@ -147,12 +147,14 @@ def test_restore_checks_structure_and_content_behind_a_valid_hash(
     _nothing_left(tmp_path, target)
 
 
-def test_restore_refuses_auth_and_non_empty_dirs(snapshot: Path, tmp_path: Path) -> None:
+def test_restore_refuses_bad_auth_records_and_non_empty_dirs(
+    snapshot: Path, tmp_path: Path
+) -> None:
     target = tmp_path / "member"
-    with_auth = tmp_path / "auth.snap"
-    _rewrite(snapshot, with_auth, {B_AUTH: {K_AUTH_ENABLED: b"\x01"}})
-    rc, _out, err = _restore(with_auth, target)
-    assert rc == 1 and "auth enabled" in err
+    bad_auth = tmp_path / "auth.snap"
+    _rewrite(snapshot, bad_auth, {B_AUTH: {K_AUTH_ENABLED: b"\x07"}})
+    rc, _out, err = _restore(bad_auth, target, "--skip-hash-check")
+    assert rc == 1 and "bucket 'auth' key " in err and "not 0 or 1" in err, err
     _nothing_left(tmp_path, target)
 
     target.mkdir()

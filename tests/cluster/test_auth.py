@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
 from tests.cluster.harness import Cluster, ClusterTLS, require_etcdctl
+from tests.cluster.test_repair import raftkv_cli
 from tests.compat.servers import run_etcd3
 from tests.tls_certs import make_peer_certs
 
@@ -28,8 +29,9 @@ ALICE = "--user=alice:alicepw"
 FAST_BCRYPT = ["--bcrypt-cost=4"]  # etcd's minimum: tests need not pay cost 10 per user
 
 
-def _setup_users(c: Cluster) -> None:
-    """root, role ``reader`` (read /app/ prefix) granted to alice; auth enabled."""
+def _setup_users(c: Cluster, endpoint: str | None = None) -> None:
+    """root, role ``reader`` (read /app/ prefix) granted to alice; auth enabled (through
+    ``endpoint``, default every member)."""
     for args in (
         ["user", "add", "root:rootpw"],
         ["role", "add", "reader"],
@@ -39,8 +41,8 @@ def _setup_users(c: Cluster) -> None:
         ["put", "/app/a", "1"],
         ["put", "/secret", "s"],
     ):
-        c.etcdctl(*args)
-    assert "Authentication Enabled" in c.etcdctl("auth", "enable").stdout
+        c.etcdctl(*args, endpoints=endpoint)
+    assert "Authentication Enabled" in c.etcdctl("auth", "enable", endpoints=endpoint).stdout
 
 
 def _fails(c: Cluster, *args: str, endpoint: str | None = None) -> str:
@@ -280,3 +282,54 @@ def test_client_certificate_cn_is_the_user(
         assert "etcdserver: permission denied" in denied.stderr
     nobody = get_as("client", "/app/a")  # a valid certificate naming no user
     assert nobody.returncode != 0 and "permission denied" in nobody.stderr
+
+
+def test_member_repair_on_tls_and_auth(
+    tmp_path: Path, make_cluster: Callable[..., Cluster]
+) -> None:
+    """``raftkv member repair`` as root over client TLS: the fenced member fetches a healthy
+    member's backend over https with its own certificate, carrying root's token."""
+    certs = make_peer_certs(tmp_path / "certs", ("m1", "m2", "m3", "client"))
+    tls = ClusterTLS(certs)
+    c = make_cluster(3, FAST_BCRYPT, start=False, tls=tls)
+    for i in range(3):  # m3 applies the first put wrongly: the guard names and fences it
+        c.start(i, env={"RAFTKV_FAILPOINTS": "applyCorruptValue=1*on"} if i == 2 else None)
+    c.wait_ready()
+    _setup_users(c, c.members[0].endpoint)  # not through m3: it refuses once fenced
+    c.etcdctl_flags = [ROOT]
+    healthy = f"https://{c.members[0].endpoint}"
+    bad_id = c.member_id(2)
+    named, _took = c.wait_corrupt_alarm(c.members[0].endpoint)
+    assert named == {bad_id}
+    tls_flags = [
+        f"--cacert={certs.ca}",
+        f"--cert={certs.cert('client')}",
+        f"--key={certs.key('client')}",
+        "--endpoints",
+        healthy,
+    ]
+    denied = raftkv_cli("member", "repair", f"{bad_id:x}", *tls_flags, "--user=alice:alicepw")
+    assert denied.returncode != 0 and "etcdserver: permission denied" in denied.stderr
+    res = raftkv_cli("member", "repair", f"{bad_id:x}", "-w", "json", *tls_flags, ROOT)
+    assert res.returncode == 0, res.stderr + c.dump_logs()
+    report = json.loads(res.stdout)
+    assert report["member_id"] == bad_id and report["alarm_cleared"] is True
+    c.wait_until(
+        lambda: c.etcdctl("alarm", "list").stdout.strip() == "", "the CORRUPT alarm cleared"
+    )
+    for m in c.members:
+        out = c.etcdctl("get", "/app/a", "--print-value-only", ALICE, endpoints=m.endpoint)
+        assert out.stdout == "1\n"
+
+
+def test_an_expired_lease_deletes_its_keys_with_auth_on(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """The leader revokes an expired lease as root (etcd's WithRoot): its keys go, whoever
+    wrote them."""
+    c = make_cluster(1, FAST_BCRYPT)
+    _setup_users(c)
+    c.etcdctl("role", "grant-permission", "reader", "readwrite", "/app/", "--prefix", ROOT)
+    lease = c.etcdctl("lease", "grant", "2", ALICE).stdout.split()[1]
+    c.etcdctl("put", "/app/leased", "x", f"--lease={lease}", ALICE)
+    c.wait_until(lambda: c.etcdctl("get", "/app/leased", ALICE).stdout == "", "the lease to expire")

@@ -26,7 +26,7 @@ import grpc
 import grpc.aio
 
 if TYPE_CHECKING:  # the CLI imports this module for the wire format only: keep it light
-    from raftkv.api.ports import RepairPort
+    from raftkv.api.ports import AuthPort, RepairPort
 
 SERVICE = "raftkvpb.Guard"
 METHOD = "RepairMember"
@@ -41,15 +41,25 @@ def decode(data: bytes) -> Any:
     return json.loads(data)
 
 
-def add_repair_service(server: grpc.aio.Server, repairer: RepairPort) -> None:
+def add_repair_service(server: grpc.aio.Server, repairer: RepairPort, auth: AuthPort) -> None:
+    """While auth is enabled the caller must be root; its token goes with the fetch of a
+    healthy member's backend (that member checks it too)."""
+    from raftkv import errors
+    from raftkv.api.common import require_admin
     from raftkv.server.repair import RepairError
 
     async def repair(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, Any]:
         target = request.get("member_id") if isinstance(request, dict) else None
         if not isinstance(target, int) or target <= 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "member_id must be a member ID")
+        token = None
         try:
-            return await repairer.repair(int(target))
+            await require_admin(auth, context)
+            token = dict(context.invocation_metadata() or ()).get("token")
+        except errors.EtcdError as exc:
+            await errors.abort(context, exc)
+        try:
+            return await repairer.repair(int(target), token if isinstance(token, str) else None)
         except RepairError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             raise  # unreachable: abort raises

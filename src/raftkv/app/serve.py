@@ -108,7 +108,7 @@ async def serve(cfg: ServerConfig) -> int:
         MaintenanceService(member.maintenance, member.versions, member.auth), server
     )
     pb_grpc.add_AuthServicer_to_server(AuthService(member.auth), server)
-    add_repair_service(server, member.repairer)
+    add_repair_service(server, member.repairer, member.auth)
     for url in cfg.listen_client_urls:
         try:
             if credentials is not None and urlsplit(url).scheme == "https":

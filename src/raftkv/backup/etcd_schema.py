@@ -19,8 +19,8 @@ bucket               key -> value (etcd's encoding)
 ``cluster``          ``clusterVersion`` -> ``"3.5.0"``
 ``alarm``            ``etcdserverpb.AlarmMember`` protobuf -> empty
 ``auth``             ``authEnabled`` -> one byte, ``authRevision`` -> u64 big-endian
-``authUsers``,       (empty: raftkv has no auth yet)
-``authRoles``
+``authUsers``        user name -> ``authpb.User`` (bcrypt hash, roles, options)
+``authRoles``        role name -> ``authpb.Role`` (permissions)
 ``raftkv``           raftkv's own, which etcd ignores: ``formatVersion``, ``raftkvVersion``,
                      ``applyDigest`` (the chain head record), ``stateHash`` (JSON of the
                      state hash at the snapshot's consistent index)
@@ -44,6 +44,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from raftkv import __version__
+from raftkv.auth.store import K_ENABLED, K_REVISION, ROLES_PREFIX, USERS_PREFIX
 from raftkv.backup.bbolt import BoltReader
 from raftkv.guard.digest import META_APPLY_DIGEST
 from raftkv.guard.state_hash import StateHash
@@ -51,6 +52,7 @@ from raftkv.lease.errors import LeaseCorruptError
 from raftkv.lease.lease import decode_lease, encode_lease
 from raftkv.mvcc.backend import (
     BUCKET_ALARM,
+    BUCKET_AUTH,
     BUCKET_CLUSTER,
     BUCKET_KEY,
     BUCKET_LEASE,
@@ -71,7 +73,7 @@ from raftkv.mvcc.revision import (
     encode_kv_fields,
     payload_to_proto,
 )
-from raftkv.proto import kv_pb2
+from raftkv.proto import auth_pb2, kv_pb2
 from raftkv.proto import rpc_pb2 as pb
 
 FORMAT_VERSION = 1
@@ -190,9 +192,9 @@ def export_buckets(tx: ReadTxn, state_hash: StateHash | None) -> list[tuple[byte
     members = [json.loads(v.decode()) for _k, v in tx.iterate(BUCKET_MEMBERS)]
     buckets: dict[bytes, Items] = {
         B_ALARM: _alarms(tx),
-        B_AUTH: [(K_AUTH_ENABLED, b"\x00"), (K_AUTH_REVISION, _U64.pack(1))],
-        B_AUTH_ROLES: [],
-        B_AUTH_USERS: [],
+        B_AUTH: _auth_flags(tx),
+        B_AUTH_ROLES: _auth_records(tx, ROLES_PREFIX),
+        B_AUTH_USERS: _auth_records(tx, USERS_PREFIX),
         B_CLUSTER: [(K_CLUSTER_VERSION, CLUSTER_VERSION)],
         B_KEY: ((raw, payload_to_proto(payload)) for raw, payload in tx.iterate(BUCKET_KEY)),
         B_LEASE: _leases(tx),
@@ -202,6 +204,24 @@ def export_buckets(tx: ReadTxn, state_hash: StateHash | None) -> list[tuple[byte
         B_RAFTKV: _raftkv(tx, state_hash),
     }
     return sorted(buckets.items())
+
+
+def _auth_flags(tx: ReadTxn) -> list[tuple[bytes, bytes]]:
+    """etcd's ``auth`` bucket: the enabled flag and the auth revision (1 when never changed,
+    as etcd writes it when it first opens a backend)."""
+    enabled = tx.get(BUCKET_AUTH, K_ENABLED) or b"\x00"
+    revision = tx.get(BUCKET_AUTH, K_REVISION) or _U64.pack(1)
+    return [(K_AUTH_ENABLED, enabled), (K_AUTH_REVISION, revision)]
+
+
+def _auth_records(tx: ReadTxn, prefix: bytes) -> list[tuple[bytes, bytes]]:
+    """etcd's ``authUsers`` or ``authRoles``: raftkv keeps etcd's own encodings under a
+    prefix of its ``auth`` bucket."""
+    return sorted(
+        (key[len(prefix) :], value)
+        for key, value in tx.iterate(BUCKET_AUTH)
+        if key.startswith(prefix)
+    )
 
 
 def _removed_members(tx: ReadTxn) -> list[tuple[bytes, bytes]]:
@@ -274,16 +294,43 @@ class ImportSummary:
     raftkv_format: int | None  # formatVersion of a raftkv snapshot, None for etcd's
 
 
-def auth_enabled(reader: BoltReader) -> bool:
-    """Whether the snapshot's cluster had etcd auth enabled (raftkv cannot restore it yet)."""
-    if B_AUTH not in reader.buckets():
-        return False
-    flag = reader.get(B_AUTH, K_AUTH_ENABLED)
-    return flag is not None and flag[:1] == b"\x01"
+def _import_auth(reader: BoltReader, names: set[bytes]) -> list[tuple[bytes, bytes]]:
+    """etcd's auth buckets as records of raftkv's ``auth`` bucket (each user and role checked
+    to be the protobuf etcd writes)."""
+    path = reader.path
+    out: list[tuple[bytes, bytes]] = []
+    if B_AUTH in names:
+        enabled = reader.get(B_AUTH, K_AUTH_ENABLED)
+        if enabled is not None:
+            if enabled not in (b"\x00", b"\x01"):
+                raise SnapshotContentError(path, B_AUTH, K_AUTH_ENABLED, "not 0 or 1")
+            out.append((K_ENABLED, enabled))
+        revision = reader.get(B_AUTH, K_AUTH_REVISION)
+        if revision is not None:
+            if len(revision) != _U64.size:
+                raise SnapshotContentError(path, B_AUTH, K_AUTH_REVISION, "not 8 bytes")
+            out.append((K_REVISION, revision))
+    for bucket, prefix, message in (
+        (B_AUTH_USERS, USERS_PREFIX, auth_pb2.User),
+        (B_AUTH_ROLES, ROLES_PREFIX, auth_pb2.Role),
+    ):
+        if bucket not in names:
+            continue
+        for name, value in reader.items(bucket):
+            try:
+                record = message.FromString(value)
+            except DecodeError as exc:
+                raise SnapshotContentError(
+                    path, bucket, name, f"not an authpb record: {exc}"
+                ) from None
+            if record.name != name:
+                raise SnapshotContentError(path, bucket, name, "stored under another name")
+            out.append((prefix + name, value))
+    return out
 
 
 def import_snapshot(reader: BoltReader, write: Any, batch: int = 10_000) -> ImportSummary:
-    """Copy the key, lease and compaction records of ``reader`` into a raftkv backend.
+    """Copy the key, lease, compaction and auth records of ``reader`` into a raftkv backend.
 
     ``write`` is ``Backend.write`` (a context manager yielding a ``WriteTxn``); records are
     written in transactions of ``batch`` records.  The consistent index is not copied: the
@@ -324,6 +371,8 @@ def import_snapshot(reader: BoltReader, write: Any, batch: int = 10_000) -> Impo
             if key == META_FINISHED_COMPACT:
                 compact = bytes_to_rev(rev_raw) >> 32
         flush(BUCKET_META)
+    pending.extend(_import_auth(reader, names))
+    flush(BUCKET_AUTH)
     recorded, fmt = _recorded(reader, names)
     return ImportSummary(revisions, leases, latest, compact, recorded, fmt)
 

@@ -12,8 +12,7 @@ the end (a failed restore leaves nothing behind, never a half-restored data dir)
    walked (``open_snapshot``);
 2. keys, leases and compaction are imported into a new LMDB backend (``import_snapshot``);
    members and alarms of the old cluster are dropped, as they name members this cluster does
-   not have; a snapshot of a cluster with auth enabled is refused (raftkv has no auth yet and
-   would silently drop its users and roles);
+   not have; auth (the enabled flag, the auth revision, users and roles) is kept;
 3. the imported state is hashed (revision, compacted revision, etcd's HashKV of the keys, the
    leases) and, for a raftkv snapshot, compared with the state hash the snapshot recorded:
    a difference refuses the restore;
@@ -46,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from raftkv.backup.bbolt import BoltReader
-from raftkv.backup.etcd_schema import ImportSummary, auth_enabled, import_snapshot
+from raftkv.backup.etcd_schema import ImportSummary, import_snapshot
 from raftkv.backup.snapshot_file import open_snapshot
 from raftkv.fileutil import mkdir_all
 from raftkv.guard.state_hash import StateHash
@@ -124,11 +123,6 @@ def restore_snapshot(
         mkdir_all(os.path.dirname(wal_target))
     log(f"restoring snapshot {opts.snapshot} into {target}")
     with open_snapshot(opts.snapshot, opts.skip_hash_check) as reader:
-        if auth_enabled(reader):
-            raise RestoreError(
-                f"{opts.snapshot}: the snapshot's cluster has auth enabled; raftkv has no auth "
-                "yet and would drop its users, roles and permissions"
-            )
         size = reader.size
         tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.restore-", dir=parent)
         tmp_wal = (

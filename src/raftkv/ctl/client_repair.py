@@ -51,5 +51,7 @@ def cmd_member_repair(args: argparse.Namespace, opts: GlobalOptions, out: fmt.Ou
             f"({result['reapplied_entries']} entries re-applied), state hash "
             f"{result['state_hash']} verified against the quorum at raft index "
             f"{result['verified_index']}; CORRUPT alarm cleared"
+            + ("; guard verdict cleared" if result.get("verdict_cleared") else "")
+            + ("; Raft log replaced" if result.get("log_replaced") else "")
         )
     return 0

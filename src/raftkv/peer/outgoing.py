@@ -253,8 +253,13 @@ class PeerStream:
                 self._on_refused(self.peer_id, e)
                 self._url_index += 1
             except (OSError, TimeoutError, FrameError) as e:
-                self.stats.last_error = f"dial {url}: {e!r}"
-                self._log.debug("peer %x: dial %s failed: %r", self.peer_id, url, e)
+                error = f"dial {url}: {e!r}"
+                if isinstance(e, ssl.SSLError) and error != self.stats.last_error:
+                    # A certificate refused either way is a configuration problem: say it once.
+                    self._log.warning("peer %x: TLS with %s failed: %s", self.peer_id, url, e)
+                else:
+                    self._log.debug("peer %x: dial %s failed: %r", self.peer_id, url, e)
+                self.stats.last_error = error
                 self._url_index += 1
             else:
                 started = loop.time()

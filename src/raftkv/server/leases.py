@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from raftkv import errors
+from raftkv.auth.store import ROOT_USER
 from raftkv.auth.tokens import AuthInfo
 from raftkv.lease.errors import LeaseNotFoundError
 from raftkv.peer.transport import PeerRequestError, PeerTransport
@@ -180,9 +181,12 @@ class Leases:
             if not (self.raft.is_leader and lessor.is_primary):
                 continue
             now = time.monotonic()
+            auth = self.applier.auth
+            # As etcd's WithRoot: an expiry is the cluster's act, allowed whatever keys it holds.
+            who = AuthInfo(ROOT_USER, auth.revision) if auth.enabled else None
             for lease_id in lessor.expired_leases(now):
                 body = pb.LeaseRevokeRequest(ID=lease_id).SerializeToString()
-                self._spawn(self.proposer.propose_quietly(RequestKind.LEASE_REVOKE, body))
+                self._spawn(self.proposer.propose_quietly(RequestKind.LEASE_REVOKE, body, who))
             cps = lessor.checkpoint_candidates(now)
             if cps:
                 body = pb.LeaseCheckpointRequest(

@@ -138,11 +138,13 @@ class Proposer:
             if not fut.done():
                 fut.cancel()  # the caller went away: nobody will read it
 
-    async def propose_quietly(self, kind: RequestKind, body: bytes) -> None:
+    async def propose_quietly(
+        self, kind: RequestKind, body: bytes, who: AuthInfo | None = None
+    ) -> None:
         """Propose a member-internal request whose failure only needs a debug line (the
         duty that proposed it tries again on its next round)."""
         try:
-            await self.propose(kind, body)
+            await self.propose(kind, body, who)
         except errors.EtcdError as exc:
             log.debug("internal proposal %s failed: %s", kind.name, exc.message)
 

@@ -39,10 +39,12 @@ import logging
 import os
 import secrets
 import shutil
+import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import grpc
 import grpc.aio
 
 from raftkv.backup.snapshot_file import (
@@ -74,6 +76,7 @@ from raftkv.raft.types import (
 )
 from raftkv.server.bootstrap import encode_members
 from raftkv.server.cluster_info import ClusterInfo
+from raftkv.server.config import ServerConfig
 from raftkv.server.requests import RequestKind
 from raftkv.wal.files import fsync_dir
 
@@ -107,17 +110,20 @@ class Repairer:
     def __init__(self, member: Member) -> None:
         self.member = member
         self._lock = asyncio.Lock()
+        self._token: str | None = None  # the operator's auth token, during one repair
         member.transport.register_handler("repair", self._handle_repair)
 
-    async def repair(self, target: int) -> dict[str, Any]:
-        """Repair member ``target`` (this one or a peer); returns what was done."""
+    async def repair(self, target: int, token: str | None = None) -> dict[str, Any]:
+        """Repair member ``target`` (this one or a peer); returns what was done.  ``token``
+        (auth enabled: the operator's) goes with the backend fetch from a healthy member."""
         if target == self.member.member_id:
-            return await self._repair_self()
+            return await self._repair_self(token)
         if target not in self.member.applier.members:
             raise RepairError(f"member {target:x} is not in the member list")
+        request = {"member_id": target} | ({"token": token} if token else {})
         try:
             raw = await self.member.transport.request(
-                target, "repair", json.dumps({"member_id": target}).encode(), REPAIR_TIMEOUT
+                target, "repair", json.dumps(request).encode(), REPAIR_TIMEOUT
             )
         except PeerRequestError as exc:
             raise RepairError(f"member {target:x} could not be reached: {exc}") from None
@@ -128,18 +134,23 @@ class Repairer:
 
     async def _handle_repair(self, peer: int, payload: bytes) -> bytes:
         try:
-            result = await self._repair_self()
+            token = json.loads(payload).get("token")
+            result = await self._repair_self(token if isinstance(token, str) else None)
         except RepairError as exc:
             result = {"error": str(exc)}
         return json.dumps(result).encode()
 
     # -- the repair of this member -----------------------------------------------------------
 
-    async def _repair_self(self) -> dict[str, Any]:
+    async def _repair_self(self, token: str | None = None) -> dict[str, Any]:
         if self._lock.locked():
             raise RepairError(f"member {self.member.member_id:x} is already being repaired")
         async with self._lock:
-            return await self._repair_locked()
+            self._token = token
+            try:
+                return await self._repair_locked()
+            finally:
+                self._token = None
 
     async def _repair_locked(self) -> dict[str, Any]:
         m = self.member
@@ -266,18 +277,16 @@ class Repairer:
         info = self.member.applier.members.get(source)
         if info is None or not info.client_urls:
             raise RepairError(f"member {source:x} has published no client URL")
-        target = _grpc_target(info.client_urls[0])
+        url = info.client_urls[0]
         check = StreamCheck()
-        async with grpc.aio.insecure_channel(
-            target, options=[("grpc.max_receive_message_length", 2**31 - 1)]
-        ) as channel:
+        metadata = [(SNAPSHOT_FORMAT_METADATA, SNAPSHOT_FORMAT_LMDB)]
+        if self._token:
+            metadata.append(("token", self._token))
+        async with await _client_channel(url, self.member.config) as channel:
             stub = pb_grpc.MaintenanceStub(channel)
             with open(path, "wb") as f:
                 async with asyncio.timeout(REPAIR_TIMEOUT):
-                    async for resp in stub.Snapshot(
-                        pb.SnapshotRequest(),
-                        metadata=((SNAPSHOT_FORMAT_METADATA, SNAPSHOT_FORMAT_LMDB),),
-                    ):
+                    async for resp in stub.Snapshot(pb.SnapshotRequest(), metadata=metadata):
                         await asyncio.to_thread(f.write, check.feed(resp.blob))
                 await asyncio.to_thread(os.fsync, f.fileno())
         try:
@@ -416,6 +425,39 @@ def _inspect_backend(workdir: str, config: BackendConfig) -> _Fetched:
 def _grpc_target(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.hostname}:{parts.port}"
+
+
+async def _client_channel(url: str, cfg: ServerConfig) -> grpc.aio.Channel:
+    """A channel to another member's client URL: plaintext for http; for https this member's
+    client certificate (``--client-cert-file`` or ``--cert-file``) and ``--trusted-ca-file``
+    as the trust root, or, with generated certificates (``--auto-tls``), the certificate the
+    peer serves (nobody can vouch for a self-signed one)."""
+    target = _grpc_target(url)
+    options: list[tuple[str, str | int]] = [("grpc.max_receive_message_length", 2**31 - 1)]
+    if urlsplit(url).scheme != "https":
+        return grpc.aio.insecure_channel(target, options=options)
+    info = cfg.client_tls()
+    cert = info.client_cert_file or info.cert_file
+    key = info.client_key_file or info.key_file
+    chain = _read(cert) if cert else None
+    private = _read(key) if key else None
+    if info.trusted_ca_file:
+        roots = _read(info.trusted_ca_file)
+    else:
+        host, port = urlsplit(url).hostname or "", urlsplit(url).port or 0
+        roots = (await asyncio.to_thread(ssl.get_server_certificate, (host, port))).encode()
+        name_override: tuple[str, str | int] = ("grpc.ssl_target_name_override", host)
+        options.append(name_override)
+    creds = grpc.ssl_channel_credentials(roots, private, chain)
+    return grpc.aio.secure_channel(target, creds, options=options)
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise RepairError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def _text(exc: BaseException) -> str:
