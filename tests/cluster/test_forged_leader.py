@@ -179,7 +179,7 @@ def test_forged_leader_is_refused_on_peer_mtls(
 ) -> None:
     """The same attack against members on peer mTLS that accept only their own CNs: without
     a certificate of the peer CA (plaintext, or another CA's) the TLS handshake ends it; with
-    one of the CA's certificates under another name, the member drops it and logs why."""
+    one of the CA's certificates under another name, the member drops it; each is logged."""
     certs = make_peer_certs(tmp_path / "certs", ("m1", "m2", "m3", "client"))
     intruder = make_peer_certs(tmp_path / "intruder", ("m1",))
     tls = ClusterTLS(certs, client=False)
@@ -209,6 +209,7 @@ def test_forged_leader_is_refused_on_peer_mtls(
 
     with pytest.raises(OSError):
         attack(None)  # plaintext on a TLS port
+    _wait_log(c, victim, "TLS handshake failed")  # refused, and logged with the address
     other_ca = ssl.create_default_context(cafile=str(certs.ca))
     other_ca.load_cert_chain(intruder.cert("m1"), intruder.key("m1"))
     with pytest.raises(OSError):

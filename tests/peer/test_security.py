@@ -153,6 +153,9 @@ def test_a_dialer_without_a_peer_ca_certificate_gets_nothing(tmp_path: Path, who
                 assert await _tls_dial(b.port, ctx) == b""
             assert b.received == []
             assert b.t.stats.frames_received == 0
+            await wait_until(lambda: b.t.stats.refused_handshakes == 1)
+            assert "rejected peer connection from ('127.0.0.1'," in b.log.text()
+            assert "TLS handshake failed" in b.log.text()
         finally:
             await b.t.stop()
 

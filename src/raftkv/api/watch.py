@@ -80,9 +80,11 @@ class _Stream:
         if w is None:
             return True
         if self.auth.enabled and w.auth_revision != self.auth.revision() and not self._allowed(w):
-            self.watchable.cancel(w.store_id)
+            # Forgotten now (nothing more reaches the client); removed from the store once
+            # the store's delivery loop that called this sink has finished.
             self._forget(w)
             self.out.put_nowait(self._denied(w.stream_id, errors.ERR_PERMISSION_DENIED()))
+            asyncio.get_running_loop().call_soon(self.watchable.cancel, w.store_id)
             return True
         self._emit(w, resp)
         return True

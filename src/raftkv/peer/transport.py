@@ -30,6 +30,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
+import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -169,6 +171,8 @@ class PeerTransport:
         self.addresses: list[tuple[str, int]] = []
         """Bound ``(host, port)`` of every listener, filled by ``start()``."""
         self._schemes: list[str] = []
+        # TLS listeners: accepted here, the handshake made per connection (``_serve_tls``).
+        self._tls_sockets: list[socket.socket] = []
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -180,22 +184,18 @@ class PeerTransport:
             for url in self._listen_urls:
                 host, port = parse_url(url)
                 tls = self.security.listen_context(url)
-                server = await asyncio.start_server(
-                    self._accept,
-                    host,
-                    port,
-                    ssl=tls,
-                    ssl_handshake_timeout=self._handshake_timeout if tls else None,
-                )
-                self._servers.append(server)
-                for sock in server.sockets:
+                if tls is None:
+                    server = await asyncio.start_server(self._accept, host, port)
+                    self._servers.append(server)
+                    sockets = list(server.sockets)
+                else:
+                    sockets = [self._listen_tls(host, port, tls)]
+                for sock in sockets:
                     addr = sock.getsockname()
                     self.addresses.append((str(addr[0]), int(addr[1])))
                     self._schemes.append("https" if tls else "http")
         except BaseException:
-            for server in self._servers:
-                server.close()
-            self._servers.clear()
+            self._close_listeners()
             raise
         for peer in self._peers.values():
             peer.start()
@@ -215,9 +215,15 @@ class PeerTransport:
             for s, (h, p) in zip(self._schemes, self.addresses, strict=True)
         ]
 
-    async def stop(self) -> None:
+    def _close_listeners(self) -> None:
         for server in self._servers:
             server.close()
+        for sock in self._tls_sockets:
+            sock.close()
+        self._tls_sockets.clear()
+
+    async def stop(self) -> None:
+        self._close_listeners()
         for writer in list(self._incoming.values()):
             writer.close()
         peers = list(self._peers.values())
@@ -418,6 +424,50 @@ class PeerTransport:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _listen_tls(self, host: str, port: int, tls: ssl.SSLContext) -> socket.socket:
+        """A TLS listener: connections are accepted here and their handshake made one by
+        one, so a refused handshake is ours to log with the peer's address and the reason
+        (a listener doing TLS itself drops those silently)."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family)
+        sock.setblocking(False)
+        self._tls_sockets.append(sock)
+        self._spawn(self._accept_tls(sock, tls))
+        return sock
+
+    async def _accept_tls(self, sock: socket.socket, tls: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, addr = await loop.sock_accept(sock)
+            except OSError as e:
+                if sock.fileno() < 0:  # closed by stop()
+                    return
+                self._log.warning("accepting a peer connection failed: %s", e)
+                await asyncio.sleep(0.1)
+                continue
+            self._spawn(self._serve_tls(conn, addr, tls))
+
+    async def _serve_tls(self, conn: socket.socket, addr: Any, tls: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        protocol = asyncio.StreamReaderProtocol(reader)
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol, conn, ssl=tls, ssl_handshake_timeout=self._handshake_timeout
+            )
+        except (OSError, TimeoutError) as e:  # ssl.SSLError is an OSError
+            conn.close()
+            self.stats.refused_handshakes += 1
+            self._log.warning(
+                "rejected peer connection from %s: TLS handshake failed: %s",
+                addr,
+                getattr(e, "reason", None) or e,
+            )
+            return
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        await self._serve_guarded(reader, writer)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # The connection is served by a task of ours so stop() can cancel it: cancelling
