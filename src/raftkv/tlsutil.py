@@ -35,7 +35,9 @@ __all__ = [
     "TLSInfo",
     "TLSPolicy",
     "cert_name_refusal",
+    "file_stamp",
     "openssl_cipher_names",
+    "read_material",
     "self_signed_cert",
 ]
 
@@ -255,6 +257,31 @@ def _why(exc: OSError | ssl.SSLError) -> str:
     return str(exc.strerror or exc)
 
 
+Stamp = tuple[tuple[int, int, int], ...]
+
+
+def file_stamp(paths: Sequence[str]) -> Stamp:
+    """(inode, size, mtime) of each file, zeros for one that is missing: a changed stamp
+    means the material must be read again."""
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((0, 0, 0))
+    return tuple(out)
+
+
+def read_material(path: str) -> bytes:
+    """The bytes of a certificate, key, CA or CRL file; ``TLSConfigError`` naming it."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise TLSConfigError(f"cannot read {path}: {exc.strerror}") from None
+
+
 class ReloadingContext:
     """An ``ssl.SSLContext`` built by ``build`` and built again when any of ``files`` changes
     on disk (size, mtime or inode), as etcd re-reads its certificates.
@@ -267,23 +294,13 @@ class ReloadingContext:
     def __init__(self, build: Callable[[], ssl.SSLContext], files: Sequence[str]) -> None:
         self._build = build
         self._files = tuple(files)
-        self._stamp = self._stat()
+        self._stamp = file_stamp(self._files)
         self._ctx = build()
         self.last_error = ""
         self.reloads = 0
 
-    def _stat(self) -> tuple[tuple[int, int, int], ...]:
-        out = []
-        for path in self._files:
-            try:
-                st = os.stat(path)
-                out.append((st.st_ino, st.st_size, st.st_mtime_ns))
-            except OSError:
-                out.append((0, 0, 0))
-        return tuple(out)
-
     def current(self) -> ssl.SSLContext:
-        stamp = self._stat()
+        stamp = file_stamp(self._files)
         if stamp != self._stamp:
             self._stamp = stamp
             try:

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
-from raftkv.api.common import Context, guarded, require_admin
+from raftkv.api.common import Context, guarded, guarded_as_admin
 from raftkv.api.ports import AuthPort, ClusterPort
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
-
-T = TypeVar("T")
 
 
 class ClusterService(pb_grpc.ClusterServicer):
@@ -20,13 +15,6 @@ class ClusterService(pb_grpc.ClusterServicer):
     def __init__(self, cluster: ClusterPort, auth: AuthPort) -> None:
         self.cluster = cluster
         self.auth = auth
-
-    async def _as_admin(self, context: Context, call: Callable[[], Awaitable[T]]) -> T:
-        async def body() -> T:
-            await require_admin(self.auth, context)
-            return await call()
-
-        return await guarded(context, body)
 
     async def MemberList(
         self, request: pb.MemberListRequest, context: Context
@@ -38,19 +26,25 @@ class ClusterService(pb_grpc.ClusterServicer):
     async def MemberAdd(
         self, request: pb.MemberAddRequest, context: Context
     ) -> pb.MemberAddResponse:
-        return await self._as_admin(context, lambda: self.cluster.member_add(request))
+        return await guarded_as_admin(self.auth, context, lambda: self.cluster.member_add(request))
 
     async def MemberRemove(
         self, request: pb.MemberRemoveRequest, context: Context
     ) -> pb.MemberRemoveResponse:
-        return await self._as_admin(context, lambda: self.cluster.member_remove(request))
+        return await guarded_as_admin(
+            self.auth, context, lambda: self.cluster.member_remove(request)
+        )
 
     async def MemberUpdate(
         self, request: pb.MemberUpdateRequest, context: Context
     ) -> pb.MemberUpdateResponse:
-        return await self._as_admin(context, lambda: self.cluster.member_update(request))
+        return await guarded_as_admin(
+            self.auth, context, lambda: self.cluster.member_update(request)
+        )
 
     async def MemberPromote(
         self, request: pb.MemberPromoteRequest, context: Context
     ) -> pb.MemberPromoteResponse:
-        return await self._as_admin(context, lambda: self.cluster.member_promote(request))
+        return await guarded_as_admin(
+            self.auth, context, lambda: self.cluster.member_promote(request)
+        )

@@ -84,6 +84,28 @@ async def require_caller(auth: AuthPort, context: Context) -> None:
         auth.check_authenticated(await caller(auth, context))
 
 
+async def guarded_as_admin(auth: AuthPort, context: Context, call: Callable[[], Awaitable[T]]) -> T:
+    """``guarded``, once the caller is root (while auth is enabled)."""
+
+    async def body() -> T:
+        await require_admin(auth, context)
+        return await call()
+
+    return await guarded(context, body)
+
+
+async def guarded_as_caller(
+    auth: AuthPort, context: Context, call: Callable[[], Awaitable[T]]
+) -> T:
+    """``guarded``, once the caller is known (while auth is enabled)."""
+
+    async def body() -> T:
+        await require_caller(auth, context)
+        return await call()
+
+    return await guarded(context, body)
+
+
 async def guarded(context: Context, body: Callable[[], Awaitable[T]]) -> T:
     try:
         return await body()

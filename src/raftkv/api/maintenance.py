@@ -8,16 +8,19 @@ Downgrade, raising or clearing an alarm) needs root.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from collections.abc import AsyncIterator
 
-from raftkv.api.common import Context, fail, guarded, require_admin, require_caller
+from raftkv.api.common import (
+    Context,
+    fail,
+    guarded_as_admin,
+    guarded_as_caller,
+    require_admin,
+)
 from raftkv.api.ports import AuthPort, MaintenancePort, VersionPort
 from raftkv.backup.snapshot_file import SNAPSHOT_FORMAT_METADATA
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
-
-T = TypeVar("T")
 
 
 class MaintenanceService(pb_grpc.MaintenanceServicer):
@@ -26,51 +29,43 @@ class MaintenanceService(pb_grpc.MaintenanceServicer):
         self.versions = versions
         self.auth = auth
 
-    async def _as_admin(self, context: Context, call: Callable[[], Awaitable[T]]) -> T:
-        async def body() -> T:
-            await require_admin(self.auth, context)
-            return await call()
-
-        return await guarded(context, body)
-
-    async def _as_caller(self, context: Context, call: Callable[[], Awaitable[T]]) -> T:
-        async def body() -> T:
-            await require_caller(self.auth, context)
-            return await call()
-
-        return await guarded(context, body)
-
     async def Status(self, request: pb.StatusRequest, context: Context) -> pb.StatusResponse:
         # raftkv's own versions travel beside etcd's ``version`` field (which etcd clients
         # parse as the etcd API level) as response metadata.
         await context.send_initial_metadata(self.versions.metadata())
-        return await self._as_caller(context, self.maintenance.status)
+        return await guarded_as_caller(self.auth, context, self.maintenance.status)
 
     async def Hash(self, request: pb.HashRequest, context: Context) -> pb.HashResponse:
-        return await self._as_admin(context, self.maintenance.hash)
+        return await guarded_as_admin(self.auth, context, self.maintenance.hash)
 
     async def HashKV(self, request: pb.HashKVRequest, context: Context) -> pb.HashKVResponse:
-        return await self._as_admin(context, lambda: self.maintenance.hash_kv(request.revision))
+        return await guarded_as_admin(
+            self.auth, context, lambda: self.maintenance.hash_kv(request.revision)
+        )
 
     async def Alarm(self, request: pb.AlarmRequest, context: Context) -> pb.AlarmResponse:
         if request.action == pb.AlarmRequest.GET:
-            return await self._as_caller(context, lambda: self.maintenance.alarm(request))
-        return await self._as_admin(context, lambda: self.maintenance.alarm(request))
+            return await guarded_as_caller(
+                self.auth, context, lambda: self.maintenance.alarm(request)
+            )
+        return await guarded_as_admin(self.auth, context, lambda: self.maintenance.alarm(request))
 
     async def Defragment(
         self, request: pb.DefragmentRequest, context: Context
     ) -> pb.DefragmentResponse:
-        return await self._as_admin(context, self.maintenance.defragment)
+        return await guarded_as_admin(self.auth, context, self.maintenance.defragment)
 
     async def MoveLeader(
         self, request: pb.MoveLeaderRequest, context: Context
     ) -> pb.MoveLeaderResponse:
-        return await self._as_admin(context, lambda: self.maintenance.move_leader(request.targetID))
+        return await guarded_as_admin(
+            self.auth, context, lambda: self.maintenance.move_leader(request.targetID)
+        )
 
     async def Downgrade(
         self, request: pb.DowngradeRequest, context: Context
     ) -> pb.DowngradeResponse:
-        return await self._as_admin(context, lambda: self.versions.downgrade(request))
+        return await guarded_as_admin(self.auth, context, lambda: self.versions.downgrade(request))
 
     async def Snapshot(
         self, request: pb.SnapshotRequest, context: Context

@@ -19,35 +19,22 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 import grpc.aio
 
-from raftkv.tlsutil import TLSConfigError, TLSInfo, cert_name_refusal
+from raftkv.tlsutil import (
+    Stamp,
+    TLSConfigError,
+    TLSInfo,
+    cert_name_refusal,
+    file_stamp,
+    read_material,
+)
 
 log = logging.getLogger("raftkv.tls")
-
-
-def _read(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise TLSConfigError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def _stamp(paths: tuple[str, ...]) -> tuple[tuple[int, int, int], ...]:
-    out = []
-    for path in paths:
-        try:
-            st = os.stat(path)
-            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
-        except OSError:
-            out.append((0, 0, 0))
-    return tuple(out)
 
 
 def server_credentials(info: TLSInfo) -> grpc.ServerCredentials:
@@ -56,15 +43,15 @@ def server_credentials(info: TLSInfo) -> grpc.ServerCredentials:
     paths = tuple(p for p in (info.cert_file, info.key_file, info.trusted_ca_file) if p)
 
     def configuration() -> Any:
-        key, chain = _read(info.key_file), _read(info.cert_file)
-        roots = _read(info.trusted_ca_file) if require else None
+        key, chain = read_material(info.key_file), read_material(info.cert_file)
+        roots = read_material(info.trusted_ca_file) if require else None
         return grpc.ssl_server_certificate_configuration([(key, chain)], root_certificates=roots)
 
-    state = {"stamp": _stamp(paths), "error": ""}
+    state = {"stamp": file_stamp(paths), "error": ""}
 
     def fetch() -> Any:
         # Called by gRPC for every handshake: None keeps the current certificate.
-        stamp = _stamp(paths)
+        stamp = file_stamp(paths)
         if stamp == state["stamp"]:
             return None
         state["stamp"] = stamp
@@ -89,12 +76,12 @@ class _Revocations:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._stamp: tuple[tuple[int, int, int], ...] = ()
+        self._stamp: Stamp = ()
         self._serials: frozenset[int] = frozenset()
         self.serials()
 
     def serials(self) -> frozenset[int]:
-        stamp = _stamp((self.path,))
+        stamp = file_stamp((self.path,))
         if stamp != self._stamp:
             self._serials = frozenset(load_crl_serials(self.path))
             self._stamp = stamp
@@ -105,7 +92,7 @@ def load_crl_serials(path: str) -> list[int]:
     """Revoked serial numbers of a PEM or DER CRL; ``TLSConfigError`` when it does not parse."""
     from cryptography import x509
 
-    data = _read(path)
+    data = read_material(path)
     try:
         crl = (
             x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data)

@@ -78,6 +78,7 @@ from raftkv.server.bootstrap import encode_members
 from raftkv.server.cluster_info import ClusterInfo
 from raftkv.server.config import ServerConfig
 from raftkv.server.requests import RequestKind
+from raftkv.tlsutil import TLSConfigError, read_material
 from raftkv.wal.files import fsync_dir
 
 if TYPE_CHECKING:
@@ -439,25 +440,19 @@ async def _client_channel(url: str, cfg: ServerConfig) -> grpc.aio.Channel:
     info = cfg.client_tls()
     cert = info.client_cert_file or info.cert_file
     key = info.client_key_file or info.key_file
-    chain = _read(cert) if cert else None
-    private = _read(key) if key else None
-    if info.trusted_ca_file:
-        roots = _read(info.trusted_ca_file)
-    else:
+    try:
+        chain = read_material(cert) if cert else None
+        private = read_material(key) if key else None
+        roots = read_material(info.trusted_ca_file) if info.trusted_ca_file else None
+    except TLSConfigError as exc:
+        raise RepairError(str(exc)) from None
+    if roots is None:
         host, port = urlsplit(url).hostname or "", urlsplit(url).port or 0
         roots = (await asyncio.to_thread(ssl.get_server_certificate, (host, port))).encode()
         name_override: tuple[str, str | int] = ("grpc.ssl_target_name_override", host)
         options.append(name_override)
     creds = grpc.ssl_channel_credentials(roots, private, chain)
     return grpc.aio.secure_channel(target, creds, options=options)
-
-
-def _read(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise RepairError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def _text(exc: BaseException) -> str:

@@ -27,30 +27,34 @@ def _hosts(urls: Sequence[str]) -> list[str]:
     return sorted({urllib.parse.urlsplit(u).hostname or "" for u in urls} - {""})
 
 
-def _fixtures(cfg: ServerConfig, side: str) -> str:
-    return os.path.join(cfg.resolved_data_dir, "fixtures", side)  # made 0700 with parents
+def _with_auto(
+    cfg: ServerConfig, side: str, info: TLSInfo, auto: bool, urls: Sequence[str]
+) -> TLSInfo:
+    """``info``, or generated material in ``<data-dir>/fixtures/<side>`` (made 0700 with its
+    parents) for the hosts of ``urls`` when ``auto`` and no certificate is given."""
+    if not auto:
+        return info
+    if not info.empty():
+        log.warning("ignoring %s auto TLS since certs given", side)
+        return info
+    made = self_signed_cert(
+        os.path.join(cfg.resolved_data_dir, "fixtures", side),
+        _hosts(urls),
+        cfg.self_signed_cert_validity,
+    )
+    return TLSInfo(
+        cert_file=made.cert_file,
+        key_file=made.key_file,
+        client_cert_auth=info.client_cert_auth,
+        auto=True,
+    )
 
 
 def client_tls(cfg: ServerConfig) -> TLSInfo | None:
     """The client URLs' TLS material; None when no client URL is https."""
     if not any(urllib.parse.urlsplit(u).scheme == "https" for u in cfg.listen_client_urls):
         return None
-    info = cfg.client_tls()
-    if cfg.auto_tls:
-        if not info.empty():
-            log.warning("ignoring client auto TLS since certs given")
-        else:
-            made = self_signed_cert(
-                _fixtures(cfg, "client"),
-                _hosts(cfg.listen_client_urls),
-                cfg.self_signed_cert_validity,
-            )
-            info = TLSInfo(
-                cert_file=made.cert_file,
-                key_file=made.key_file,
-                client_cert_auth=cfg.client_cert_auth,
-                auto=True,
-            )
+    info = _with_auto(cfg, "client", cfg.client_tls(), cfg.auto_tls, cfg.listen_client_urls)
     info.check_files("")
     info.server_context(cfg.tls_policy())  # the pair loads and matches, or one clear line
     return info
@@ -58,22 +62,7 @@ def client_tls(cfg: ServerConfig) -> TLSInfo | None:
 
 def peer_tls(cfg: ServerConfig) -> TLSInfo | None:
     """The peer side's TLS material; None when the member has none (plaintext peers)."""
-    info = cfg.peer_tls()
-    if cfg.peer_auto_tls:
-        if not info.empty():
-            log.warning("ignoring peer auto TLS since certs given")
-        else:
-            made = self_signed_cert(
-                _fixtures(cfg, "peer"),
-                _hosts(cfg.listen_peer_urls),
-                cfg.self_signed_cert_validity,
-            )
-            info = TLSInfo(
-                cert_file=made.cert_file,
-                key_file=made.key_file,
-                client_cert_auth=cfg.peer_client_cert_auth,
-                auto=True,
-            )
+    info = _with_auto(cfg, "peer", cfg.peer_tls(), cfg.peer_auto_tls, cfg.listen_peer_urls)
     if info.empty():
         return None
     info.check_files("peer-")
