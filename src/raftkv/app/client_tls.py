@@ -108,43 +108,39 @@ class CertificateChecks(grpc.aio.ServerInterceptor):
     def __init__(self, info: TLSInfo) -> None:
         self._crl = _Revocations(info.crl_file) if info.crl_file else None
         self._hostnames = info.allowed_hostnames
-        self._verdicts: dict[bytes, str | None] = {}
+        # PEM -> (serial, name refusal): each certificate is parsed once; the revocation list
+        # (re-read when its file changes) is consulted on every call.
+        self._certs: dict[bytes, tuple[int, str | None]] = {}
 
     def refusal(self, auth: dict[str, list[bytes]]) -> str | None:
         pems = auth.get("x509_pem_cert") or []
         if not pems:
             return "no client certificate"
         pem = pems[0]
-        if pem not in self._verdicts:
-            if len(self._verdicts) > 4096:
-                self._verdicts.clear()
-            self._verdicts[pem] = self._judge(pem)
-        verdict = self._verdicts[pem]
-        if self._crl is not None and verdict is None:
-            # The CRL may change under a cached certificate: re-check its serial cheaply.
-            from cryptography import x509
+        known = self._certs.get(pem)
+        if known is None:
+            if len(self._certs) > 4096:
+                self._certs.clear()
+            known = self._certs[pem] = self._parse(pem)
+        serial, name_refusal = known
+        if self._crl is not None and serial in self._crl.serials():
+            return f"client certificate serial {serial:x} is revoked"
+        return name_refusal
 
-            serial = x509.load_pem_x509_certificate(pem).serial_number
-            if serial in self._crl.serials():
-                return f"client certificate serial {serial:x} is revoked"
-        return verdict
-
-    def _judge(self, pem: bytes) -> str | None:
+    def _parse(self, pem: bytes) -> tuple[int, str | None]:
         from cryptography import x509
 
         cert = x509.load_pem_x509_certificate(pem)
-        if self._crl is not None and cert.serial_number in self._crl.serials():
-            return f"client certificate serial {cert.serial_number:x} is revoked"
-        if self._hostnames:
-            try:
-                san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-                names = [("DNS", n) for n in san.get_values_for_type(x509.DNSName)] + [
-                    ("IP Address", str(ip)) for ip in san.get_values_for_type(x509.IPAddress)
-                ]
-            except x509.ExtensionNotFound:
-                names = []
-            return cert_name_refusal({"subjectAltName": names}, (), self._hostnames)
-        return None
+        if not self._hostnames:
+            return cert.serial_number, None
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            names = [("DNS", n) for n in san.get_values_for_type(x509.DNSName)] + [
+                ("IP Address", str(ip)) for ip in san.get_values_for_type(x509.IPAddress)
+            ]
+        except x509.ExtensionNotFound:
+            names = []
+        return cert.serial_number, cert_name_refusal({"subjectAltName": names}, (), self._hostnames)
 
     async def intercept_service(
         self,
