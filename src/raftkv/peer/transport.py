@@ -22,7 +22,7 @@ Contracts:
   connection is dropped and ``stats.corrupt_frames`` counts it;
 - ``on_unreachable(peer)`` is reported when messages to the peer are dropped,
   at most once per ``unreachable_interval`` seconds per peer, and after every
-  failed snapshot send.
+  failed snapshot send (before that send's ``on_snapshot_status``).
 """
 
 from __future__ import annotations
@@ -392,10 +392,12 @@ class PeerTransport:
             self._log.warning("snapshot send to peer %x failed: %r", m.to, e)
         finally:
             if not self._stopping_now():
-                self._on_snapshot_status(m.to, ok)
+                # A failed send reports the peer unreachable before its status, so
+                # whoever sees the status already sees the peer as unreachable.
                 if not ok:
                     self._last_unreachable.pop(m.to, None)
                     self._report_unreachable(m.to)
+                asyncio.get_running_loop().call_soon(self._on_snapshot_status, m.to, ok)
 
     def _stopping_now(self) -> bool:
         task = asyncio.current_task()
