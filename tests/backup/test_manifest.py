@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -23,6 +24,8 @@ from raftkv.backup.manifest import (
     RecordedState,
     decode_manifest,
     encode_manifest,
+    format_time,
+    microsecond_at_or_after,
     parse_time,
     read_manifest_file,
     write_file_atomic,
@@ -135,3 +138,12 @@ def test_write_replaces_and_missing_reads_empty(tmp_path: Path) -> None:
     write_file_atomic(str(path), encode_manifest(Manifest([entry(1)])))
     assert read_manifest_file(str(path)).backups == [entry(1)]
     assert sorted(os.listdir(tmp_path)) == ["m.json"]
+
+
+def test_a_cut_time_and_its_text_compare_alike() -> None:
+    rng = random.Random(7)
+    for _ in range(10_000):
+        ts = 1.7e9 + rng.random() * 1e8
+        cut = microsecond_at_or_after(ts)
+        assert ts <= cut < ts + 2e-6
+        assert parse_time(format_time(cut)) == cut

@@ -55,6 +55,7 @@ from raftkv.backup.manifest import (
     BackupEntry,
     Manifest,
     format_time,
+    microsecond_at_or_after,
 )
 from raftkv.backup.retention import RetentionPolicy, plan_retention
 from raftkv.backup.snapshot_file import sha256_file
@@ -488,6 +489,10 @@ class Agent:
         try:
             groups, covered = feed.cut(timeout=max(10.0, 3 * self.opts.delta_interval))
             leases = tuple(self.source.lease_table())
+            # the moment the progress response confirmed ``covered``: after every event
+            # taken, in the microseconds the manifest keeps, so that ``--to-time`` of the
+            # manifest's cut_time restores exactly to_revision
+            cut = microsecond_at_or_after(time.time())
         except WatchCompactedError as exc:
             self.log("the watch cannot continue; taking a full backup", "warn", error=str(exc))
             self.metrics.failures.labels(KIND_DELTA, "watch").inc()
@@ -499,7 +504,7 @@ class Agent:
             return None
         if not groups and leases == chain.leases:
             if covered == chain.covered:
-                self.metrics.covered_at = started  # nothing changed since the newest backup
+                self.metrics.covered_at = cut  # nothing changed since the newest backup
             return None
         delta = Delta(
             base=chain.full.id,
@@ -507,7 +512,7 @@ class Agent:
             from_revision=chain.covered,
             to_revision=max(covered, chain.covered),
             created=started,
-            cut_time=started,
+            cut_time=cut,
             groups=tuple(groups),
             leases=leases,
         )
@@ -548,7 +553,7 @@ class Agent:
             size_compressed=size,
             started=format_time(started),
             finished=format_time(time.time()),
-            cut_time=format_time(started),
+            cut_time=format_time(cut),
             state=check.state,
             verified=check.ok,
             verify_method=check.method,

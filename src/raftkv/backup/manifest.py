@@ -57,6 +57,13 @@ def format_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def microsecond_at_or_after(ts: float) -> float:
+    """``ts`` rounded up to a whole microsecond, the precision of ``format_time``: a time
+    kept as a float and its RFC 3339 text then compare alike."""
+    exact = parse_time(format_time(ts))
+    return exact if exact >= ts else parse_time(format_time(ts + 1e-6))
+
+
 def parse_time(text: str) -> float:
     """Seconds since the epoch from RFC 3339 (``Z`` or an offset; naive means UTC) or a bare
     number of seconds; ValueError otherwise."""
