@@ -173,7 +173,9 @@ class Source:
                     st.leader,
                     st.header.revision,
                     bad,
-                    "; ".join(st.errors),
+                    # etcd lists every member's alarms in each member's errors: whose they
+                    # are comes from the alarm list read above, not from this text
+                    "; ".join(e for e in st.errors if not e.startswith("memberID:")),
                 )
             )
         return [

@@ -1,9 +1,18 @@
 """The LMDB backend: one environment per member, named buckets, CRC32C on every value.
 
-Owns: the LMDB environment (its map size is the hard space quota), the named
-databases ("buckets") ``key``, ``meta``, ``lease``, ``auth``, ``members``,
-``alarm`` (plus any extra ones asked for), read and write transactions, and the
-integrity envelope of every stored value.
+Owns: the LMDB environment, the named databases ("buckets") ``key``, ``meta``,
+``lease``, ``auth``, ``members``, ``alarm`` (plus any extra ones asked for), read
+and write transactions, the integrity envelope of every stored value, and the
+size the space quota is measured against.
+
+Space (etcd's backend quota, ``--quota-backend-bytes``): ``quota_limit`` is the soft
+quota the member enforces above this layer (``raftkv.server.quota``), measured against
+``committed_size``: the bytes in use (LMDB's high-water mark, as bbolt's ``Size``) as of
+the last commit, kept in an attribute so reading it costs nothing.  LMDB's map size is
+not the quota: it is address space reserved, not allocated (the file grows with the
+pages written), sized well above the soft quota (``map_size_for``) and at least twice
+the file found at open.  Filling it raises ``BackendSpaceExceededError`` (``SPACE_ERRORS``
+lists what may surface from raw handles); ``grow_map`` then doubles it.
 
 Stored value layout: ``crc32c(key || payload)`` as 4 bytes big-endian, then the
 payload.  Covering the key as well catches a value written under the wrong key.
@@ -91,14 +100,46 @@ DEFAULT_BUCKETS = (
 )
 
 SyncMode = Literal["full", "nometasync", "nosync"]
-DEFAULT_MAP_SIZE = 2 * 1024**3  # etcd's default backend quota (2 GiB)
+DEFAULT_QUOTA_BYTES = 2 * 1024**3
+"""etcd's ``DefaultQuotaBytes``: the soft quota when ``--quota-backend-bytes`` is 0."""
+DEFAULT_MAP_SIZE = DEFAULT_QUOTA_BYTES  # a floor tools open copies of a backend with
+MAP_HEADROOM_MIN = 1024**3
+"""The least room the LMDB map leaves above the soft quota (see ``map_size_for``)."""
+UNLIMITED_MAP_SIZE = 16 * 1024**3
+"""The LMDB map of a backend without a soft quota (it still doubles when full)."""
+
+SPACE_ERRORS: tuple[type[Exception], ...] = (BackendSpaceExceededError, lmdb.MapFullError)
+"""What a write may raise when the LMDB map is full (raw handles raise LMDB's own)."""
 
 _CRC = struct.Struct(">I")
 
 
+def quota_limit(quota_bytes: int) -> int | None:
+    """The soft quota, in bytes, that ``quota_bytes`` (etcd's ``--quota-backend-bytes``) sets:
+    0 is etcd's default (2 GiB), a negative value disables the quota (None)."""
+    if quota_bytes < 0:
+        return None
+    return quota_bytes or DEFAULT_QUOTA_BYTES
+
+
+def map_size_for(quota_bytes: int) -> int:
+    """LMDB's map size for a backend under the soft quota ``quota_bytes``: twice the quota and
+    at least ``MAP_HEADROOM_MIN`` above it, so writes that were admitted before the quota was
+    reached, compaction and the alarm itself still fit (etcd leaves bbolt 10 % over the quota
+    for the same reason; bbolt grows past it, LMDB would refuse).  Only address space: the
+    file grows with the pages actually written."""
+    limit = quota_limit(quota_bytes)
+    if limit is None:
+        return UNLIMITED_MAP_SIZE
+    return max(2 * limit, limit + MAP_HEADROOM_MIN)
+
+
 @dataclass(frozen=True, slots=True)
 class BackendConfig:
-    map_size: int = DEFAULT_MAP_SIZE
+    # LMDB's map size in bytes; 0 derives it from ``quota_bytes`` (``map_size_for``).
+    map_size: int = 0
+    # etcd's --quota-backend-bytes: the soft quota (0: 2 GiB, negative: none); see ``quota_limit``.
+    quota_bytes: int = 0
     sync_mode: SyncMode = "nometasync"
     max_readers: int = 126
     extra_buckets: tuple[str, ...] = ()
@@ -193,7 +234,10 @@ class WriteTxn(ReadTxn):
             raise BackendSpaceExceededError() from exc
 
     def delete(self, bucket: str, key: bytes) -> bool:
-        return bool(self._txn.delete(key, db=self._backend.db(bucket)))
+        try:
+            return bool(self._txn.delete(key, db=self._backend.db(bucket)))
+        except lmdb.MapFullError as exc:  # copy-on-write: a delete allocates pages too
+            raise BackendSpaceExceededError() from exc
 
 
 class Backend:
@@ -203,24 +247,19 @@ class Backend:
         self.config = config or BackendConfig()
         self.path = os.fspath(path)
         mkdir_all(self.path)  # 0700 (before LMDB, which would make it with its file mode)
-        mode = self.config.sync_mode
-        if mode not in ("full", "nometasync", "nosync"):
-            raise ValueError(f"unknown sync_mode {mode!r}")
-        names = tuple(dict.fromkeys(DEFAULT_BUCKETS + self.config.extra_buckets))
-        self._env: Any = lmdb.open(
-            self.path,
-            map_size=self.config.map_size,
-            max_dbs=len(names) + 2,
-            max_readers=self.config.max_readers,
-            sync=mode != "nosync",
-            metasync=mode == "full",
-            readahead=False,
-            mode=PRIVATE_FILE_MODE,  # data.mdb and lock.mdb, when LMDB creates them
-        )
+        if self.config.sync_mode not in ("full", "nometasync", "nosync"):
+            raise ValueError(f"unknown sync_mode {self.config.sync_mode!r}")
+        # The soft quota in bytes (None: disabled) and the bytes in use at the last commit.
+        self.quota_limit: int | None = quota_limit(self.config.quota_bytes)
+        self.committed_size = 0
+        map_size = self.config.map_size or map_size_for(self.config.quota_bytes)
+        data = os.path.join(self.path, "data.mdb")
+        if os.path.exists(data):
+            map_size = max(map_size, 2 * os.path.getsize(data))
+        self._map_size = map_size
+        self._env: Any = None
         self._dbs: dict[str, Any] = {}
-        with self._env.begin(write=True) as txn:
-            for name in names:
-                self._dbs[name] = self._env.open_db(name.encode(), txn=txn, create=True)
+        self._open_env()
         # The pending batch: its outer write transaction, the thread that owns it, when it was
         # opened (time.monotonic) and how many operations it holds.
         self._outer: Any = None
@@ -230,6 +269,56 @@ class Backend:
         self._commit_failed: BaseException | None = None
         # Told the seconds each commit of a pending batch took (its LMDB commit and fsync).
         self.on_commit: Callable[[float], None] | None = None
+
+    def _open_env(self) -> None:
+        mode = self.config.sync_mode
+        names = tuple(dict.fromkeys(DEFAULT_BUCKETS + self.config.extra_buckets))
+        self._env = lmdb.open(
+            self.path,
+            map_size=self._map_size,
+            max_dbs=len(names) + 2,
+            max_readers=self.config.max_readers,
+            sync=mode != "nosync",
+            metasync=mode == "full",
+            readahead=False,
+            mode=PRIVATE_FILE_MODE,  # data.mdb and lock.mdb, when LMDB creates them
+        )
+        self._psize = int(self._env.stat()["psize"])
+        with self._env.begin(write=True) as txn:
+            for name in names:
+                self._dbs[name] = self._env.open_db(name.encode(), txn=txn, create=True)
+        self._note_size()
+
+    def _note_size(self) -> None:
+        """Refresh ``committed_size`` (after every commit: etcd's backend updates its size
+        when its batch transaction commits)."""
+        self.committed_size = (int(self._env.info()["last_pgno"]) + 1) * self._psize
+
+    @property
+    def map_size(self) -> int:
+        """LMDB's map size now (address space, not disk)."""
+        return self._map_size
+
+    @property
+    def batch_lost(self) -> bool:
+        """A pending batch failed to commit: its writes are gone, only a restart (redoing
+        them from the WAL) recovers; see ``commit_pending``."""
+        return self._commit_failed is not None
+
+    def grow_map(self) -> int:
+        """Double LMDB's map size; returns the new size.  For a write refused with
+        ``BackendSpaceExceededError``: abort it, grow, write again.
+
+        The pending batch is committed first, then the environment is closed and reopened:
+        this object, its buckets and what was written stay as they were, but every
+        transaction still open on it (another thread's read snapshot) is invalidated, as by
+        ``close``; the caller keeps such readers out meanwhile.  From the owning thread.
+        """
+        self.commit_pending()
+        self._env.close()
+        self._map_size *= 2
+        self._open_env()
+        return self._map_size
 
     @property
     def env(self) -> Any:
@@ -284,6 +373,7 @@ class Backend:
             txn.commit()
         except lmdb.MapFullError as exc:
             raise BackendSpaceExceededError() from exc
+        self._note_size()
 
     def begin_batch(self) -> tuple[WriteTxn, Any]:
         """A write transaction nested in the pending batch (opened if there is none) and its
@@ -318,8 +408,9 @@ class Backend:
         """Commit the pending batch, if any (one LMDB commit, fsynced per ``sync_mode``).
 
         If the commit fails, the batch's writes are gone from the file while whoever wrote
-        them moved on: the error is raised, and every later ``begin_batch`` raises too, so
-        the owner stops and redoes the lost writes from its own log on restart."""
+        them moved on: the error is raised (``BackendSpaceExceededError`` when the map was
+        full), ``batch_lost`` turns True and every later ``begin_batch`` raises too, so the
+        owner stops and redoes the lost writes from its own log on restart."""
         outer = self._outer
         if outer is None:
             return
@@ -330,9 +421,13 @@ class Backend:
         started = time.monotonic()
         try:
             outer.commit()
+        except lmdb.MapFullError as exc:
+            self._commit_failed = exc
+            raise BackendSpaceExceededError() from exc
         except BaseException as exc:
             self._commit_failed = exc
             raise
+        self._note_size()
         if self.on_commit is not None:
             self.on_commit(time.monotonic() - started)
 
@@ -342,16 +437,18 @@ class Backend:
         self._env.sync(True)
 
     def size(self) -> int:
-        """Bytes of the file in use (LMDB high-water mark: last page + 1)."""
+        """Bytes of the file in use (LMDB high-water mark: last page + 1), read now."""
         info = self._env.info()
-        return int((info["last_pgno"] + 1) * self._env.stat()["psize"])
+        return int((info["last_pgno"] + 1) * self._psize)
 
     def file_size(self) -> int:
         return os.path.getsize(os.path.join(self.path, "data.mdb"))
 
     @property
     def quota(self) -> int:
-        return int(self.config.map_size)
+        """The soft quota as etcd reports it (``dbSizeQuota``, the quota gauge): the
+        configured bytes, 0 replaced by the default; negative when disabled."""
+        return self.config.quota_bytes or DEFAULT_QUOTA_BYTES
 
     def close(self) -> None:
         """Commit the pending batch and close the environment."""

@@ -7,9 +7,11 @@ prefixes ``etcdserver: `` where etcd does).  Two families:
 - request errors (``MVCCRequestError``): the request cannot be served as asked
   (compacted or future revision, missing key for ignore_value/ignore_lease,
   unknown lease); the store is unchanged;
-- storage errors (``BackendError``): the disk returned garbage or is full; the
-  caller must stop serving from this member (corruption) or raise the NOSPACE
-  alarm (space exceeded).
+- storage errors (``BackendError``): the disk returned garbage or LMDB's map is
+  full; the caller must stop serving from this member (corruption) or grow the map
+  and write again (space exceeded: ``Backend.grow_map``).  The backend quota users
+  meet, and its NOSPACE alarm, are a soft limit checked above this layer
+  (``raftkv.server.quota``).
 """
 
 from __future__ import annotations
@@ -74,7 +76,9 @@ class BackendCorruptionError(BackendError):
 
 
 class BackendSpaceExceededError(BackendError):
-    """The LMDB map (the backend quota) is full; etcd raises the NOSPACE alarm."""
+    """LMDB's map is full: the write was refused (its transaction must be aborted).  The map
+    is sized well above the soft quota, so a member meets this only past it; the applier then
+    doubles the map (``Backend.grow_map``) and applies the batch again."""
 
     def __init__(self) -> None:
         super().__init__("mvcc: database space exceeded")

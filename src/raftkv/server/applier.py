@@ -18,7 +18,15 @@ Contracts:
 - every applied entry's effects (keys written and deleted with revisions, values and leases;
   lease, membership, alarm and compaction changes) are folded into the apply digest chain
   (``raftkv.guard.digest``), whose head is stored in the same transaction, so members that
-  applied the same entries the same way hold the same digest at every index.
+  applied the same entries the same way hold the same digest at every index;
+- the backend quota (etcd's capped and quota appliers, ``raftkv.server.quota``): while any
+  NOSPACE alarm is active (replicated state, so on every member alike) Put, Txn with a put and
+  LeaseGrant take no effect and answer ``ERR_NO_SPACE``; otherwise a member whose own backend
+  is over the quota when it applies one of them applies it all the same (the state stays
+  identical) but answers ``ERR_NO_SPACE`` and raises its NOSPACE alarm (``on_no_space``);
+- a write that finds LMDB's map full aborts its batch; the map is doubled, the in-memory state
+  reloaded from the backend (``on_state_reloaded``) and the batch applied again, so the
+  member neither stops nor diverges (only a batch lost at its final commit needs a restart).
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from raftkv.mvcc.backend import (
     BUCKET_LEASE,
     BUCKET_META,
     META_STORAGE_VERSION,
+    SPACE_ERRORS,
     Backend,
     BackendConfig,
 )
@@ -69,6 +78,7 @@ from raftkv.server.cluster_info import (
     DowngradeInfo,
     MemberChange,
 )
+from raftkv.server.quota import KV_OVERHEAD, LEASE_OVERHEAD, cost_txn, fits, humanize_bytes
 from raftkv.server.raft_node import FatalStateMachineError
 from raftkv.server.requests import (
     CHECKPOINT_KINDS,
@@ -94,12 +104,18 @@ Handler = Callable[[WriteBatch, bytes, int], Any]
 
 # Entries whose apply is followed by a state hash on every member (first byte of entry data).
 REVISIONS_KEPT = 10_000
+MAP_GROWTHS = 4
+"""How many times one batch may double LMDB's map before its failure is fatal."""
 
 _CONF_CHANGE = EntryType.CONF_CHANGE
 # Kinds after whose apply the member is told the cluster record changed.
 _CLUSTER_KINDS = frozenset(
     (RequestKind.MEMBER_ATTRIBUTES, RequestKind.CLUSTER_VERSION, RequestKind.DOWNGRADE)
 )
+_NOSPACE = int(pb.NOSPACE)
+_OVER_QUOTA: Any = object()
+"""The answer of a write applied while this member's backend was over the quota: its waiter
+gets ``ERR_NO_SPACE`` once this member's NOSPACE alarm is raised (``on_no_space``)."""
 
 
 class _LeaseBucket:
@@ -160,6 +176,14 @@ class Applier:
         self.counters = {"put": 0, "delete": 0, "txn": 0}
         # Called right after a checkpoint entry's batch commits: (index, is_compaction).
         self.on_checkpoint: Callable[[int, bool], None] | None = None
+        # Called after a batch in which this member's backend was over the quota while no
+        # NOSPACE alarm was active, with the waiters of the writes so answered: raise this
+        # member's NOSPACE alarm, then fail them with ERR_NO_SPACE (etcd's applyEntryNormal).
+        # None: they fail at once.
+        self.on_no_space: Callable[[list[asyncio.Future[Any]]], None] | None = None
+        # Called after the in-memory state was reloaded from the backend outside a swap the
+        # caller made (the LMDB map grew under a batch): a leader's lessor is promoted again.
+        self.on_state_reloaded: Callable[[], None] | None = None
         # MVCC revision after each recently applied Raft index (for the guard's reports).
         self.revision_at: dict[int, int] = {}
         # False while applying an entry nobody on this member waits for: no response is built.
@@ -172,7 +196,12 @@ class Applier:
         # the backend: a hash not yet started when the backend closes fails instead (its read
         # transaction is invalidated), one running is waited for.
         self._hashing = threading.Lock()
-        self._handlers = self._handler_table()
+        # etcd's appliers: the full table, and the capped one used while any NOSPACE alarm is
+        # active; ``_handlers`` is one of them, chosen whenever the alarms change.
+        self._uncapped = self._handler_table()
+        self._capped = self._capped_table(self._uncapped)
+        self._handlers = self._uncapped
+        self._over_quota = False  # a write of the current batch found the backend over quota
         self._open()
 
     @classmethod
@@ -211,6 +240,7 @@ class Applier:
         self.cluster = ClusterInfo(self.backend)
         self.auth = AuthStore(self.backend, self._auth_tokens)
         self.alarms = {_ALARM_KEY.unpack(k) for k, _v in self.backend.items(BUCKET_ALARM)}
+        self._select_handlers()
         self._applied = self.store.consistent_index
 
     def _load_digest(self) -> None:
@@ -303,10 +333,12 @@ class Applier:
     def copy_backend(self, path: str) -> None:
         """A consistent, compacted copy of what the backend file holds (for a follower's
         snapshot, a backup or a defragmentation).  May run in any thread; it holds only what
-        was committed, so the applying thread calls ``commit_pending`` first."""
+        was committed, so the applying thread calls ``commit_pending`` first.  The backend is
+        not closed (defragmentation, a map growth) while the copy runs."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
         try:
-            self.backend.env.copyfd(fd, compact=True)
+            with self._hashing:
+                self.backend.env.copyfd(fd, compact=True)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -390,12 +422,53 @@ class Applier:
         start = 0
         for i, e in enumerate(entries):
             if e.type == EntryType.NORMAL and request_kind(e.data) in CHECKPOINT_KINDS:
-                self._apply_batch(entries[start : i + 1])
+                self._apply_with_room(entries[start : i + 1])
                 start = i + 1
                 if self.on_checkpoint is not None and e.index == self._applied:
                     self.on_checkpoint(e.index, request_kind(e.data) == RequestKind.COMPACTION)
         if start < len(entries):
-            self._apply_batch(entries[start:] if start else entries)
+            self._apply_with_room(entries[start:] if start else entries)
+
+    def _apply_with_room(self, entries: Sequence[Entry]) -> None:
+        """``_apply_batch``; when LMDB's map fills under it, grow the map and apply the batch
+        again (the failed attempt left nothing behind: see ``_grow_backend``), up to
+        ``MAP_GROWTHS`` times."""
+        for _ in range(MAP_GROWTHS):
+            try:
+                self._apply_batch(entries)
+                return
+            except SPACE_ERRORS as exc:
+                self._grow_backend(exc)
+        self._apply_batch(entries)
+
+    def _grow_backend(self, exc: BaseException, *, reload: bool = True) -> None:
+        """LMDB's map filled: double it.  The batch that failed was aborted (its digest rolled
+        back, the key index rebuilt by the store); the lessor, members, auth and alarms may
+        have changed in memory before the failure, so they are reloaded from the backend
+        (``reload``).  A batch lost at its final commit cannot be redone here: the member must
+        stop, and its restart opens the map at twice the file's size and redoes it from the
+        WAL (``FatalStateMachineError``)."""
+        backend = self.backend
+        if backend.batch_lost:
+            raise FatalStateMachineError(
+                f"the backend's LMDB map ({backend.map_size} bytes) filled while committing "
+                "applied entries; restart the member: it reopens the map larger and applies "
+                "them again from its WAL"
+            ) from exc
+        before = backend.map_size
+        with self._hashing:
+            after = backend.grow_map()
+        log.warning(
+            "the backend's LMDB map filled at %s (%d bytes in use, quota %s): map grown to %s",
+            humanize_bytes(before),
+            backend.committed_size,
+            humanize_bytes(backend.quota_limit) if backend.quota_limit else "disabled",
+            humanize_bytes(after),
+        )
+        if reload:
+            self._load_side_state()
+            if self.on_state_reloaded is not None:
+                self.on_state_reloaded()
 
     def _apply_batch(self, entries: Sequence[Entry]) -> None:
         answers: list[tuple[int, Any]] = []
@@ -404,7 +477,7 @@ class Applier:
         finish = recorder.finish
         revision_at = self.revision_at
         waiters = self.waiters
-        handlers = self._handlers
+        self._over_quota = False
         try:
             with self.store.write_batch() as batch:
                 self.lease_bucket.tx = batch.tx
@@ -429,7 +502,8 @@ class Applier:
                             # Only a proposal made on this member has someone to answer.
                             self._answer_wanted = request_id in waiters
                             try:
-                                answer = handlers[kind](batch, body, index)
+                                # Looked up per entry: an ALARM entry may cap the next ones.
+                                answer = self._handlers[kind](batch, body, index)
                             except MVCCRequestError as exc:
                                 answer = convert.error_to_etcd(exc)
                             except lease_errors.LeaseError as exc:
@@ -460,14 +534,38 @@ class Applier:
             self._applied = max(self._applied, entries[-1].index)
         if members_changed:
             self._on_members_changed(dict(self.members))
+        over_quota: list[asyncio.Future[Any]] = []
         for request_id, answer in answers:
             fut = self.waiters.pop(request_id, None)
             if fut is None or fut.done():
                 continue
-            if isinstance(answer, BaseException):
+            if answer is _OVER_QUOTA:
+                over_quota.append(fut)
+            elif isinstance(answer, BaseException):
                 fut.set_exception(answer)
             else:
                 fut.set_result(answer)
+        if self._over_quota:
+            self._no_space(over_quota)
+
+    def _no_space(self, waiters: list[asyncio.Future[Any]]) -> None:
+        """Writes of the batch just applied found this member's backend over the quota (etcd's
+        quota applier): unless a NOSPACE alarm is active by now, this member raises its own
+        (``on_no_space``), and their waiters get ``ERR_NO_SPACE``."""
+        self._over_quota = False
+        if self.on_no_space is not None and not self.no_space_active():
+            log.warning(
+                "message exceeded backend quota; raising alarm (quota-size-bytes=%d, "
+                "quota-size=%s, error=%s)",
+                self.backend.quota,
+                humanize_bytes(self.backend.quota),
+                errors.ERR_NO_SPACE.message,
+            )
+            self.on_no_space(waiters)
+            return
+        for fut in waiters:
+            if not fut.done():
+                fut.set_exception(errors.ERR_NO_SPACE())
 
     def _decode(self, e: Entry) -> Request | None:
         """The entry's request; None for a newer member's request this member may skip.
@@ -528,6 +626,36 @@ class Applier:
                 table[kind] = self._gated(since, table[kind])
         return table
 
+    def _capped_table(self, table: dict[RequestKind, Handler]) -> dict[RequestKind, Handler]:
+        """``table`` as etcd's capped applier changes it (while a NOSPACE alarm is active):
+        Put and LeaseGrant take no effect and answer ``ERR_NO_SPACE``, so does a Txn with a
+        put in either branch (at any depth); every other request is applied as before.  The
+        cap comes before the auth check, as etcd's capped applier wraps its auth applier."""
+        uncapped_txn = table[RequestKind.TXN]
+
+        def refuse(batch: WriteBatch, body: bytes, index: int) -> Any:
+            return errors.ERR_NO_SPACE()
+
+        def txn(batch: WriteBatch, body: bytes, index: int) -> Any:
+            if cost_txn(pb.TxnRequest.FromString(body)) > 0:
+                return errors.ERR_NO_SPACE()
+            return uncapped_txn(batch, body, index)
+
+        capped = dict(table)
+        capped[RequestKind.PUT] = refuse
+        capped[RequestKind.LEASE_GRANT] = refuse
+        capped[RequestKind.TXN] = txn
+        return capped
+
+    def no_space_active(self) -> bool:
+        """Whether any member's NOSPACE alarm is active (the capped applier is in use)."""
+        return self._handlers is self._capped
+
+    def _select_handlers(self) -> None:
+        """The capped table while any NOSPACE alarm is active, else the full one."""
+        capped = any(alarm == _NOSPACE for _member, alarm in self.alarms)
+        self._handlers = self._capped if capped else self._uncapped
+
     def _gated(self, since: Version, handler: Handler) -> Handler:
         """``handler`` answers only once the cluster version reaches ``since``; before, the
         entry takes no effect and its proposer gets ``not capable`` (the same answer on every
@@ -567,8 +695,16 @@ class Applier:
         if failpoints.ENABLED and failpoints.hit("applyCorruptValue"):
             req.value = req.value + b"\x00corrupted"
         if req.prev_kv or req.ignore_value or req.ignore_lease:
-            return self._write(batch, batch.put, convert.put_to_mvcc(req))
-        return self._put_plain(batch, req.key, req.value, req.lease)
+            answer = self._write(batch, batch.put, convert.put_to_mvcc(req))
+        else:
+            answer = self._put_plain(batch, req.key, req.value, req.lease)
+        backend = self.backend  # quota.fits inlined: this is the hottest path
+        limit = backend.quota_limit
+        if limit is not None and (
+            backend.committed_size + KV_OVERHEAD + len(req.key) + len(req.value) >= limit
+        ):
+            return self._applied_over_quota()
+        return answer
 
     def _apply_delete_range(self, batch: WriteBatch, body: bytes, index: int) -> Any:
         self.counters["delete"] += 1
@@ -578,7 +714,10 @@ class Applier:
     def _apply_txn(self, batch: WriteBatch, body: bytes, index: int) -> Any:
         self.counters["txn"] += 1
         req = pb.TxnRequest.FromString(body)
-        return self._write(batch, batch.txn, convert.txn_to_mvcc(req))
+        answer = self._write(batch, batch.txn, convert.txn_to_mvcc(req))
+        if self.backend.quota_limit is not None and not fits(self.backend, cost_txn(req)):
+            return self._applied_over_quota()
+        return answer
 
     def _apply_compaction(self, batch: WriteBatch, body: bytes, index: int) -> Any:
         req = pb.CompactionRequest.FromString(body)
@@ -593,7 +732,15 @@ class Applier:
             return pb.LeaseGrantResponse(header=self.header(batch.revision), ID=req.ID, TTL=req.TTL)
         lease = self.lessor.grant(req.ID, req.TTL, _now_if(self.lessor.is_primary))
         self.digest.recorder.lease_grant(lease.id, lease.ttl)
+        if not fits(self.backend, LEASE_OVERHEAD):
+            return self._applied_over_quota()
         return pb.LeaseGrantResponse(header=self.header(batch.revision), ID=lease.id, TTL=lease.ttl)
+
+    def _applied_over_quota(self) -> Any:
+        """The answer of a write this member applied with its backend over the quota (etcd's
+        quota applier: the write takes effect on every member, only the answer differs)."""
+        self._over_quota = True
+        return _OVER_QUOTA
 
     def _apply_lease_revoke(self, batch: WriteBatch, body: bytes, index: int) -> Any:
         req = pb.LeaseRevokeRequest.FromString(body)
@@ -660,13 +807,25 @@ class Applier:
                 self.alarms = self.alarms | {key}
                 batch.tx.put(BUCKET_ALARM, _ALARM_KEY.pack(*key), b"")
                 self.digest.recorder.alarm(key[0], key[1], True)
+                self._alarms_changed(key, "alarm raised")
             resp.alarms.add(memberID=req.memberID, alarm=req.alarm)
         elif req.action == pb.AlarmRequest.DEACTIVATE and key in self.alarms:
             self.alarms = self.alarms - {key}
             batch.tx.delete(BUCKET_ALARM, _ALARM_KEY.pack(*key))
             self.digest.recorder.alarm(key[0], key[1], False)
+            self._alarms_changed(key, "alarm disarmed")
             resp.alarms.add(memberID=req.memberID, alarm=req.alarm)
         return resp
+
+    def _alarms_changed(self, key: tuple[int, int], what: str) -> None:
+        """After an alarm was raised or cleared: the capped applier follows the NOSPACE alarms
+        (etcd logs the first of a kind raised and the last cleared)."""
+        if key[1] != _NOSPACE:
+            return
+        was = self.no_space_active()
+        self._select_handlers()
+        if was != self.no_space_active():
+            log.warning("%s (alarm=NOSPACE, from=%x)", what, key[0])
 
     def _apply_member_attributes(self, batch: WriteBatch, body: bytes, index: int) -> Any:
         """A member published its name, client URLs and server version (etcd's publish)."""
@@ -734,8 +893,13 @@ class Applier:
     # -- compaction -----------------------------------------------------------------------
 
     def compact_some(self) -> bool:
-        """One bounded step of pending compaction; True when nothing is left to do."""
-        done = self.store.compact_step()
+        """One bounded step of pending compaction; True when nothing is left to do.  A step
+        that finds LMDB's map full grows it and is done again at the next call."""
+        try:
+            done = self.store.compact_step()
+        except SPACE_ERRORS as exc:
+            self._grow_backend(exc, reload=False)  # the step changed nothing in memory
+            return False
         if done:
             for fut in self.compaction_waiters:
                 if not fut.done():

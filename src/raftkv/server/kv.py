@@ -8,7 +8,9 @@ Contracts:
 - a read-only Txn is served without Raft, as etcd serves it;
 - while auth is enabled, a read is checked against the caller's permissions here (the state
   it reads is this member's); a write carries the caller into its entry and is checked at
-  apply (``raftkv.server.auth_apply``).
+  apply (``raftkv.server.auth_apply``);
+- a Put, or a Txn with a put, that does not fit the backend quota is refused before it is
+  proposed, after this member's NOSPACE alarm was raised (``raftkv.server.quota``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from raftkv.server.applier import Applier
 from raftkv.server.auth_apply import check_txn
 from raftkv.server.fencing import Fence
 from raftkv.server.proposals import Proposer
+from raftkv.server.quota import KV_OVERHEAD, QuotaAlarmer, cost_txn, log_quota
 from raftkv.server.reads import ReadBarrier
 from raftkv.server.requests import RequestKind
 
@@ -46,6 +49,10 @@ class KV:
         self.header = header
         self.max_txn_ops = max_txn_ops
         self.range_count = 0
+        self.quota = QuotaAlarmer(
+            member_id=fence.member_id, backend=lambda: applier.backend, proposer=proposer
+        )
+        log_quota(applier.backend.config.quota_bytes, "kv")
 
     async def range(self, req: pb.RangeRequest, who: AuthInfo | None = None) -> pb.RangeResponse:
         self.range_count += 1
@@ -65,6 +72,12 @@ class KV:
 
     async def put(self, req: pb.PutRequest, who: AuthInfo | None = None) -> pb.PutResponse:
         self.fence.check_voter()
+        backend = self.applier.backend  # quota.fits inlined: this is the hottest path
+        limit = backend.quota_limit
+        if limit is not None and (
+            backend.committed_size + KV_OVERHEAD + len(req.key) + len(req.value) >= limit
+        ):
+            await self.quota.refuse()
         resp: pb.PutResponse = await self.proposer.propose(
             RequestKind.PUT, req.SerializeToString(), who
         )
@@ -94,6 +107,8 @@ class KV:
                 raise convert.error_to_etcd(exc) from None
             return convert.txn_to_pb(resp, self.header())
         self.fence.check_voter()
+        if not self.quota.available(cost_txn(req)):
+            await self.quota.refuse()
         tresp: pb.TxnResponse = await self.proposer.propose(
             RequestKind.TXN, req.SerializeToString(), who
         )

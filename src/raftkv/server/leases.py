@@ -6,7 +6,9 @@ Contracts:
   forwards KeepAlive and TimeToLive to the leader over the peer transport (typed calls: the
   etcd request and response messages, serialized);
 - an expired lease is revoked through Raft (a LEASE_REVOKE proposal), like a client's revoke;
-- lease IDs are chosen before proposing, so apply is deterministic.
+- lease IDs are chosen before proposing, so apply is deterministic;
+- a Grant that does not fit the backend quota is refused before it is proposed, after this
+  member's NOSPACE alarm was raised (``raftkv.server.quota``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from raftkv.server.applier import Applier
 from raftkv.server.fencing import Fence
 from raftkv.server.leader_calls import ask_leader
 from raftkv.server.proposals import Proposer
+from raftkv.server.quota import LEASE_OVERHEAD, QuotaAlarmer
 from raftkv.server.raft_node import RaftNode
 from raftkv.server.reads import ReadBarrier
 from raftkv.server.requests import RequestKind
@@ -60,6 +63,9 @@ class Leases:
         self.header = header
         self.election_timeout = election_timeout
         self._spawn = spawn
+        self.quota = QuotaAlarmer(
+            member_id=fence.member_id, backend=lambda: applier.backend, proposer=proposer
+        )
         transport.register_handler(PEER_RENEW, self._handle_remote_renew)
         transport.register_handler(PEER_TTL, self._handle_remote_ttl)
 
@@ -76,6 +82,8 @@ class Leases:
 
     async def grant(self, req: pb.LeaseGrantRequest) -> pb.LeaseGrantResponse:
         self.fence.check_voter()
+        if not self.quota.available(LEASE_OVERHEAD):
+            await self.quota.refuse()
         lease_id = req.ID
         while lease_id == 0:
             candidate = secrets.randbits(63)

@@ -5,7 +5,12 @@ Contracts:
 - ``status`` reports the etcd API version in ``version`` (what etcd clients parse); raftkv's
   own versions travel beside it (``versions.Versions.metadata``);
 - a snapshot's state is fixed when the call starts; writes go on while the file is written;
-  a fenced member sends none (its state must not become anyone's backup).
+  a fenced member sends none (its state must not become anyone's backup);
+- ``status`` lists, as etcd, ``etcdserver: no leader`` while there is none and every active
+  alarm in its ``errors`` (``memberID:<id> alarm:<type> ``, gogoproto's compact text);
+- when apply finds this member's backend over the quota (``Applier.on_no_space``), this member's
+  NOSPACE alarm is proposed (one proposal at a time) and the writes so answered fail with
+  ``ERR_NO_SPACE`` once it is applied or failed (etcd's ``applyEntryNormal``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from raftkv import errors
 from raftkv.backup.snapshot_file import SNAPSHOT_FORMAT_LMDB
@@ -26,6 +32,7 @@ from raftkv.server import convert
 from raftkv.server.applier import Applier
 from raftkv.server.fencing import Fence
 from raftkv.server.proposals import Proposer
+from raftkv.server.quota import no_space_alarm
 from raftkv.server.raft_node import RaftNode
 from raftkv.server.reads import ReadBarrier
 from raftkv.server.requests import RequestKind
@@ -57,6 +64,12 @@ class Maintenance:
         self.header = header
         self.snap_dir = snap_dir
         self._on_state_reloaded = on_state_reloaded
+        # The writes waiting for this member's NOSPACE alarm (None: no proposal in flight).
+        self._no_space_waiters: list[asyncio.Future[Any]] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        # The applier's alarm and reload hooks: alarms are this part's duty.
+        applier.on_no_space = self._raise_no_space
+        applier.on_state_reloaded = on_state_reloaded
 
     async def status(self) -> pb.StatusResponse:
         backend = self.applier.backend
@@ -70,7 +83,7 @@ class Maintenance:
             raftIndex=hs.commit,
             raftTerm=self.raft.node.term,
             raftAppliedIndex=self.applier.applied_index(),
-            errors=[],
+            errors=self._status_errors(),
             dbSizeInUse=backend.size(),
             isLearner=self.member_id in self.raft.conf_state.learners,
             storageVersion=str(storage) if storage else "",
@@ -81,6 +94,38 @@ class Maintenance:
             resp.downgradeInfo.enabled = True
             resp.downgradeInfo.targetVersion = str(downgrade.target)
         return resp
+
+    def _status_errors(self) -> list[str]:
+        """etcd's ``Status.errors``: no leader, then each active alarm as gogoproto's compact
+        text prints an ``AlarmMember`` (fields that are zero left out, a space after each)."""
+        out = [errors.ERR_NO_LEADER.message] if not self.raft.lead else []
+        for member_id, alarm in sorted(self.applier.alarms):
+            text = f"memberID:{member_id} " if member_id else ""
+            if alarm:
+                text += f"alarm:{pb.AlarmType.Name(pb.AlarmType.ValueType(alarm))} "
+            out.append(text)
+        return out
+
+    def _raise_no_space(self, waiters: list[asyncio.Future[Any]]) -> None:
+        """Apply found this member's backend over the quota: propose its NOSPACE alarm (unless
+        a proposal is in flight), then fail ``waiters`` with ``ERR_NO_SPACE``."""
+        if self._no_space_waiters is not None:
+            self._no_space_waiters.extend(waiters)
+            return
+        self._no_space_waiters = list(waiters)
+        task = asyncio.get_running_loop().create_task(self._propose_no_space())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _propose_no_space(self) -> None:
+        try:
+            with contextlib.suppress(errors.EtcdError):
+                await self.proposer.propose(RequestKind.ALARM, no_space_alarm(self.member_id))
+        finally:
+            waiters, self._no_space_waiters = self._no_space_waiters or [], None
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_exception(errors.ERR_NO_SPACE())
 
     async def hash(self) -> pb.HashResponse:
         h, _rev = self.applier.store.hash_kv(0)

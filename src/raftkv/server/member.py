@@ -147,7 +147,7 @@ class Member:
         self.applier = applier = Applier(
             data_dir=self.data_dir,
             backend_config=BackendConfig(
-                map_size=cfg.quota_backend_bytes,
+                quota_bytes=cfg.quota_backend_bytes,  # LMDB's map: mvcc.backend.map_size_for
                 batch_interval=cfg.backend_batch_interval_s,
                 batch_limit=cfg.backend_batch_limit,
             ),
