@@ -92,6 +92,21 @@ def scenarios(val_size: int) -> list[Scenario]:
     ]
 
 
+def put100_rps(endpoints: list[str], total: int, val_size: int = 256) -> float:
+    """Puts per second of the put-100 scenario (one load process) against ``endpoints``."""
+    (sc,) = [s for s in scenarios(val_size) if s.name == "put-100"]
+    cfg = runner.LoadConfig(
+        endpoints=tuple(endpoints),
+        workload=sc.workload,
+        total=total,
+        clients=sc.clients,
+        conns=sc.conns,
+        procs=1,
+        seed=1,
+    )
+    return runner.run(cfg).rps
+
+
 def free_ports(n: int) -> list[int]:
     socks = []
     try:
@@ -179,16 +194,31 @@ class LocalCluster:
     """Three members of ``kind`` ("etcd" or "raftkv") on loopback; all killed by ``stop``."""
 
     def __init__(
-        self, kind: str, root: Path, size: int = 3, security: Security | None = None
+        self,
+        kind: str,
+        root: Path,
+        size: int = 3,
+        security: Security | None = None,
+        http: bool = False,
     ) -> None:
+        """``http``: raftkv members also serve HTTP (the JSON gateway, health, metrics) on
+        ``--listen-client-http-urls`` (``http_endpoints``); etcd serves it on its client URLs."""
         self.kind = kind
         self.root = root
         self.security = security or Security()
-        ports = free_ports(2 * size)
+        ports = free_ports(3 * size)
         self.names = [f"{kind}{i + 1}" for i in range(size)]
-        self.client_ports = ports[0::2]
-        self.peer_ports = ports[1::2]
+        self.client_ports = ports[0 : 3 * size : 3]
+        self.peer_ports = ports[1 : 3 * size : 3]
+        self.http_ports = ports[2 : 3 * size : 3] if http and kind == "raftkv" else []
         self.procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def http_endpoints(self) -> list[str]:
+        """Where the JSON gateway answers."""
+        if self.kind == "etcd":
+            return self.endpoints
+        return [f"{self.security.scheme}://127.0.0.1:{p}" for p in self.http_ports]
 
     @property
     def endpoints(self) -> list[str]:
@@ -222,6 +252,11 @@ class LocalCluster:
             "--initial-cluster-state",
             "new",
             *self.security.member_flags(),
+            *(
+                [f"--listen-client-http-urls={scheme}://127.0.0.1:{self.http_ports[i]}"]
+                if self.http_ports
+                else []
+            ),
         ]
 
     def start(self, timeout: float = 60.0) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
@@ -40,23 +41,25 @@ OWN_SUBCHANNELS = [("grpc.use_local_subchannel_pool", 1)]
 
 # -- observing versions ----------------------------------------------------------------------
 
-_VERSION_GAUGE = re.compile(r'^(raftkv_cluster_version|raftkv_server_version)\{\w+="([^"]*)"\} 1$')
-
 
 def member_versions(port: int) -> dict[str, str] | None:
     """From a member's /metrics: server_version, cluster_version, mixed ("0"/"1"); None if it
-    does not answer."""
+    does not answer.  Older members print whole numbers, newer ones prometheus_client's floats:
+    the parser reads both."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as resp:
             text = resp.read().decode()
     except (urllib.error.URLError, OSError):
         return None
     out: dict[str, str] = {}
-    for line in text.splitlines():
-        if m := _VERSION_GAUGE.match(line):
-            out[m[1].removeprefix("raftkv_")] = m[2]
-        elif line.startswith("raftkv_cluster_mixed_versions "):
-            out["mixed"] = line.split()[1]
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in ("raftkv_cluster_version", "raftkv_server_version"):
+                if sample.value == 1:
+                    label = sample.name.removeprefix("raftkv_")
+                    out[label] = sample.labels[label]
+            elif sample.name == "raftkv_cluster_mixed_versions":
+                out["mixed"] = str(int(sample.value))
     return out
 
 

@@ -12,6 +12,7 @@ import grpc
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
 from tests.cluster.harness import Cluster
+from tests.prom_text import parse
 
 
 def test_put_get_delete_txn(make_cluster: Callable[..., Cluster]) -> None:
@@ -222,20 +223,18 @@ def test_health_and_metrics_endpoints(make_cluster: Callable[..., Cluster]) -> N
         assert json.loads(resp.read()) == {"health": "true", "reason": ""}
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    metrics = dict(
-        line.split(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
-    )
-    assert metrics["etcd_server_has_leader"] == "1"
-    assert int(metrics["etcd_mvcc_put_total"]) >= 2
-    assert int(metrics["etcd_mvcc_delete_total"]) >= 1
-    assert int(metrics["etcd_debugging_mvcc_current_revision"]) == 4
+    _types, metrics = parse(text)
+    assert metrics["etcd_server_has_leader"] == 1
+    assert metrics["etcd_mvcc_put_total"] >= 2
+    assert metrics["etcd_mvcc_delete_total"] >= 1
+    assert metrics["etcd_debugging_mvcc_current_revision"] == 4
     # etcd's disk histograms: every acknowledged write went through a WAL fsync; backend
     # commits are batched (--backend-batch-interval), so the three writes took at least one.
-    assert int(metrics["etcd_disk_wal_fsync_duration_seconds_count"]) >= 3
-    assert int(metrics["etcd_disk_backend_commit_duration_seconds_count"]) >= 1
+    assert metrics["etcd_disk_wal_fsync_duration_seconds_count"] >= 3
+    assert metrics["etcd_disk_backend_commit_duration_seconds_count"] >= 1
     assert (
         metrics['etcd_disk_wal_fsync_duration_seconds_bucket{le="+Inf"}']
-        == (metrics["etcd_disk_wal_fsync_duration_seconds_count"])
+        == metrics["etcd_disk_wal_fsync_duration_seconds_count"]
     )
-    assert metrics["etcd_server_proposals_pending"] == "0"
-    assert metrics["etcd_server_proposals_failed_total"] == "0"
+    assert metrics["etcd_server_proposals_pending"] == 0
+    assert metrics["etcd_server_proposals_failed_total"] == 0

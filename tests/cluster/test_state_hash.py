@@ -18,6 +18,7 @@ import lmdb
 from raftkv.mvcc.backend import BUCKET_KEY, seal, unseal
 from raftkv.mvcc.revision import decode_kv, encode_kv
 from tests.cluster.harness import Cluster, free_ports, require_etcdctl
+from tests.prom_text import parse
 
 
 def rewrite_latest_value(data_dir: Path, key: bytes, value: bytes) -> None:
@@ -128,9 +129,9 @@ def test_periodic_check_names_the_modified_member(make_cluster: Callable[..., Cl
     for url in metrics_urls:
         with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
             text = resp.read().decode()
-        values = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
-        if int(values["raftkv_state_hash_mismatch_total"]) >= 1:
-            assert int(values["raftkv_corruption_detected_total"]) >= 1
+        _types, values = parse(text)
+        if values["raftkv_state_hash_mismatch_total"] >= 1:
+            assert values["raftkv_corruption_detected_total"] >= 1
             assert f'raftkv_state_hash_mismatch_index{{member_id="{bad_id:x}"}}' in values
             exported.append(url)
     assert exported

@@ -14,6 +14,7 @@ import grpc
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
 from tests.cluster.harness import Cluster, Writer
+from tests.prom_text import parse
 
 
 def _wait_converged(c: Cluster, members: list[int], timeout: float = 30) -> None:
@@ -127,10 +128,8 @@ def test_a_member_without_quorum_refuses_writes_and_counts_them(
     def failed_proposals() -> int:
         url = f"http://127.0.0.1:{ports[survivor]}/metrics"
         with urllib.request.urlopen(url, timeout=5) as resp:
-            for line in resp.read().decode().splitlines():
-                if line.startswith("etcd_server_proposals_failed_total "):
-                    return int(line.split()[1])
-        raise AssertionError("etcd_server_proposals_failed_total is missing")
+            _types, values = parse(resp.read().decode())
+        return int(values["etcd_server_proposals_failed_total"])
 
     endpoint = c.members[survivor].endpoint
     errors_seen = set()

@@ -10,15 +10,19 @@ import json
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
 
 from raftkv.inspect.exporter import Exporter, MetricsServer, watch
-from raftkv.inspect.gather import InspectOptions
+from raftkv.inspect.gather import InspectOptions, UsageError
 from raftkv.inspect.verdict import CheckResult
 from raftkv.mvcc.backend import BUCKET_KEY, Backend
 from raftkv.mvcc.revision import decode_kv, encode_kv, is_tombstone
 from tests.cluster.harness import Cluster, free_ports
 from tests.inspect.cli import run_check
 from tests.inspect.conftest import metrics_cluster
+from tests.prom_text import parse
 
 FAST = ["--dial-timeout", "1s", "--command-timeout", "3s"]
 
@@ -94,20 +98,33 @@ def test_watch_serves_prometheus_metrics(cluster3: tuple[Cluster, list[str]]) ->
     finally:
         server.close()
     assert status == 0 and len(emitted) == 2 and len(scraped) == 2
-    first, second = scraped
-    assert "raftkv_inspector_checks_total 1\n" in first
-    assert "raftkv_inspector_checks_total 2\n" in second
-    assert "raftkv_inspector_consistent 1\n" in second
-    assert "raftkv_inspector_divergences_total 0\n" in second
-    assert "raftkv_inspector_check_errors_total 0\n" in second
-    for m in cluster.members:
-        assert f'raftkv_inspector_member_up{{member="{m.name}"' in second
-    hashes = {
-        line.rsplit(" ", 1)[1]
-        for line in second.splitlines()
-        if line.startswith("raftkv_inspector_member_hash{")
-    }
+    (_types, first), (types, second) = parse(scraped[0]), parse(scraped[1])
+    assert first["raftkv_inspector_checks_total"] == 1
+    assert second["raftkv_inspector_checks_total"] == 2
+    assert second["raftkv_inspector_consistent"] == 1
+    assert second["raftkv_inspector_divergences_total"] == 0
+    assert second["raftkv_inspector_check_errors_total"] == 0
+    assert types["raftkv_inspector_checks_total"] == "counter"
+    hashes = set()
+    for r in emitted[1].members:
+        labels = f'{{endpoint="{r.endpoint}",id="{r.member_id:x}",member="{r.name}"}}'
+        assert second["raftkv_inspector_member_up" + labels] == 1
+        hashes.add(second["raftkv_inspector_member_hash" + labels])
+    assert {r.name for r in emitted[1].members} == {m.name for m in cluster.members}
     assert len(hashes) == 1
+
+
+def test_metrics_server_refuses_a_busy_or_portless_address() -> None:
+    exporter = Exporter()
+    server = MetricsServer("127.0.0.1:0", exporter)
+    try:
+        port = urlsplit(server.url).port
+        with pytest.raises(UsageError, match=f"--metrics-listen 127.0.0.1:{port}: "):
+            MetricsServer(f"127.0.0.1:{port}", exporter)
+    finally:
+        server.close()
+    with pytest.raises(UsageError, match="a port is required"):
+        MetricsServer("127.0.0.1", exporter)
 
 
 def test_watch_count_from_the_command_line(cluster3: tuple[Cluster, list[str]]) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from raftkv.inspect.exporter import metrics_text
+from raftkv.inspect.exporter import Exporter
 from raftkv.inspect.gather import parse_counters
 from raftkv.inspect.render import render
 from raftkv.inspect.verdict import CheckResult, MemberReport, judge
+from tests.prom_text import parse
 
 
 def _member(name: str, mid: int, h: int, count: int = 5, **kw: object) -> MemberReport:
@@ -97,7 +98,25 @@ def test_render_and_metrics_show_missing_values_as_absent() -> None:
     table = render(r, "table").splitlines()
     m1_row = [c.strip() for c in table[3].strip("|").split("|")]
     assert m1_row[13:16] == ["3", "-", "-"]
-    text = metrics_text(r, 1, 0, 1, 0.0)
-    assert 'raftkv_inspector_member_up{member="m2",id="2",endpoint="127.0.0.1:9"} 0' in text
-    assert 'raftkv_inspector_member_hash{member="m2"' not in text
-    assert "raftkv_inspector_consistent 0\n" in text and "raftkv_inspector_status 2\n" in text
+    exporter = Exporter()
+    exporter.update(r)
+    types, values = parse(exporter.text())
+    m2 = '{endpoint="127.0.0.1:9",id="2",member="m2"}'
+    assert values["raftkv_inspector_member_up" + m2] == 0
+    assert "raftkv_inspector_member_hash" + m2 not in values
+    assert values['raftkv_inspector_member_hash{endpoint="127.0.0.1:1",id="1",member="m1"}'] == 456
+    assert values["raftkv_inspector_consistent"] == 0 and values["raftkv_inspector_status"] == 2
+    assert values["raftkv_inspector_checks_total"] == 1
+    assert values["raftkv_inspector_check_errors_total"] == 1
+    assert types["raftkv_inspector_checks_total"] == "counter"
+    assert types["raftkv_inspector_member_up"] == "gauge"
+
+
+def test_metrics_before_any_check_are_the_zero_counters() -> None:
+    types, values = parse(Exporter().text())
+    assert values == {
+        "raftkv_inspector_checks_total": 0,
+        "raftkv_inspector_divergences_total": 0,
+        "raftkv_inspector_check_errors_total": 0,
+    }
+    assert set(types.values()) == {"counter"}

@@ -139,3 +139,24 @@ def test_peer_tls_versions_are_honoured_where_the_client_port_is_plaintext() -> 
         ["--listen-peer-urls=https://127.0.0.1:2380", "--peer-auto-tls", "--tls-min-version=TLS1.3"]
     )
     assert cfg.tls_policy().restricts_versions
+
+
+def test_help_defaults_parse_back_to_the_defaults() -> None:
+    """Each default the help shows, given back as the flag's value, is the built-in default."""
+    from raftkv.server.config import _DERIVED_DEFAULTS, _FLAGS, ServerConfig, default_text
+
+    for flag in _FLAGS:
+        if flag in _DERIVED_DEFAULTS:
+            continue
+        assert parse([f"--{flag}={default_text(flag)}"]) == ServerConfig(), flag
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (0.1, "100ms"), (0.0005, "500µs"), (1.5, "1.5s"), (90, "1m30s"), (3600, "1h0m0s")],
+)
+def test_go_duration(seconds: float, text: str) -> None:
+    from raftkv.server.config import go_duration, parse_duration
+
+    assert go_duration(seconds) == text
+    assert parse_duration(text) == pytest.approx(seconds)

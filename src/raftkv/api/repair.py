@@ -64,7 +64,10 @@ def add_repair_service(server: grpc.aio.Server, repairer: RepairPort, auth: Auth
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             raise  # unreachable: abort raises
 
-    handler = grpc.method_handlers_generic_handler(
+    from raftkv.api.registration import add_service  # undecodable JSON: INVALID_ARGUMENT
+
+    add_service(
+        server,
         SERVICE,
         {
             METHOD: grpc.unary_unary_rpc_method_handler(
@@ -72,4 +75,3 @@ def add_repair_service(server: grpc.aio.Server, repairer: RepairPort, auth: Auth
             )
         },
     )
-    server.add_generic_rpc_handlers((handler,))

@@ -2,8 +2,9 @@
 
 Contracts (as etcd's watch server):
 - watch IDs are per stream; a create answers ``created=true`` with the watch ID before any
-  event of that watcher, a cancel answers ``canceled=true``; a watcher whose start revision was
-  compacted is canceled with ``compact_revision`` set;
+  event of that watcher, a cancel answers ``canceled=true``; a watcher whose start revision is
+  below the compacted revision is canceled with ``compact_revision`` set (one that starts at
+  exactly the compacted revision is served from it, as etcd serves it);
 - events of one watcher arrive in revision order, none missed or duplicated (the store's
   watcher groups guarantee it; a full stream buffer makes the watcher a victim that is retried,
   never drops events);
@@ -22,7 +23,6 @@ Contracts (as etcd's watch server):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -35,6 +35,14 @@ from raftkv.proto import kv_pb2
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
 from raftkv.server import convert
+
+
+def compacted_start(start_revision: int, compact_revision: int) -> bool:
+    """Whether a watch from ``start_revision`` is canceled as compacted: etcd's ``startRev <
+    compactRev``.  0 means "from the next revision"; a watch starting exactly at the compacted
+    revision is served, from what the compaction kept at that revision (as etcd serves it)."""
+    return 0 < start_revision < compact_revision
+
 
 STREAM_BUFFER = 1024
 PROGRESS_INTERVAL = 600.0  # etcd's default progress-notify interval (10 minutes)
@@ -180,7 +188,7 @@ class _Stream:
         self.out.put_nowait(
             pb.WatchResponse(header=self.member.header(), watch_id=stream_id, created=True)
         )
-        if req.start_revision and 0 < req.start_revision <= compacted:
+        if compacted_start(req.start_revision, compacted):
             self.out.put_nowait(
                 pb.WatchResponse(
                     header=self.member.header(),
@@ -280,10 +288,11 @@ class WatchService(pb_grpc.WatchServicer):
         finally:
             reader.cancel()
             ticker.cancel()
-            for task in (reader, ticker):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            outcome = await asyncio.gather(reader, ticker, return_exceptions=True)
             stream.close()
+        for failure in outcome:  # the request stream failed (e.g. a malformed message)
+            if isinstance(failure, Exception):
+                raise failure
 
     async def _progress_loop(self, stream: _Stream) -> None:
         loop = asyncio.get_running_loop()

@@ -1,30 +1,37 @@
-"""The member's HTTP endpoints: ``/health`` (etcd's JSON), ``/version`` (etcd's JSON plus
-raftkv's versions) and ``/metrics`` (Prometheus text).
+"""The member's HTTP side, on aiohttp: what etcd serves besides gRPC.
 
-Served on ``--listen-metrics-urls``.  Contract: answering never blocks the event loop; a
-member is healthy when it knows a leader and has no active alarm.
+- ``--listen-client-http-urls``: the JSON gateway (``/v3/...``, ``raftkv.app.gateway``), the
+  health endpoints (``/health``, ``/livez``, ``/readyz``: ``raftkv.app.health``),
+  ``/version`` and ``/metrics``;
+- ``--listen-metrics-urls``: ``/metrics``, the health endpoints and ``/version``.
+
+``https`` URLs serve the client certificate (``--cert-file``, re-read when it changes) and,
+with ``--client-cert-auth``, require a client certificate from ``--trusted-ca-file``
+(revocations from ``--client-crl-file`` in the handshake, ``--client-cert-allowed-hostname``
+per gateway call).  Contract: handlers never block the event loop; a handler whose client
+goes away is cancelled (a watch streamed to nobody ends).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
+import logging
 from urllib.parse import urlsplit
 
+from aiohttp import web
+
+from raftkv.app.client_tls import CertificateChecks
+from raftkv.app.gateway import Gateway
+from raftkv.app.health import Health
+from raftkv.app.metrics import MemberMetrics, render
+from raftkv.app.services import Services
+from raftkv.server import security
+from raftkv.server.config import ServerConfig
 from raftkv.server.member import Member
+from raftkv.tlsutil import ReloadingContext
 from raftkv.version import ETCD_API_VERSION, SERVER_VERSION
 
-_ALARM_NAMES = {1: "NOSPACE", 2: "CORRUPT"}
-
-
-def health(member: Member) -> tuple[bool, str]:
-    if member.applier.alarms:
-        names = sorted(_ALARM_NAMES.get(a, str(a)) for _m, a in member.applier.alarms)
-        return False, "ALARM " + ",".join(names)
-    if not member.raft.lead:
-        return False, "RAFT NO LEADER"
-    return True, ""
+log = logging.getLogger("raftkv.http")
 
 
 def version_json(member: Member) -> str:
@@ -40,118 +47,78 @@ def version_json(member: Member) -> str:
             "raftkv": str(SERVER_VERSION),
             "raftkvCluster": cv.short() if cv is not None else "not_decided",
             "raftkvStorage": storage.short() if storage is not None else "",
-        }
+        },
+        separators=(",", ":"),
     )
 
 
-def metrics_text(member: Member) -> str:
-    store = member.applier.store
-    backend = member.applier.backend
-    hs = member.raft.storage.hard_state()
-    counters = member.applier.counters
-    guard = member.guard.counters
-    hashes = member.hash_checker.counters
-    lines = [
-        ("raftkv_apply_digest_checks_total", "counter", guard.checks),
-        ("raftkv_apply_digest_mismatch_total", "counter", guard.apply_digest_mismatch),
-        ("raftkv_state_hash_checks_total", "counter", hashes.checks),
-        ("raftkv_state_hash_mismatch_total", "counter", hashes.mismatches),
-        ("raftkv_state_hash_compaction_checks_total", "counter", hashes.compaction_checks),
-        (
-            "raftkv_corruption_detected_total",
-            "counter",
-            guard.corruption_detected + len(hashes.named),
-        ),
-        ("etcd_mvcc_put_total", "counter", counters["put"]),
-        ("etcd_mvcc_delete_total", "counter", counters["delete"]),
-        ("etcd_mvcc_txn_total", "counter", counters["txn"]),
-        ("etcd_mvcc_range_total", "counter", member.kv.range_count),
-        ("etcd_server_has_leader", "gauge", 1 if member.raft.lead else 0),
-        ("etcd_server_is_leader", "gauge", 1 if member.raft.is_leader else 0),
-        ("etcd_server_proposals_committed_total", "gauge", hs.commit),
-        ("etcd_server_proposals_applied_total", "gauge", member.applier.applied_index()),
-        ("etcd_server_proposals_pending", "gauge", len(member.proposer.waiters)),
-        ("etcd_server_proposals_failed_total", "counter", member.proposer.failed),
-        ("etcd_mvcc_db_total_size_in_bytes", "gauge", backend.file_size()),
-        ("etcd_mvcc_db_total_size_in_use_in_bytes", "gauge", backend.size()),
-        ("etcd_debugging_mvcc_keys_total", "gauge", store.key_count()),
-        ("etcd_debugging_mvcc_current_revision", "gauge", store.current_revision),
-        ("etcd_debugging_mvcc_compact_revision", "gauge", store.compact_revision),
-    ]
-    out = []
-    for name, kind, value in lines:
-        out.append(f"# TYPE {name} {kind}")
-        out.append(f"{name} {value}")
-    # Versions, as etcd's info gauges (etcd_server_version carries the etcd API level etcd
-    # dashboards expect; raftkv's own versions beside it).
-    cv = member.versions.cluster_version
-    for name, label, text in (
-        ("etcd_server_version", "server_version", ETCD_API_VERSION),
-        ("raftkv_server_version", "server_version", str(SERVER_VERSION)),
-        ("raftkv_cluster_version", "cluster_version", cv.short() if cv else ""),
-    ):
-        out.append(f"# TYPE {name} gauge")
-        out.append(f'{name}{{{label}="{text}"}} 1')
-    out.append("# TYPE raftkv_cluster_mixed_versions gauge")
-    out.append(f"raftkv_cluster_mixed_versions {int(member.versions.mixed_versions)}")
-    # Per member: the first Raft index where its apply digest left the quorum's, the index of a
-    # mismatch still waiting for a voter to settle it, and the checkpoint index where its state
-    # hash was found to differ (leader only; kept until restart).
-    for name, by_member in (
-        ("raftkv_apply_digest_first_divergent_index", guard.last_divergence),
-        ("raftkv_apply_digest_pending_mismatch_index", guard.pending),
-        ("raftkv_state_hash_mismatch_index", hashes.named),
-    ):
-        out.append(f"# TYPE {name} gauge")
-        for member_id, index in sorted(by_member.items()):
-            out.append(f'{name}{{member_id="{member_id:x}"}} {index}')
-    out.extend(member.disk_metrics.render())
-    return "\n".join(out) + "\n"
+class HttpListeners:
+    """The aiohttp listeners of one member; ``start`` binds every URL or raises ``OSError``
+    naming the URL (nothing is left listening then)."""
 
-
-async def _handle(
-    member: Member, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
-    try:
-        request_line = await asyncio.wait_for(reader.readline(), 5)
-        while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-            pass
-        parts = request_line.decode("latin-1").split()
-        path = parts[1] if len(parts) >= 2 else "/"
-        status, ctype = "200 OK", "text/plain; version=0.0.4"
-        if path.startswith("/health"):
-            ok, reason = health(member)
-            body = json.dumps({"health": "true" if ok else "false", "reason": reason})
-            ctype = "application/json"
-            if not ok:
-                status = "503 Service Unavailable"
-        elif path.startswith("/version"):
-            body, ctype = version_json(member), "application/json"
-        elif path.startswith("/metrics"):
-            body = metrics_text(member)
-        else:
-            status, body = "404 Not Found", "404 page not found\n"
-        data = body.encode()
-        writer.write(
-            f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(data)}\r\n"
-            f"Connection: close\r\n\r\n".encode()
-            + data
+    def __init__(self, member: Member, cfg: ServerConfig, services: Services) -> None:
+        self.member = member
+        self.cfg = cfg
+        self.metrics = MemberMetrics(member)
+        self.health = Health(member, self.metrics.registry)
+        tls = security.client_tls(cfg)
+        self._ssl = (
+            ReloadingContext(lambda: tls.server_context(cfg.tls_policy()), tls.files())
+            if tls is not None
+            else None
         )
-        await writer.drain()
-    except (TimeoutError, ConnectionError):
-        pass
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
+        checks = (
+            CertificateChecks(tls)
+            if tls is not None and (tls.crl_file or tls.allowed_hostnames)
+            else None
+        )
+        self.gateway = Gateway(services, checks)
+        self._runners: list[web.AppRunner] = []
 
+    def _app(self, gateway: bool) -> web.Application:
+        app = web.Application(client_max_size=self.cfg.max_request_bytes + 512 * 1024)
+        self.health.add_routes(app)
+        app.router.add_get("/version", self._version)
+        app.router.add_get("/metrics", self._metrics)
+        if gateway:
+            self.gateway.add_routes(app)
+        return app
 
-async def start_http(member: Member, urls: list[str]) -> list[asyncio.Server]:
-    servers = []
-    for url in urls:
+    async def start(self) -> None:
+        plan = [(u, True) for u in self.cfg.listen_client_http_urls] + [
+            (u, False) for u in self.cfg.listen_metrics_urls
+        ]
+        try:
+            for url, gateway in plan:
+                await self._listen(url, gateway)
+        except OSError:
+            await self.close()
+            raise
+
+    async def _listen(self, url: str, gateway: bool) -> None:
         parts = urlsplit(url)
-        server = await asyncio.start_server(
-            lambda r, w: _handle(member, r, w), parts.hostname, parts.port
-        )
-        servers.append(server)
-    return servers
+        ssl_context = None
+        if parts.scheme == "https":
+            assert self._ssl is not None  # config refuses an https URL without material
+            ssl_context = self._ssl.serving()
+        runner = web.AppRunner(self._app(gateway), handler_cancellation=True, access_log=None)
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, parts.hostname, parts.port, ssl_context=ssl_context)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen on {url}: {exc.strerror or exc}") from None
+        log.info("serving HTTP on %s%s", url, " (with the JSON gateway)" if gateway else "")
+
+    async def close(self) -> None:
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners = []
+
+    async def _version(self, _request: web.Request) -> web.Response:
+        return web.Response(text=version_json(self.member), content_type="application/json")
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        body, content_type = render(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": content_type})

@@ -2,7 +2,10 @@
 URLs, signal handling and orderly shutdown.
 
 Contract: ``run(cfg)`` returns the process exit status: 0 after SIGINT/SIGTERM and a clean
-stop, 1 when the member failed (the reason is logged).
+stop, 1 when the member failed.  A member that cannot start or that stops on a fatal error logs
+why in one CRITICAL line naming the cause and its path or URL (``app.startup``); tracebacks only
+at ``--log-level debug``.  Listen addresses and data directories are checked before anything is
+created (etcd's order: listeners, then the data directory).
 """
 
 from __future__ import annotations
@@ -11,29 +14,25 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Coroutine
+from typing import Any
 from urllib.parse import urlsplit
 
 import grpc.aio
 
-from raftkv.api.auth import AuthService
-from raftkv.api.cluster import ClusterService
 from raftkv.api.common import set_corruption_reporter
-from raftkv.api.kv import KVService
-from raftkv.api.lease import LeaseService
-from raftkv.api.maintenance import MaintenanceService
+from raftkv.api.registration import add_servicer
 from raftkv.api.repair import add_repair_service
-from raftkv.api.watch import WatchService
 from raftkv.app.client_tls import CertificateChecks, server_credentials
-from raftkv.app.http import start_http
+from raftkv.app.http import HttpListeners
+from raftkv.app.services import build_services
+from raftkv.app.startup import check_dirs, check_listen_urls, report
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
 from raftkv.server import security
-from raftkv.server.bootstrap import BootstrapError
 from raftkv.server.config import ServerConfig
-from raftkv.server.hash_check import InitialCheckError
+from raftkv.server.logsetup import exception_line
 from raftkv.server.member import Member
 from raftkv.server.raft_node import FatalStateMachineError
-from raftkv.server.versions import IncompatibleVersionError
-from raftkv.tlsutil import TLSConfigError
 
 log = logging.getLogger("raftkv.run")
 
@@ -69,24 +68,20 @@ def _warn_plaintext_urls(cfg: ServerConfig) -> None:
 
 async def serve(cfg: ServerConfig) -> int:
     try:
+        check_listen_urls(cfg)
+        check_dirs(cfg)
         client_tls = security.client_tls(cfg)
         credentials = server_credentials(client_tls) if client_tls is not None else None
-    except TLSConfigError as exc:
-        log.critical("%s", exc)
+    except Exception as exc:
+        report(log, exc)
         return 1
     _warn_plaintext_urls(cfg)
     member = Member(cfg)
     try:
         await member.start()
-    except (
-        InitialCheckError,
-        BootstrapError,
-        FatalStateMachineError,
-        IncompatibleVersionError,
-        TLSConfigError,
-    ) as exc:
-        log.critical("%s", exc)
-        await stop_member(member)
+    except Exception as exc:  # any failure to start: one line, the traceback at debug
+        report(log, exc)
+        await stop_member(member, failed=True)
         return 1
     set_corruption_reporter(member.report_backend_corruption)
     interceptors = []
@@ -100,14 +95,15 @@ async def serve(cfg: ServerConfig) -> int:
             ("grpc.so_reuseport", 0),
         ],
     )
-    pb_grpc.add_KVServicer_to_server(KVService(member.kv, member.auth), server)
-    pb_grpc.add_WatchServicer_to_server(WatchService(member, member.auth), server)
-    pb_grpc.add_LeaseServicer_to_server(LeaseService(member.leases, member.auth), server)
-    pb_grpc.add_ClusterServicer_to_server(ClusterService(member.membership, member.auth), server)
-    pb_grpc.add_MaintenanceServicer_to_server(
-        MaintenanceService(member.maintenance, member.versions, member.auth), server
-    )
-    pb_grpc.add_AuthServicer_to_server(AuthService(member.auth), server)
+    # One set of services for gRPC and the JSON gateway.  Each gRPC method decodes its own
+    # request: a malformed one is INVALID_ARGUMENT, not a traceback.
+    services = build_services(member)
+    add_servicer(server, pb_grpc.add_KVServicer_to_server, services.kv)
+    add_servicer(server, pb_grpc.add_WatchServicer_to_server, services.watch)
+    add_servicer(server, pb_grpc.add_LeaseServicer_to_server, services.lease)
+    add_servicer(server, pb_grpc.add_ClusterServicer_to_server, services.cluster)
+    add_servicer(server, pb_grpc.add_MaintenanceServicer_to_server, services.maintenance)
+    add_servicer(server, pb_grpc.add_AuthServicer_to_server, services.auth)
     add_repair_service(server, member.repairer, member.auth)
     for url in cfg.listen_client_urls:
         try:
@@ -116,11 +112,18 @@ async def serve(cfg: ServerConfig) -> int:
             else:
                 server.add_insecure_port(grpc_address(url))
         except RuntimeError as exc:  # grpc: the address is in use or cannot be bound
-            log.critical("cannot listen for client requests on %s: %s", url, exc)
-            await stop_member(member)
+            log.critical("cannot listen for client requests on %s: %s", url, exception_line(exc))
+            await stop_member(member, failed=True)
             return 1
     await server.start()
-    http_servers = await start_http(member, list(cfg.listen_metrics_urls))
+    http = HttpListeners(member, cfg, services)
+    try:
+        await http.start()
+    except OSError as exc:
+        report(log, exc)
+        await server.stop(grace=None)
+        await stop_member(member, failed=True)
+        return 1
     log.info("serving client requests on %s", ", ".join(cfg.listen_client_urls))
 
     stop = asyncio.Event()
@@ -134,22 +137,23 @@ async def serve(cfg: ServerConfig) -> int:
         task.cancel()
     log.info("shutting down")
     await server.stop(grace=1.0)
-    for http in http_servers:
-        http.close()
+    await http.close()
     if member.fatal_error is not None:
         if isinstance(member.fatal_error, FatalStateMachineError):
-            log.critical("member stopped: %s", member.fatal_error)
+            report(log, member.fatal_error, "member stopped: ")
         else:
-            log.critical("member stopped on a fatal error: %r", member.fatal_error)
-        await stop_member(member)
+            report(log, member.fatal_error, "member stopped on a fatal error: ")
+        await stop_member(member, failed=True)
         return 1
     return 0 if await stop_member(member) else 1
 
 
-async def stop_member(member: Member) -> bool:
+async def stop_member(member: Member, failed: bool = False) -> bool:
     """Stop the member within ``STOP_TIMEOUT``; True when it stopped cleanly.  A stop that
     hangs ends the process (everything acknowledged is already durable: it is a crash the
-    member is built to survive), so a member never lingers half-stopped."""
+    member is built to survive), so a member never lingers half-stopped.  ``failed``: the
+    member already failed and said why; an error of the stop is then only a DEBUG line (it
+    is usually the same error again)."""
     try:
         async with asyncio.timeout(STOP_TIMEOUT):
             await member.stop()
@@ -159,14 +163,25 @@ async def stop_member(member: Member) -> bool:
         logging.shutdown()
         os._exit(1)
     except Exception as exc:
-        log.error("stopping the member failed: %r", exc)
+        level = logging.DEBUG if failed else logging.ERROR
+        log.log(level, "stopping the member failed: %s", exception_line(exc))
+        log.debug("the traceback of the error above", exc_info=exc)
         return False
 
 
 def run(cfg: ServerConfig) -> int:
+    """Serve ``cfg`` until stopped; the exit status (see the module contract).  An error that
+    escapes ``serve`` is reported as one line too."""
+    try:
+        return _run_loop(serve(cfg))
+    except Exception as exc:
+        report(log, exc)
+        return 1
+
+
+def _run_loop(main: Coroutine[Any, Any, int]) -> int:
     try:
         import uvloop
-
-        return uvloop.run(serve(cfg))
     except ImportError:
-        return asyncio.run(serve(cfg))
+        return asyncio.run(main)
+    return uvloop.run(main)

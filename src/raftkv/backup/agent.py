@@ -44,7 +44,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
 from raftkv.backup.delta import Delta, DeltaFormatError, read_delta_file, write_delta_file
 from raftkv.backup.destination import DestinationError, DirDestination, open_destination
@@ -66,6 +65,7 @@ from raftkv.backup.verify import (
     verify_full,
 )
 from raftkv.client.security import ClientSecurity
+from raftkv.metrics_http import MetricsHTTPServer, listen_address
 
 FULL_SUFFIX = ".snap.zst"
 DELTA_SUFFIX = ".delta.zst"
@@ -155,19 +155,19 @@ class Metrics:
         )
         self.covered_at = 0.0
         self.lag.set_function(lambda: time.time() - self.covered_at if self.covered_at else 0.0)
-        self.server: Any = None
+        self.server: MetricsHTTPServer | None = None
 
     def serve(self, url: str) -> str:
-        parsed = urlparse(url if "://" in url else f"http://{url}")
-        host, port = parsed.hostname or "127.0.0.1", parsed.port or 0
-        server, _thread = self.prom.start_http_server(port, addr=host, registry=self.registry)
-        self.server = server
-        return f"http://{host}:{server.server_address[1]}/metrics"
+        """Serve the registry at ``url`` (``host:port`` or a URL; no port: any free one);
+        the URL scraped."""
+        host, port = listen_address(url, default_port=0)
+        self.server = MetricsHTTPServer(host, port, self.registry)
+        self.server.start()
+        return self.server.url
 
     def close(self) -> None:
         if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+            self.server.close()
 
 
 @dataclass

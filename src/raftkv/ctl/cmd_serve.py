@@ -30,9 +30,16 @@ def register(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """Exit status 2 with one ``raftkv serve: ...`` line for a bad configuration (flags,
+    variables, config file, ``RAFTKV_FAILPOINTS``); otherwise the member's (``app.serve``)."""
     try:
         cfg = parse_serve_args(args)
     except ConfigError as exc:
+        print(f"raftkv serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        import raftkv.failpoints  # noqa: F401 - parses RAFTKV_FAILPOINTS on import
+    except ValueError as exc:  # FailpointConfigError, which the failed import cannot name
         print(f"raftkv serve: {exc}", file=sys.stderr)
         return 2
     from raftkv.server.runtime import apply_grpc_cipher_suites, apply_grpc_defaults, tune_gc

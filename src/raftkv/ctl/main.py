@@ -62,9 +62,31 @@ def hoist_global_flags(argv: Sequence[str]) -> list[str]:
     return rest + hoisted
 
 
+def command_parser(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.ArgumentParser:
+    """The parser of the deepest (sub)command chosen in ``args`` (``raftkv serve``'s for
+    ``raftkv serve ...``); ``parser`` itself when no command was chosen."""
+    current = parser
+    while True:
+        chosen = None
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction) and action.dest:
+                name = getattr(args, action.dest, None)
+                if isinstance(name, str) and name in action.choices:
+                    chosen = action.choices[name]
+        if chosen is None:
+            return current
+        current = chosen
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(hoist_global_flags(sys.argv[1:] if argv is None else argv))
+    args, extra = parser.parse_known_args(
+        hoist_global_flags(sys.argv[1:] if argv is None else argv)
+    )
+    if extra:  # the command's own usage, as argparse would give for its own flags (exit 2)
+        command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
         parser.print_help()

@@ -53,6 +53,7 @@ class ServerConfig:
     auto_compaction_mode: str = "periodic"
     auto_compaction_retention: str = "0"
     listen_metrics_urls: tuple[str, ...] = ()
+    listen_client_http_urls: tuple[str, ...] = ()
     log_level: str = "info"
     log_format: str = "text"
     initial_corrupt_check: bool = False
@@ -210,7 +211,9 @@ _FLAGS: dict[str, tuple[str, str, str]] = {
     "quota-backend-bytes": (
         "quota_backend_bytes",
         "int",
-        "Raise alarms when backend size exceeds the given quota.",
+        "Sets the maximum size (in bytes) that the backend database may consume. Exceeding "
+        "this triggers a NOSPACE alarm and makes the cluster refuse writes. 0: the default "
+        "2 GiB; negative: no quota.",
     ),
     "max-request-bytes": (
         "max_request_bytes",
@@ -235,7 +238,13 @@ _FLAGS: dict[str, tuple[str, str, str]] = {
     "listen-metrics-urls": (
         "listen_metrics_urls",
         "urls",
-        "Additional URLs to listen on for /metrics and /health.",
+        "Additional URLs to listen on for /metrics, /health, /livez, /readyz and /version.",
+    ),
+    "listen-client-http-urls": (
+        "listen_client_http_urls",
+        "urls",
+        "URLs to serve HTTP on (the JSON gateway, /health, /livez, /readyz, /version, "
+        "/metrics) apart from the gRPC client URLs.",
     ),
     "log-level": ("log_level", "str", "Log level: debug, info, warn, error."),
     "log-format": ("log_format", "str", "Log format: text, or json (one object per line)."),
@@ -385,11 +394,50 @@ _ALIASES = {
 _LOG_LEVELS = ("debug", "info", "warn", "error")
 
 
+# Defaults that depend on other flags, as the help states them.
+_DERIVED_DEFAULTS = {"initial-cluster": "<name>=<initial-advertise-peer-urls>"}
+
+
+def go_duration(seconds: float) -> str:
+    """Go's ``time.Duration.String`` of ``seconds``: ``100ms``, ``1m30s``, ``0s``."""
+    if seconds == 0:
+        return "0s"
+    if seconds < 1:
+        ms = seconds * 1000
+        return f"{ms:g}ms" if ms >= 1 else f"{seconds * 1e6:g}µs"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    out = f"{int(hours)}h" if hours else ""
+    out += f"{int(minutes)}m" if hours or minutes else ""
+    return out + f"{secs:g}s"
+
+
+def default_text(flag: str) -> str:
+    """The built-in default of ``flag`` as its value would be written on the command line
+    (``ServerConfig``'s field default: a list comma-separated, a bool ``true``/``false``, a
+    duration in Go's syntax)."""
+    if flag in _DERIVED_DEFAULTS:
+        return _DERIVED_DEFAULTS[flag]
+    field, kind, _ = _FLAGS[flag]
+    value: Any = getattr(ServerConfig(), field)
+    if kind == "bool":
+        return "true" if value else "false"
+    if kind == "duration":
+        return go_duration(float(value))
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register every serve flag (all default to None so precedence can be resolved)."""
-    parser.add_argument("--config-file", help="Path to a YAML configuration file.")
+    """Register every serve flag.  All default to None so precedence can be resolved; each
+    help text ends with the built-in default (``default_text``) unless it states it itself."""
+    parser.add_argument("--config-file", help="Path to a YAML configuration file. (default: '')")
     for flag, (_field, kind, help_text) in _FLAGS.items():
         names = [f"--{flag}"] + [f"--{a}" for a, target in _ALIASES.items() if target == flag]
+        if "(default:" not in help_text:
+            shown = default_text(flag).replace("%", "%%")  # argparse formats help with %
+            help_text = f"{help_text} (default: '{shown}')"
         if kind == "bool":
             parser.add_argument(
                 *names, dest=flag, nargs="?", const="true", default=None, help=help_text
@@ -556,7 +604,7 @@ def _validate_tls(cfg: ServerConfig) -> None:
         raise ConfigError("--auth-token-ttl: must be positive")
     if cfg.self_signed_cert_validity <= 0:
         raise ConfigError("--self-signed-cert-validity: must be positive")
-    for url in cfg.listen_client_urls:
+    for url in cfg.listen_client_urls + cfg.listen_client_http_urls + cfg.listen_metrics_urls:
         if _is_tls_url(url) and not (cfg.cert_file or cfg.key_file or cfg.auto_tls):
             raise ConfigError(
                 f"TLS key/cert (--cert-file, --key-file) must be provided for client url {url} "
@@ -568,9 +616,12 @@ def _validate_tls(cfg: ServerConfig) -> None:
                 f"TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url "
                 f"{url} with HTTPS scheme"
             )
-    for flag, url in [("--listen-client-urls", u) for u in cfg.listen_client_urls] + [
-        ("--listen-peer-urls", u) for u in cfg.listen_peer_urls
-    ]:
+    for flag, url in (
+        [("--listen-client-urls", u) for u in cfg.listen_client_urls]
+        + [("--listen-client-http-urls", u) for u in cfg.listen_client_http_urls]
+        + [("--listen-metrics-urls", u) for u in cfg.listen_metrics_urls]
+        + [("--listen-peer-urls", u) for u in cfg.listen_peer_urls]
+    ):
         if urlsplit(url).scheme in ("unix", "unixs"):
             raise ConfigError(f"{flag}: {url}: unix sockets are not supported by raftkv yet")
     if any(_is_tls_url(u) for u in cfg.listen_client_urls) and cfg.tls_policy().restricts_versions:

@@ -379,7 +379,9 @@ class RaftNode:
         if isinstance(exc, FatalStateMachineError):
             log.critical("%s stopped: %s", where, exc)
         else:
-            log.critical("%s failed: %r", where, exc, exc_info=True)
+            # the cause follows in one line (the traceback at debug); the process's last line
+            # says the member stopped
+            log.error("%s failed", where, exc_info=exc)
         if self.on_fatal is not None:
             self.on_fatal(exc)
 

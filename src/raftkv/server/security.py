@@ -50,11 +50,18 @@ def _with_auto(
     )
 
 
+def client_side_urls(cfg: ServerConfig) -> tuple[str, ...]:
+    """Every URL that serves clients: gRPC, HTTP (``--listen-client-http-urls``) and metrics;
+    they share the client TLS material, as in etcd."""
+    return cfg.listen_client_urls + cfg.listen_client_http_urls + cfg.listen_metrics_urls
+
+
 def client_tls(cfg: ServerConfig) -> TLSInfo | None:
-    """The client URLs' TLS material; None when no client URL is https."""
-    if not any(urllib.parse.urlsplit(u).scheme == "https" for u in cfg.listen_client_urls):
+    """The client side's TLS material; None when no client-side URL is https."""
+    urls = client_side_urls(cfg)
+    if not any(urllib.parse.urlsplit(u).scheme == "https" for u in urls):
         return None
-    info = _with_auto(cfg, "client", cfg.client_tls(), cfg.auto_tls, cfg.listen_client_urls)
+    info = _with_auto(cfg, "client", cfg.client_tls(), cfg.auto_tls, urls)
     info.check_files("")
     info.server_context(cfg.tls_policy())  # the pair loads and matches, or one clear line
     return info
