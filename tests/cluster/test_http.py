@@ -13,8 +13,6 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from tests.cluster.harness import Cluster, free_ports
 from tests.tls_certs import make_certs
 
@@ -107,7 +105,7 @@ CURL = shutil.which("curl")
 
 
 def curl(*args: str) -> subprocess.CompletedProcess[str]:
-    assert CURL is not None
+    assert CURL is not None, "curl is not installed (scripts/test installs it)"
     return subprocess.run(
         [CURL, "-sS", "--max-time", "10", *args],
         capture_output=True,
@@ -117,7 +115,6 @@ def curl(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.skipif(CURL is None, reason="curl is not installed")
 def test_gateway_over_https_with_certificates_and_auth(
     make_cluster: Callable[..., Cluster], tmp_path: Path
 ) -> None:

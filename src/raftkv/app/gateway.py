@@ -333,8 +333,6 @@ class Gateway:
                 await out.prepare(request)
                 started = True
             await out.write(_dumps(stream_error_chunk(code, message)).encode() + b"\n")
-        except (ConnectionResetError, asyncio.CancelledError):
-            raise
         if not started:
             await out.prepare(request)
         await out.write_eof()
