@@ -1,6 +1,6 @@
 """The member's HTTP side, on aiohttp: what etcd serves besides gRPC.
 
-- ``--listen-client-http-urls``: the JSON gateway (``/v3/...``, ``raftkv.app.gateway``), the
+- ``--listen-client-http-urls``: the JSON gateway (``/v3/...``, ``raftkv.api.gateway``), the
   health endpoints (``/health``, ``/livez``, ``/readyz``: ``raftkv.app.health``),
   ``/version`` and ``/metrics``;
 - ``--listen-metrics-urls``: ``/metrics``, the health endpoints and ``/version``.
@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from raftkv.api.gateway import Gateway
 from raftkv.app.client_tls import CertificateChecks
-from raftkv.app.gateway import Gateway
 from raftkv.app.health import Health
 from raftkv.app.metrics import MemberMetrics, render
 from raftkv.app.services import Services
@@ -72,7 +72,7 @@ class HttpListeners:
             if tls is not None and (tls.crl_file or tls.allowed_hostnames)
             else None
         )
-        self.gateway = Gateway(services, checks)
+        self.gateway = Gateway(services, checks.refusal if checks is not None else None)
         self._runners: list[web.AppRunner] = []
 
     def _app(self, gateway: bool) -> web.Application:

@@ -8,8 +8,9 @@ streaming (``/v3/watch``, ``/v3/lease/keepalive``, ``/v3/maintenance/snapshot``:
 ``{"result": ...}`` object per line).
 
 Contracts:
-- every call runs the member's own service objects (``Services``) with a ``GatewayContext``,
-  so fencing, auth, validation and errors are the gRPC path's; the ``Authorization`` header
+- every call runs the member's own service objects (the ones its gRPC server registered,
+  ``raftkv.app.services``) with a ``GatewayContext``, so fencing, auth, validation and errors
+  are the gRPC path's; the ``Authorization`` header
   is the auth token (etcd's gateway and ``etcd3gw`` send it there) and, on ``https``, the
   client certificate's CN is the user under ``--client-cert-auth``;
 - a stream's request body is a sequence of JSON objects; once it ends a watch keeps
@@ -34,8 +35,6 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from raftkv.api.common import Context
-from raftkv.app.client_tls import CertificateChecks
-from raftkv.app.services import Services
 from raftkv.proto import rpc_pb2 as pb
 
 log = logging.getLogger("raftkv.gateway")
@@ -43,9 +42,13 @@ log = logging.getLogger("raftkv.gateway")
 UNARY, SERVER_STREAM, BIDI = "unary", "server-stream", "bidi"
 
 
+CertificateRefusal = Callable[[dict[str, list[bytes]]], "str | None"]
+"""Why a client certificate (as gRPC's auth context names it) is refused, or None."""
+
+
 @dataclass(frozen=True)
 class Route:
-    service: str  # the attribute of ``Services``
+    service: str  # the attribute of the services object: kv, watch, lease, ...
     method: str  # the servicer's method (the gRPC method name)
     request: type[Message]
     shape: str = UNARY
@@ -252,11 +255,14 @@ _REASONS = {
 
 
 class Gateway:
-    """The aiohttp handlers of every route, over one member's ``Services``."""
+    """The aiohttp handlers of every route, over one member's services (an object with the
+    attributes ``kv``, ``watch``, ``lease``, ``cluster``, ``maintenance`` and ``auth``);
+    ``refusal`` checks the client certificate of each call (``--client-crl-file``,
+    ``--client-cert-allowed-hostname``)."""
 
-    def __init__(self, services: Services, checks: CertificateChecks | None = None) -> None:
+    def __init__(self, services: object, refusal: CertificateRefusal | None = None) -> None:
         self.services = services
-        self.checks = checks
+        self.refusal = refusal
 
     def add_routes(self, app: web.Application) -> None:
         for path in ROUTES:
@@ -279,8 +285,8 @@ class Gateway:
         if token:
             metadata.append(("authorization", token))
         auth = _certificate(request)
-        if self.checks is not None:
-            why = self.checks.refusal(auth)
+        if self.refusal is not None:
+            why = self.refusal(auth)
             if why is not None:
                 log.warning("rejected gateway call from %s: %s", request.remote, why)
                 raise GatewayAbort(grpc.StatusCode.UNAUTHENTICATED, why)

@@ -10,17 +10,17 @@ from pathlib import Path
 import grpc
 import pytest
 
+from raftkv.api import gateway
 from raftkv.api.auth import AuthService
 from raftkv.api.cluster import ClusterService
+from raftkv.api.gateway import ROUTES, BadRequest, GatewayContext, decode_body, parse_request
 from raftkv.api.kv import KVService
 from raftkv.api.lease import LeaseService
 from raftkv.api.maintenance import MaintenanceService
 from raftkv.api.watch import WatchService
-from raftkv.app import gateway
-from raftkv.app.gateway import ROUTES, BadRequest, GatewayContext, decode_body, parse_request
 from raftkv.proto import rpc_pb2 as pb
 
-API = Path(gateway.__file__).resolve().parents[1] / "api"
+API = Path(gateway.__file__).resolve().parent
 
 _SERVICES = {
     "kv": KVService,
