@@ -181,28 +181,18 @@ def test_data_dir_without_permission(
         data.chmod(0o700)
 
 
-def test_client_port_in_use(
-    tmp_path: Path, ports: tuple[int, int], listening: Callable[[int], None]
+@pytest.mark.parametrize("which", ["client requests", "peer traffic"])
+def test_port_in_use(
+    tmp_path: Path, ports: tuple[int, int], listening: Callable[[int], None], which: str
 ) -> None:
     client, peer = ports
-    listening(client)
+    busy = client if which == "client requests" else peer
+    listening(busy)
     data = tmp_path / "data"
     res = _run(_serve_argv(data, client, peer))
-    msg = f"cannot listen for client requests on http://127.0.0.1:{client}: Address already in use"
+    msg = f"cannot listen for {which} on http://127.0.0.1:{busy}: Address already in use"
     assert _failure(res) == msg
     assert not data.exists()  # as etcd: listeners first, nothing created
-
-
-def test_peer_port_in_use(
-    tmp_path: Path, ports: tuple[int, int], listening: Callable[[int], None]
-) -> None:
-    client, peer = ports
-    listening(peer)
-    data = tmp_path / "data"
-    res = _run(_serve_argv(data, client, peer))
-    msg = f"cannot listen for peer traffic on http://127.0.0.1:{peer}: Address already in use"
-    assert _failure(res) == msg
-    assert not data.exists()
 
 
 def test_missing_cert_file(tmp_path: Path, ports: tuple[int, int]) -> None:

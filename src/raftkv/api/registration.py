@@ -144,14 +144,7 @@ def _stream_stream(decode: Decoder, behavior: Behavior) -> Behavior:
                 await reject(context, str(exc))
 
         return generate
-
-    async def write(requests: AsyncIterator[bytes], context: Context) -> Any:
-        try:
-            return await behavior(_decoded(requests, decode), context)
-        except MalformedMessage as exc:
-            await reject(context, str(exc))
-
-    return write
+    return _stream_unary(decode, behavior)  # a behavior that writes through its context
 
 
 def guarded(handler: Handler) -> Handler:
