@@ -28,13 +28,21 @@ from raftkv.check.rebuild import choose_base
 from raftkv.guard.check_files import SnapFiles, WalContents, check_wal
 from raftkv.guard.check_report import Severity
 from raftkv.lease.lease import decode_lease, encode_lease
-from raftkv.mvcc.backend import BUCKET_KEY, BUCKET_LEASE, BackendConfig, seal, unseal
+from raftkv.mvcc.backend import (
+    BUCKET_CLUSTER,
+    BUCKET_KEY,
+    BUCKET_LEASE,
+    BackendConfig,
+    seal,
+    unseal,
+)
 from raftkv.mvcc.revision import decode_kv, encode_kv
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
 from raftkv.raft.types import ConfState, Entry, HardState, Snapshot
 from raftkv.server.applier import Applier
 from raftkv.server.bootstrap import DataDir, decode_members
+from raftkv.server.cluster_info import K_CLUSTER_VERSION
 from raftkv.server.requests import RequestKind, decode_request
 from raftkv.snap import decode_snapshot_file
 from raftkv.wal import WAL, WalSnapshot, encode_metadata
@@ -249,6 +257,26 @@ def test_value_rewritten_with_valid_crc_is_a_divergence(copy: Path) -> None:
     res = run_check(copy)
     assert res.returncode == 1
     assert re.search(r"^divergent rebuild .* keys: first differing revision", res.stdout, re.M)
+
+
+def test_cluster_record_rewritten_is_a_divergence(copy: Path) -> None:
+    # the cluster version the leader decided, rewritten at rest with a valid envelope: the
+    # member's state hash covers the cluster records, and so does check data's rebuild
+    env = lmdb.open(str(copy / "member" / "db"), max_dbs=16)
+    try:
+        db = env.open_db(BUCKET_CLUSTER.encode())
+        with env.begin(write=True, db=db) as txn:
+            stored = txn.get(K_CLUSTER_VERSION)
+            assert stored is not None
+            assert unseal(BUCKET_CLUSTER, K_CLUSTER_VERSION, stored) != b"0.1"
+            txn.put(K_CLUSTER_VERSION, seal(K_CLUSTER_VERSION, b"0.1"))
+    finally:
+        env.close()
+    code, doc = run_json(copy)
+    assert code == 1
+    rebuild = check_of(doc, "rebuild")
+    assert rebuild["status"] == "divergent"
+    assert rebuild["details"]["differing_parts"] == ["members"]
 
 
 def test_flipped_byte_in_a_value_names_bucket_and_key(copy: Path) -> None:

@@ -30,7 +30,7 @@ import bisect
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import zip_longest
 from typing import Any
 
@@ -41,7 +41,7 @@ from raftkv.fileutil import PRIVATE_FILE_MODE, copy_file, mkdir_all
 from raftkv.guard.check_files import BackendInfo, SnapFiles, WalContents
 from raftkv.guard.check_report import CheckResult, Finding, Severity
 from raftkv.guard.digest import META_APPLY_DIGEST
-from raftkv.guard.state_hash import StateHash, compute_state_hash
+from raftkv.guard.state_hash import StateHash
 from raftkv.mvcc.backend import BUCKET_KEY, DEFAULT_MAP_SIZE, Backend, BackendConfig
 from raftkv.mvcc.revision import SUB_BITS, bytes_to_rev, decode_kv, rev_to_bytes
 from raftkv.raft.types import Snapshot
@@ -100,17 +100,11 @@ def _applier(root: str, min_lease_ttl: int, map_size: int) -> Applier:
 
 
 def _state_hash(applier: Applier, index: int) -> StateHash:
+    """The member's own state hash of ``applier`` (every part, cluster records included),
+    labelled with ``index``."""
     if applier.store.compaction_pending():
         applier.store.run_compaction()
-    kv_hash, _current = applier.store.hash_kv(0)
-    return compute_state_hash(
-        applied_index=index,
-        kv_hash=kv_hash,
-        lease_digest=applier.lessor.state_digest(),
-        members=applier.members.values(),
-        alarms=applier.alarms,
-        auth=applier.auth.hash_part(),
-    )
+    return replace(applier.state_hash_deferred()(), applied_index=index)
 
 
 def _copy_env(src_dir: str, dst_dir: str) -> None:
