@@ -108,7 +108,9 @@ class HttpListeners:
         try:
             await site.start()
         except OSError as exc:
-            raise OSError(exc.errno, f"cannot listen on {url}: {exc.strerror or exc}") from None
+            what = "client HTTP requests" if gateway else "metrics"
+            reason = exc.strerror or str(exc)
+            raise OSError(exc.errno, f"cannot listen for {what} on {url}: {reason}") from None
         log.info("serving HTTP on %s%s", url, " (with the JSON gateway)" if gateway else "")
 
     async def close(self) -> None:

@@ -184,12 +184,18 @@ class PeerTransport:
             for url in self._listen_urls:
                 host, port = parse_url(url)
                 tls = self.security.listen_context(url)
-                if tls is None:
-                    server = await asyncio.start_server(self._accept, host, port)
-                    self._servers.append(server)
-                    sockets = list(server.sockets)
-                else:
-                    sockets = [self._listen_tls(host, port, tls)]
+                try:
+                    if tls is None:
+                        server = await asyncio.start_server(self._accept, host, port)
+                        self._servers.append(server)
+                        sockets = list(server.sockets)
+                    else:
+                        sockets = [self._listen_tls(host, port, tls)]
+                except OSError as exc:  # the one line a failed start shows
+                    reason = exc.strerror or str(exc)
+                    raise OSError(
+                        exc.errno, f"cannot listen for peer traffic on {url}: {reason}"
+                    ) from exc
                 for sock in sockets:
                     addr = sock.getsockname()
                     self.addresses.append((str(addr[0]), int(addr[1])))
