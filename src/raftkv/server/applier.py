@@ -38,7 +38,6 @@ import logging
 import os
 import struct
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -47,6 +46,7 @@ from raftkv import errors, failpoints
 from raftkv.auth.store import AuthStore
 from raftkv.auth.tokens import AuthInfo, TokenProvider
 from raftkv.backup.snapshot_file import write_snapshot_db
+from raftkv.clock import Clock
 from raftkv.fileutil import PRIVATE_FILE_MODE
 from raftkv.guard.digest import META_APPLY_DIGEST, ApplyDigest
 from raftkv.guard.state_hash import StateHash, compute_state_hash
@@ -164,6 +164,9 @@ class Applier:
     ) -> None:
         self.data_dir = data_dir
         self.backend_config = backend_config
+        # The member's clock (``raftkv.clock``), the backend's: lease grants on a primary
+        # lessor and every other timer of the member read it.
+        self.clock: Clock = backend_config.clock
         self.min_lease_ttl = min_lease_ttl
         self.header = header
         self._apply_conf_change = apply_conf_change
@@ -327,7 +330,7 @@ class Applier:
         self.backend.commit_pending()
 
     def commit_deadline(self) -> float | None:
-        """When (``time.monotonic``) the pending batch is due; None when nothing is pending."""
+        """When (on ``self.clock``) the pending batch is due; None when nothing is pending."""
         return self.backend.commit_deadline()
 
     def copy_backend(self, path: str) -> None:
@@ -730,7 +733,9 @@ class Applier:
         if failpoints.ENABLED and failpoints.hit("applyDropLease"):
             log.warning("failpoint applyDropLease: not granting lease %x", req.ID)
             return pb.LeaseGrantResponse(header=self.header(batch.revision), ID=req.ID, TTL=req.TTL)
-        lease = self.lessor.grant(req.ID, req.TTL, _now_if(self.lessor.is_primary))
+        lessor = self.lessor
+        now = self.clock.monotonic() if lessor.is_primary else None
+        lease = lessor.grant(req.ID, req.TTL, now)
         self.digest.recorder.lease_grant(lease.id, lease.ttl)
         if not fits(self.backend, LEASE_OVERHEAD):
             return self._applied_over_quota()
@@ -933,7 +938,3 @@ def _json_obj(data: bytes) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ValueError("member record is not a JSON object")
     return obj
-
-
-def _now_if(primary: bool) -> float | None:
-    return time.monotonic() if primary else None

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import math
 import secrets
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -74,7 +73,7 @@ class Leases:
         the old one."""
         lessor = self.applier.lessor
         if is_leader:
-            lessor.promote(self.election_timeout, time.monotonic())
+            lessor.promote(self.election_timeout, self.applier.clock.monotonic())
         elif lessor.is_primary:
             lessor.demote()
 
@@ -142,13 +141,16 @@ class Leases:
 
     def _renew_local(self, lease_id: int) -> int:
         try:
-            return self.applier.lessor.renew(lease_id, time.monotonic())
+            return self.applier.lessor.renew(lease_id, self.applier.clock.monotonic())
         except LeaseNotFoundError:
             raise errors.ERR_LEASE_NOT_FOUND from None
 
     def _ttl_local(self, req: pb.LeaseTimeToLiveRequest) -> pb.LeaseTimeToLiveResponse:
         try:
-            granted, remaining, keys = self.applier.lessor.time_to_live(req.ID, time.monotonic())
+            applier = self.applier
+            granted, remaining, keys = applier.lessor.time_to_live(
+                req.ID, applier.clock.monotonic()
+            )
         except LeaseNotFoundError:
             return pb.LeaseTimeToLiveResponse(ID=req.ID, TTL=-1)
         resp = pb.LeaseTimeToLiveResponse(ID=req.ID, TTL=remaining, grantedTTL=granted)
@@ -188,7 +190,7 @@ class Leases:
             lessor = self.applier.lessor
             if not (self.raft.is_leader and lessor.is_primary):
                 continue
-            now = time.monotonic()
+            now = self.applier.clock.monotonic()
             auth = self.applier.auth
             # As etcd's WithRoot: an expiry is the cluster's act, allowed whatever keys it holds.
             who = AuthInfo(ROOT_USER, auth.revision) if auth.enabled else None

@@ -18,11 +18,11 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Coroutine
 from typing import Any
 
 from raftkv.auth.tokens import AuthTokenError, TokenProvider, new_token_provider
+from raftkv.clock import SYSTEM_CLOCK, Clock
 from raftkv.lease.lessor import min_lease_ttl
 from raftkv.mvcc.backend import BackendConfig
 from raftkv.mvcc.errors import BackendCorruptionError
@@ -65,8 +65,11 @@ class MemberStoppedError(FatalStateMachineError):
 
 
 class Member:
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, clock: Clock = SYSTEM_CLOCK) -> None:
+        """``clock``: every time the member's own code reads (``raftkv.clock``); its waits go
+        through the event loop it runs on."""
         self.config = config
+        self.clock = clock
         self.data_dir = DataDir(config.resolved_data_dir, config.wal_dir)
         hb = config.heartbeat_interval_ms
         self.election_ticks = max(1, config.election_timeout_ms // hb)
@@ -135,6 +138,7 @@ class Member:
             tick_interval=cfg.heartbeat_interval_ms / 1000,
             snapshot_count=cfg.snapshot_count,
             snapshot_catchup_entries=cfg.snapshot_catchup_entries,
+            clock=self.clock,
         )
         raft.on_fatal = self._fatal
         self.proposer = Proposer(
@@ -143,6 +147,7 @@ class Member:
             request_timeout=self.request_timeout,
             max_request_bytes=cfg.max_request_bytes,
             cluster_version=lambda: self.applier.cluster.cluster_version,
+            first_request_ms=self.clock.wall_ns() // 1_000_000,
         )
         self.applier = applier = Applier(
             data_dir=self.data_dir,
@@ -150,6 +155,7 @@ class Member:
                 quota_bytes=cfg.quota_backend_bytes,  # LMDB's map: mvcc.backend.map_size_for
                 batch_interval=cfg.backend_batch_interval_s,
                 batch_limit=cfg.backend_batch_limit,
+                clock=self.clock,
             ),
             min_lease_ttl=min_lease_ttl(self.election_ticks, cfg.heartbeat_interval_ms),
             header=self.header,
@@ -498,7 +504,7 @@ class Member:
             await asyncio.sleep(min(compactor.interval, 1.0))
             store = self.applier.store
             target = compactor.decide(
-                time.monotonic(), store.current_revision, store.compact_revision
+                self.applier.clock.monotonic(), store.current_revision, store.compact_revision
             )
             if target is not None and self.raft.is_leader:
                 log.info("auto-compaction: compacting to revision %d", target)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -93,7 +92,7 @@ class Membership:
     async def member_add(self, req: pb.MemberAddRequest) -> pb.MemberAddResponse:
         urls = _checked_urls(req.peerURLs)
         self._may_add(req.isLearner)
-        mid = make_member_id(urls, self.config.initial_cluster_token, time.time_ns())
+        mid = make_member_id(urls, self.config.initial_cluster_token, self.applier.clock.wall_ns())
         info = MemberInfo(mid, "", tuple(urls), (), req.isLearner)
         kind = ConfChangeType.ADD_LEARNER_NODE if req.isLearner else ConfChangeType.ADD_NODE
         await self._change(

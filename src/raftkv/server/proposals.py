@@ -51,12 +51,15 @@ class Proposer:
         request_timeout: float,
         max_request_bytes: int,
         cluster_version: Callable[[], Version | None],
+        first_request_ms: int,
     ) -> None:
+        """``first_request_ms``: the wall clock in milliseconds, seeding request IDs (etcd's
+        idutil)."""
         self.raft = raft
         self.request_timeout = request_timeout
         self.max_request_bytes = max_request_bytes
         self._cluster_version = cluster_version
-        self._ids = RequestIdGenerator(member_id)
+        self._ids = RequestIdGenerator(member_id, first_request_ms)
         self._deadlines = Deadlines(request_timeout, errors.ERR_TIMEOUT)
         self.waiters: dict[int, asyncio.Future[Any]] = {}
         self.failed = 0  # etcd_server_proposals_failed_total

@@ -44,11 +44,11 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from raftkv.clock import SYSTEM_CLOCK, Clock
 from raftkv.mvcc.errors import BackendCorruptionError
 from raftkv.raft import RawNode
 from raftkv.raft.errors import ProposalDroppedError, RaftError
@@ -138,6 +138,7 @@ class RaftNode:
         tick_interval: float,
         snapshot_count: int,
         snapshot_catchup_entries: int,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.node = node
         self.storage = storage
@@ -151,6 +152,7 @@ class RaftNode:
         # Entries kept behind a snapshot so slow followers catch up by entries rather than a
         # whole snapshot (etcd's SnapshotCatchUpEntries).
         self.snapshot_catchup_entries = snapshot_catchup_entries
+        self.clock = clock  # the backend batch's deadline is on it
         self.lead = 0
         self.is_leader = False
         self.transport: Transport | None = None
@@ -433,7 +435,7 @@ class RaftNode:
         assert self.state_machine is not None
         due = self.state_machine.commit_deadline()
         if due is not None:
-            left = due - time.monotonic()
+            left = due - self.clock.monotonic()
             if left <= 0:
                 self.state_machine.commit_pending()
                 return

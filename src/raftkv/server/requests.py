@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import itertools
 import struct
-import time
 from enum import IntEnum
 from typing import NamedTuple
 
@@ -174,8 +173,8 @@ class RequestIdGenerator:
     member never repeat within a run and practically never across restarts.
     """
 
-    def __init__(self, member_id: int, now_ms: int | None = None) -> None:
-        start = int(time.time() * 1000) if now_ms is None else now_ms
+    def __init__(self, member_id: int, now_ms: int) -> None:
+        start = now_ms
         self._prefix = (member_id & 0xFFFF) << 48
         self._counter = itertools.count(((start & ((1 << 40) - 1)) << 8) + 1)
 

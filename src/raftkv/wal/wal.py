@@ -256,7 +256,7 @@ class WAL:
         if self._dirty:
             if failpoints.ENABLED:
                 failpoints.hit("walBeforeFsync")  # sleep and panic act inside hit()
-            started = time.monotonic()
+            started = time.perf_counter()
             try:
                 os.fdatasync(self._tail_fd)
             except BaseException:
@@ -264,7 +264,7 @@ class WAL:
                 raise
             self._dirty = False
             if self.on_fsync is not None:
-                self.on_fsync(time.monotonic() - started)
+                self.on_fsync(time.perf_counter() - started)
         if self._offset >= self._segment_size:
             self._cut()
 
