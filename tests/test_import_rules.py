@@ -43,6 +43,7 @@ RULES: tuple[Rule, ...] = (
     # Rule(importers, never imported, reason[, allowed=exceptions][, exempt=importers spared])
     Rule("raft", "*", "the Raft core is pure: nothing of raftkv but itself", allowed="raft"),
     Rule("fileutil", "*", "file and directory modes are a leaf every layer may use: nothing of raftkv"),
+    Rule("clock", "*", "the clock seam is a leaf every layer may use: nothing of raftkv"),
     Rule(STORE, "server api app ctl client check guard inspect backup benchmark", "the store knows nothing of what is built on it"),
     Rule("guard", "server api app ctl client check inspect benchmark", "the guard's building blocks are pure; the server wires them in"),
     Rule("auth", "server api app ctl client check inspect backup benchmark", "auth's store and tokens are building blocks; the server applies them, the API asks through its port"),
