@@ -30,10 +30,15 @@ from raftkv.server.config import _FLAGS
 from raftkv.wal.files import list_segments
 from raftkv.wal.record import RecordType
 from raftkv.wal.replay import read_segments
-from tests.cluster.harness import ETCDCTL, REPO, Cluster, free_ports, installation_env
+from tests.cluster.harness import (
+    ETCDCTL,
+    REPO,
+    Cluster,
+    free_ports,
+    installation_env,
+    require_etcdctl,
+)
 from tests.tls_certs import make_certs
-
-needs_etcdctl = pytest.mark.skipif(ETCDCTL is None, reason="etcdctl not installed")
 
 RUN_TIMEOUT = 60.0
 SETPRIV = shutil.which("setpriv")
@@ -223,28 +228,17 @@ def test_unreadable_cert_file(tmp_path: Path, ports: tuple[int, int]) -> None:
     assert _failure(res) == f"cannot read {certs.server_cert}: Permission denied"
 
 
-def test_cert_and_key_do_not_match(tmp_path: Path, ports: tuple[int, int]) -> None:
+@pytest.mark.parametrize(("prefix", "scheme"), [("", "https"), ("peer-", "http")])
+def test_cert_and_key_do_not_match(
+    tmp_path: Path, ports: tuple[int, int], prefix: str, scheme: str
+) -> None:
     certs = make_certs(tmp_path / "certs")
     argv = _serve_argv(
         tmp_path / "data",
         *ports,
-        f"--cert-file={certs.server_cert}",
-        f"--key-file={certs.client_key}",
-        scheme="https",
-    )
-    assert _failure(_run(argv)) == (
-        f"certificate {certs.server_cert} and key {certs.client_key} do not load: "
-        "KEY_VALUES_MISMATCH"
-    )
-
-
-def test_peer_cert_and_key_do_not_match(tmp_path: Path, ports: tuple[int, int]) -> None:
-    certs = make_certs(tmp_path / "certs")
-    argv = _serve_argv(
-        tmp_path / "data",
-        *ports,
-        f"--peer-cert-file={certs.server_cert}",
-        f"--peer-key-file={certs.client_key}",
+        f"--{prefix}cert-file={certs.server_cert}",
+        f"--{prefix}key-file={certs.client_key}",
+        scheme=scheme,
     )
     assert _failure(_run(argv)) == (
         f"certificate {certs.server_cert} and key {certs.client_key} do not load: "
@@ -282,8 +276,7 @@ def _flip_a_middle_record(wal_dir: Path) -> tuple[str, int]:
 
 @pytest.fixture
 def corrupt_wal(tmp_path: Path) -> tuple[Cluster, str, int]:
-    if ETCDCTL is None:
-        pytest.skip("etcdctl not installed")
+    require_etcdctl()
     c = _stopped_member(tmp_path / "c")
     segment, offset = _flip_a_middle_record(c.members[0].data_dir / "member" / "wal")
     return c, segment, offset
@@ -331,8 +324,8 @@ def test_bad_failpoints_spec_is_one_line(tmp_path: Path, ports: tuple[int, int])
 # ------------------------------------------------------------------ a fatal error after start-up
 
 
-@needs_etcdctl
 def test_fatal_error_after_start_is_one_json_line(tmp_path: Path, ports: tuple[int, int]) -> None:
+    require_etcdctl()  # scripts/test installs it: a missing one fails, never skips
     client, peer = ports
     data = tmp_path / "data"
     log_path = tmp_path / "member.log"
@@ -415,10 +408,10 @@ def _raftkv_endpoint(root: Path) -> Iterator[str]:
 
 
 def _etcd_endpoint(root: Path) -> Iterator[str]:
-    from tests.ctl.harness import ETCD, start_etcd
+    from tests.compat.servers import require_etcd
+    from tests.ctl.harness import start_etcd
 
-    if ETCD is None:
-        pytest.skip("etcd not installed: nothing to compare with")
+    require_etcd()
     server = start_etcd(root)
     try:
         yield server.endpoint
@@ -460,8 +453,8 @@ def _watch(
     return code, out_path.read_text().splitlines(), err_path.read_text()
 
 
-@needs_etcdctl
 def test_watch_at_the_compacted_revision(endpoint: str, tmp_path: Path) -> None:
+    require_etcdctl()
     client = int(endpoint.rsplit(":", 1)[1])
     for i in range(1, 5):
         _etcdctl_until(client, ["put", "cw/k", f"v{i}"], lambda r: r.returncode == 0)
