@@ -25,10 +25,9 @@ from raftkv.app.client_tls import CertificateChecks
 from raftkv.app.health import Health
 from raftkv.app.metrics import MemberMetrics, render
 from raftkv.app.services import Services
-from raftkv.server import security
 from raftkv.server.config import ServerConfig
 from raftkv.server.member import Member
-from raftkv.tlsutil import ReloadingContext
+from raftkv.tlsutil import ReloadingContext, TLSInfo
 from raftkv.version import ETCD_API_VERSION, SERVER_VERSION
 
 log = logging.getLogger("raftkv.http")
@@ -56,20 +55,23 @@ class HttpListeners:
     """The aiohttp listeners of one member; ``start`` binds every URL or raises ``OSError``
     naming the URL (nothing is left listening then)."""
 
-    def __init__(self, member: Member, cfg: ServerConfig, services: Services) -> None:
+    def __init__(
+        self,
+        member: Member,
+        cfg: ServerConfig,
+        services: Services,
+        tls: TLSInfo | None,
+        checks: CertificateChecks | None,
+    ) -> None:
+        """``tls``: the client side's material (``security.client_tls``); ``checks``: the
+        per-call certificate checks the gRPC server uses too."""
         self.member = member
         self.cfg = cfg
         self.metrics = MemberMetrics(member)
         self.health = Health(member, self.metrics.registry)
-        tls = security.client_tls(cfg)
         self._ssl = (
             ReloadingContext(lambda: tls.server_context(cfg.tls_policy()), tls.files())
             if tls is not None
-            else None
-        )
-        checks = (
-            CertificateChecks(tls)
-            if tls is not None and (tls.crl_file or tls.allowed_hostnames)
             else None
         )
         self.gateway = Gateway(services, checks.refusal if checks is not None else None)

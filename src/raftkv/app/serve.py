@@ -84,9 +84,13 @@ async def serve(cfg: ServerConfig) -> int:
         await stop_member(member, failed=True)
         return 1
     set_corruption_reporter(member.report_backend_corruption)
-    interceptors = []
-    if client_tls is not None and (client_tls.crl_file or client_tls.allowed_hostnames):
-        interceptors.append(CertificateChecks(client_tls))
+    # one set of per-call certificate checks for gRPC and the gateway
+    checks = (
+        CertificateChecks(client_tls)
+        if client_tls is not None and (client_tls.crl_file or client_tls.allowed_hostnames)
+        else None
+    )
+    interceptors = [checks] if checks is not None else []
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
@@ -116,7 +120,7 @@ async def serve(cfg: ServerConfig) -> int:
             await stop_member(member, failed=True)
             return 1
     await server.start()
-    http = HttpListeners(member, cfg, services)
+    http = HttpListeners(member, cfg, services, client_tls, checks)
     try:
         await http.start()
     except OSError as exc:
