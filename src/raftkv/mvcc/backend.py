@@ -459,6 +459,15 @@ class Backend:
         self.commit_pending()
         self._env.close()
 
+    def abandon(self) -> None:
+        """Close the environment as a crash would: the pending batch is dropped uncommitted,
+        the file keeps what earlier commits made durable (a simulated crash)."""
+        outer, self._outer = self._outer, None
+        self._pending_ops = 0
+        if outer is not None:
+            outer.abort()
+        self._env.close()
+
     # Simple one-shot bucket helpers (each in its own transaction).
 
     def get(self, bucket: str, key: bytes) -> bytes | None:

@@ -266,6 +266,10 @@ class Applier:
         with self._hashing:
             self.backend.close()
 
+    def abandon(self) -> None:
+        """Close the backend as a crash would (``Backend.abandon``)."""
+        self.backend.abandon()
+
     def write_initial_members(self, members: Sequence[MemberInfo]) -> None:
         """Bootstrap: the initial member list, committed at consistent index 1 and made
         durable at once (the bootstrap Raft snapshot is at index 1, so no WAL entry redoes it)."""

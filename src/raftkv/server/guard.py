@@ -44,9 +44,10 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
 from raftkv.guard.digest import awaits_voters, comparison_indexes, judge
-from raftkv.peer.transport import PeerRequestError, PeerTransport
+from raftkv.peer.transport import PeerRequestError
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.server.applier import Applier
+from raftkv.server.environment import MemberTransport
 from raftkv.server.fencing import EVIDENCE_ALARM, EVIDENCE_DIGEST, VERDICT_KIND, Verdict
 
 log = logging.getLogger("raftkv.guard")
@@ -76,6 +77,10 @@ class _Evidence:
     at: int
     digest: bytes
     firsts: dict[bytes, int]
+
+
+class _HistoryMovedOnError(Exception):
+    """A member no longer keeps a digest the search for a first divergence needs."""
 
 
 class _Round:
@@ -110,7 +115,7 @@ class VerdictSender:
         self,
         *,
         member_id: int,
-        transport: PeerTransport,
+        transport: MemberTransport,
         term: Callable[[], int],
         alarmed: Callable[[], Collection[int]],
         applied_index: Callable[[], int],
@@ -212,7 +217,7 @@ class ConsistencyGuard:
         *,
         member_id: int,
         applier: Applier,
-        transport: PeerTransport,
+        transport: MemberTransport,
         voters: Callable[[], tuple[int, ...]],
         is_leader: Callable[[], bool],
         raise_alarm: Callable[[int], Awaitable[None]],
@@ -331,7 +336,9 @@ class ConsistencyGuard:
             for other in longest:
                 theirs = reports[other]
                 if theirs != mine and theirs not in firsts:
-                    firsts[theirs] = await self._first_divergence(rnd, member, other, at)
+                    first = await self._first_divergence(rnd, member, other, at)
+                    if first is not None:
+                        firsts[theirs] = first
             self._evidence[member] = _Evidence(at, mine, firsts)
             self.counters.pending[member] = at
 
@@ -353,7 +360,7 @@ class ConsistencyGuard:
             del self._evidence[member]
             self.counters.pending.pop(member, None)
             if ev.digest != truth and not self._already_alarmed(member):
-                await self._name(member, ev.firsts.get(truth, ev.at), ev.at, truth, ev.digest)
+                await self._name(member, ev.firsts.get(truth), ev.at, truth, ev.digest)
                 named.append(member)
         return named
 
@@ -390,6 +397,8 @@ class ConsistencyGuard:
             self._evidence.pop(member, None)
             self.counters.pending.pop(member, None)
             if self._already_alarmed(member):
+                if member not in self.counters.last_divergence:
+                    await self._locate(rnd, member, source, where)
                 continue
             first = await self._first_divergence(rnd, member, source, where)
             actual = await rnd.at(member, where)
@@ -410,16 +419,24 @@ class ConsistencyGuard:
         return named
 
     async def _name(
-        self, member: int, first: int, at: int, expected: bytes | None, actual: bytes | None
+        self,
+        member: int,
+        first: int | None,
+        at: int,
+        expected: bytes | None,
+        actual: bytes | None,
     ) -> None:
+        """``first``: the first index where ``member`` left the truth's chain; None when the
+        histories moved on before it could be found (``_locate`` tries again later)."""
         self.counters.corruption_detected += 1
-        self.counters.last_divergence[member] = first
-        revision = self.applier.revision_at.get(first)
+        if first is not None:
+            self.counters.last_divergence[member] = first
+        revision = self.applier.revision_at.get(first) if first is not None else None
         log.error(
-            "apply digest mismatch: member %x diverged at raft index %d (revision %s) "
+            "apply digest mismatch: member %x diverged at raft index %s (revision %s) "
             "(compared at index %d: expected %s, member has %s; %s)",
             member,
-            first,
+            first if first is not None else "unknown",
             revision if revision is not None else "unknown",
             at,
             expected.hex() if expected is not None else "no majority",
@@ -429,8 +446,24 @@ class ConsistencyGuard:
             else "no majority of voters agrees: every member is suspect",
         )
         if expected is not None:  # first: the member may not be able to apply the alarm
-            self.verdicts.name(member, at, first, EVIDENCE_DIGEST)
+            self.verdicts.name(member, at, first or 0, EVIDENCE_DIGEST)
         await self.raise_alarm(member)
+
+    async def _locate(self, rnd: _Round, member: int, source: int, where: int) -> None:
+        """``member`` was named before its first divergent index was known (by a state hash
+        check, or by a leader before this one): find it now that a majority's digests show it."""
+        first = await self._first_divergence(rnd, member, source, where)
+        if first is None:
+            return
+        self.counters.last_divergence[member] = first
+        revision = self.applier.revision_at.get(first)
+        log.error(
+            "member %x, named diverged before, first left the quorum's apply digests at raft "
+            "index %d (revision %s)",
+            member,
+            first,
+            revision if revision is not None else "unknown",
+        )
 
     def _already_alarmed(self, member: int) -> bool:
         return (member, int(pb.CORRUPT)) in self.applier.alarms
@@ -450,20 +483,29 @@ class ConsistencyGuard:
         raw = await self.transport.request(member, "digest-at", _INDEX.pack(index), timeout)
         return raw or None
 
-    async def _first_divergence(self, rnd: _Round, member: int, source: int, hi: int) -> int:
+    async def _first_divergence(self, rnd: _Round, member: int, source: int, hi: int) -> int | None:
         """The first index in (lo, hi] where ``member`` left ``source``'s chain (the truth's),
-        lo being the oldest index both keep; lo itself when they differ there already."""
+        lo being the oldest index both keep; lo itself when they differ there already.  None
+        when one of them no longer keeps an index the search needs (its history was reset by
+        a snapshot, or evicted, since the round gathered the ranges): a digest it lacks says
+        nothing about where it left the chain."""
         lo = max(rnd.ranges[member][0], rnd.ranges[source][0])
 
         async def same(i: int) -> bool:
-            return await rnd.at(member, i) == await rnd.at(source, i)
+            mine, theirs = await rnd.at(member, i), await rnd.at(source, i)
+            if mine is None or theirs is None:
+                raise _HistoryMovedOnError
+            return mine == theirs
 
-        if not await same(lo):
-            return lo
-        while hi - lo > 1:  # invariant: same at lo, different at hi
-            mid = (lo + hi) // 2
-            if await same(mid):
-                lo = mid
-            else:
-                hi = mid
+        try:
+            if not await same(lo):
+                return lo
+            while hi - lo > 1:  # invariant: same at lo, different at hi
+                mid = (lo + hi) // 2
+                if await same(mid):
+                    lo = mid
+                else:
+                    hi = mid
+        except _HistoryMovedOnError:
+            return None
         return hi

@@ -38,8 +38,9 @@ from raftkv.errors import EtcdError
 from raftkv.guard.digest import judge
 from raftkv.guard.state_hash import StateHash
 from raftkv.mvcc.errors import BackendCorruptionError
-from raftkv.peer.transport import PeerRequestError, PeerTransport
+from raftkv.peer.transport import PeerRequestError
 from raftkv.server.applier import Applier
+from raftkv.server.environment import MemberTransport
 from raftkv.server.fencing import EVIDENCE_STATE_HASH
 
 log = logging.getLogger("raftkv.hashcheck")
@@ -85,7 +86,7 @@ class StateHashChecker:
         *,
         member_id: int,
         applier: Applier,
-        transport: PeerTransport,
+        transport: MemberTransport,
         voters: Callable[[], tuple[int, ...]],
         is_leader: Callable[[], bool],
         leader: Callable[[], int],

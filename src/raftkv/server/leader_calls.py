@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from raftkv import errors
-from raftkv.peer.transport import PeerTransport
+from raftkv.server.environment import MemberTransport
 from raftkv.server.raft_node import RaftNode
 
 
@@ -26,7 +26,7 @@ async def wait_for_leader(raft: RaftNode, timeout: float) -> int:
 
 
 async def ask_leader(
-    raft: RaftNode, transport: PeerTransport, kind: str, payload: bytes, timeout: float
+    raft: RaftNode, transport: MemberTransport, kind: str, payload: bytes, timeout: float
 ) -> bytes:
     lead = await wait_for_leader(raft, timeout)
     return await transport.request(lead, kind, payload, timeout=timeout)

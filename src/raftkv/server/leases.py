@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import secrets
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -23,9 +22,10 @@ from raftkv import errors
 from raftkv.auth.store import ROOT_USER
 from raftkv.auth.tokens import AuthInfo
 from raftkv.lease.errors import LeaseNotFoundError
-from raftkv.peer.transport import PeerRequestError, PeerTransport
+from raftkv.peer.transport import PeerRequestError
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.server.applier import Applier
+from raftkv.server.environment import Entropy, MemberTransport
 from raftkv.server.fencing import Fence
 from raftkv.server.leader_calls import ask_leader
 from raftkv.server.proposals import Proposer
@@ -45,14 +45,16 @@ class Leases:
         *,
         applier: Applier,
         raft: RaftNode,
-        transport: PeerTransport,
+        transport: MemberTransport,
         proposer: Proposer,
         barrier: ReadBarrier,
         fence: Fence,
         header: Callable[..., pb.ResponseHeader],
         election_timeout: float,
         spawn: Callable[[Coroutine[Any, Any, None]], None],
+        entropy: Entropy,
     ) -> None:
+        """``entropy`` draws the IDs of leases granted without one."""
         self.applier = applier
         self.raft = raft
         self.transport = transport
@@ -62,6 +64,7 @@ class Leases:
         self.header = header
         self.election_timeout = election_timeout
         self._spawn = spawn
+        self.entropy = entropy
         self.quota = QuotaAlarmer(
             member_id=fence.member_id, backend=lambda: applier.backend, proposer=proposer
         )
@@ -85,7 +88,7 @@ class Leases:
             await self.quota.refuse()
         lease_id = req.ID
         while lease_id == 0:
-            candidate = secrets.randbits(63)
+            candidate = self.entropy.getrandbits(63)
             if candidate and self.applier.lessor.lookup(candidate) is None:
                 lease_id = candidate
         body = pb.LeaseGrantRequest(TTL=req.TTL, ID=lease_id).SerializeToString()

@@ -17,18 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Coroutine
 from typing import Any
 
 from raftkv.auth.tokens import AuthTokenError, TokenProvider, new_token_provider
-from raftkv.clock import SYSTEM_CLOCK, Clock
 from raftkv.lease.lessor import min_lease_ttl
 from raftkv.mvcc.backend import BackendConfig
 from raftkv.mvcc.errors import BackendCorruptionError
 from raftkv.mvcc.watchable import WatchableStore
 from raftkv.peer.security import unauthenticated_warning
-from raftkv.peer.transport import PeerTransport
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.raft import RawNode
 from raftkv.raft.config import Config as RaftConfig
@@ -38,6 +35,7 @@ from raftkv.server.auth import Auth
 from raftkv.server.bootstrap import BootstrapError, DataDir, MemberInfo, open_raft_side
 from raftkv.server.compactor import AutoCompactor, parse_retention
 from raftkv.server.config import ServerConfig
+from raftkv.server.environment import PRODUCTION, MemberEnvironment, MemberTransport
 from raftkv.server.fencing import VERDICT_KIND, Fence
 from raftkv.server.guard import ConsistencyGuard
 from raftkv.server.hash_check import StateHashChecker
@@ -65,11 +63,13 @@ class MemberStoppedError(FatalStateMachineError):
 
 
 class Member:
-    def __init__(self, config: ServerConfig, clock: Clock = SYSTEM_CLOCK) -> None:
-        """``clock``: every time the member's own code reads (``raftkv.clock``); its waits go
-        through the event loop it runs on."""
+    def __init__(self, config: ServerConfig, env: MemberEnvironment = PRODUCTION) -> None:
+        """``env``: the member's clock, randomness, peer transport and WAL worker
+        (``server.environment``); its waits go through the event loop it runs on, whose time
+        must be ``env.clock``'s."""
         self.config = config
-        self.clock = clock
+        self.env = env
+        self.clock = env.clock
         self.data_dir = DataDir(config.resolved_data_dir, config.wal_dir)
         hb = config.heartbeat_interval_ms
         self.election_ticks = max(1, config.election_timeout_ms // hb)
@@ -80,7 +80,7 @@ class Member:
         self.cluster_id = 0
         self.raft: RaftNode
         self.applier: Applier
-        self.transport: PeerTransport
+        self.transport: MemberTransport
         self.proposer: Proposer
         self.fence: Fence
         self.kv: KV
@@ -124,7 +124,7 @@ class Member:
                 max_inflight_msgs=512,
                 check_quorum=True,
                 pre_vote=True,
-                seed=int.from_bytes(os.urandom(8), "big"),
+                seed=self.env.entropy.getrandbits(64),
             )
         )
         self.raft = raft = RaftNode(
@@ -139,6 +139,7 @@ class Member:
             snapshot_count=cfg.snapshot_count,
             snapshot_catchup_entries=cfg.snapshot_catchup_entries,
             clock=self.clock,
+            new_worker=self.env.serial_worker,
         )
         raft.on_fatal = self._fatal
         self.proposer = Proposer(
@@ -178,7 +179,7 @@ class Member:
             applier.write_initial_members(rec.initial_members)
         rec.wal.on_fsync = self.disk_metrics.wal_fsync.observe
         applier.store.on_commit = self.disk_metrics.backend_commit.observe
-        self.transport = transport = PeerTransport(
+        self.transport = transport = self.env.peer_transport(
             member_id=self.member_id,
             cluster_id=self.cluster_id,
             listen_urls=list(cfg.listen_peer_urls),
@@ -202,7 +203,7 @@ class Member:
             verdict_dir=self.data_dir.member,  # an accepted guard verdict survives restarts
         )
         transport.register_handler(VERDICT_KIND, self.fence.handle_verdict)
-        self.barrier = ReadBarrier(raft, self.request_timeout)
+        self.barrier = ReadBarrier(raft, self.request_timeout, self.env.entropy)
         self.kv = KV(
             applier=applier,
             proposer=self.proposer,
@@ -221,6 +222,7 @@ class Member:
             header=self.header,
             election_timeout=cfg.election_timeout_ms / 1000,
             spawn=self._spawn,
+            entropy=self.env.entropy,
         )
         self.membership = Membership(
             member_id=self.member_id,

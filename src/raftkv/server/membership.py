@@ -31,13 +31,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from raftkv import errors
-from raftkv.peer.transport import PeerRequestError, PeerTransport
+from raftkv.peer.transport import PeerRequestError
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.raft.types import ConfChange, ConfChangeType
 from raftkv.server.applier import Applier
 from raftkv.server.bootstrap import MemberInfo
 from raftkv.server.cluster_info import MemberChange
 from raftkv.server.config import ServerConfig
+from raftkv.server.environment import MemberTransport
 from raftkv.server.ids import member_id as make_member_id
 from raftkv.server.leader_calls import ask_leader, wait_for_leader
 from raftkv.server.proposals import Proposer
@@ -63,7 +64,7 @@ class Membership:
         config: ServerConfig,
         applier: Applier,
         raft: RaftNode,
-        transport: PeerTransport,
+        transport: MemberTransport,
         proposer: Proposer,
         barrier: ReadBarrier,
         header: Callable[[], pb.ResponseHeader],

@@ -140,6 +140,10 @@ class Proposer:
             waiters.pop(request_id, None)
             if not fut.done():
                 fut.cancel()  # the caller went away: nobody will read it
+            elif not fut.cancelled():
+                # Its deadline failed it while the call still waited for a leader (and
+                # answered the timeout itself): nobody else reads it.
+                fut.exception()
 
     async def propose_quietly(
         self, kind: RequestKind, body: bytes, who: AuthInfo | None = None

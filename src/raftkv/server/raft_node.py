@@ -65,6 +65,7 @@ from raftkv.raft.types import (
     Snapshot,
     StateType,
 )
+from raftkv.server.environment import BlockingRunner
 from raftkv.server.worker import SerialWorker
 from raftkv.snap import Snapshotter
 from raftkv.wal import WAL, WalSnapshot
@@ -139,7 +140,9 @@ class RaftNode:
         snapshot_count: int,
         snapshot_catchup_entries: int,
         clock: Clock = SYSTEM_CLOCK,
+        new_worker: Callable[[str], BlockingRunner] = SerialWorker,
     ) -> None:
+        """``new_worker`` builds, at ``start``, the runner of the WAL's fdatasync."""
         self.node = node
         self.storage = storage
         self.wal = wal
@@ -147,6 +150,9 @@ class RaftNode:
         self.snap_dir = snap_dir
         self.conf_state = conf_state
         self.snapshot_index = snapshot_index
+        # The last index applied from the log (entries or a snapshot), always in the log or
+        # at its snapshot; the state machine's applied index may be ahead of it.
+        self.log_applied = snapshot_index
         self.tick_interval = tick_interval
         self.snapshot_count = snapshot_count
         # Entries kept behind a snapshot so slow followers catch up by entries rather than a
@@ -171,7 +177,8 @@ class RaftNode:
         self._apply_idle.set()
         self._last_apply = 0.0
         self._last_ready = 0.0
-        self._wal_worker: SerialWorker | None = None
+        self._new_worker = new_worker
+        self._wal_worker: BlockingRunner | None = None
         # Proposals queued since the last Ready iteration, stepped as one MsgProp; each has
         # the future its proposer awaits, which gets ProposalDroppedError if the batch drops.
         self._proposals: list[bytes] = []
@@ -191,7 +198,7 @@ class RaftNode:
     def start(self, transport: Transport, state_machine: StateMachine) -> None:
         self.transport = transport
         self.state_machine = state_machine
-        self._wal_worker = SerialWorker("raftkv-wal-sync")
+        self._wal_worker = self._new_worker("raftkv-wal-sync")
         self._tasks = [
             asyncio.create_task(self._tick_loop(), name="raft-tick"),
             asyncio.create_task(self._ready_loop(), name="raft-ready"),
@@ -364,9 +371,7 @@ class RaftNode:
                     self._flush_proposals()
                 if self.node.has_ready():
                     await self._process_ready(self.node.ready())
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
+        except Exception as exc:  # not CancelledError or GeneratorExit: those end the task
             self._fail("raft ready loop", exc)
             raise
 
@@ -406,7 +411,7 @@ class RaftNode:
                     db_path = self._received_snapshots.pop(snap.metadata.index, None)
                     self.state_machine.install_snapshot(snap, db_path)
                     self.conf_state = snap.metadata.conf_state
-                    self.snapshot_index = snap.metadata.index
+                    self.snapshot_index = self.log_applied = snap.metadata.index
                 batch = list(entries)
                 while self._apply_queue and self._apply_queue[0][0] is None:
                     batch.extend(self._apply_queue.popleft()[1])
@@ -421,11 +426,10 @@ class RaftNode:
                         self._apply_queue.appendleft((None, batch))
                         await self._park(exc)
                         continue
+                    self.log_applied = batch[-1].index
                 self._release_applied_waiters()
                 await asyncio.sleep(0)  # let the loop serve requests between batches
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
+        except Exception as exc:  # not CancelledError or GeneratorExit: those end the task
             self._fail("apply loop", exc)
             raise
 
@@ -574,8 +578,10 @@ class RaftNode:
             self._applied_waiters = still
 
     async def _maybe_snapshot(self) -> None:
-        assert self.state_machine is not None
-        applied = self.state_machine.applied_index()
+        """Snapshot at the last entry applied from the log: the state machine's own index can
+        be ahead of the log (a received backend is newer than the Raft snapshot that carried
+        it, as etcd's: the entries up to it arrive after, and apply skips them)."""
+        applied = self.log_applied
         if applied - self.snapshot_index < self.snapshot_count:
             return
         await self.create_snapshot(applied)

@@ -9,15 +9,17 @@ it raises etcd's ``request timed out`` after ``request_timeout``.
 from __future__ import annotations
 
 import asyncio
-import secrets
 
 from raftkv import errors
+from raftkv.server.environment import Entropy
 from raftkv.server.raft_node import RaftNode
 
 
 class ReadBarrier:
-    def __init__(self, raft: RaftNode, request_timeout: float) -> None:
+    def __init__(self, raft: RaftNode, request_timeout: float, entropy: Entropy) -> None:
+        """``entropy`` draws each round's read-index context."""
         self.raft = raft
+        self.entropy = entropy
         self.request_timeout = request_timeout
         self._pending: asyncio.Future[None] | None = None
         self._wake = asyncio.Event()
@@ -39,7 +41,7 @@ class ReadBarrier:
             try:
                 async with asyncio.timeout(self.request_timeout):
                     await self.raft.wait_leader()
-                    index = await self.raft.read_index(secrets.token_bytes(8))
+                    index = await self.raft.read_index(self.entropy.randbytes(8))
                     await self.raft.wait_applied(index)
             except TimeoutError:
                 fut.set_exception(errors.ERR_TIMEOUT())

@@ -85,6 +85,8 @@ from raftkv.wal.replay import Replay, WalSnapshot, read_segments, replay
 log = logging.getLogger("raftkv.wal")
 
 DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
+"""Bytes of a segment (etcd's ``SegmentSizeBytes``), read when a WAL is created or opened
+without a size; tests and the simulator set it smaller, as etcd's tests set theirs."""
 
 
 def _lock_dir(dirpath: str) -> int:
@@ -118,6 +120,7 @@ class WAL:
         self._tail = rp.tail
         self._tail_fd = os.open(rp.tail.path, os.O_RDWR)
         self._offset = rp.tail_end
+        self._synced = rp.tail_end  # bytes of the tail known durable (found there at open)
         self._last_crc = rp.last_crc
         self._last_index = rp.last_index
         self._hard_state = rp.hard_state
@@ -131,13 +134,14 @@ class WAL:
     # -- construction -------------------------------------------------------
 
     @classmethod
-    def create(cls, dirpath: str, metadata: bytes, segment_size: int = DEFAULT_SEGMENT_SIZE) -> WAL:
+    def create(cls, dirpath: str, metadata: bytes, segment_size: int | None = None) -> WAL:
         """Create a new WAL holding ``metadata`` and an empty snapshot marker.
 
         The first segment is written in ``<dirpath>.tmp`` and the directory is
         renamed into place, so a crash leaves either no WAL or a complete one.
         Raises ``WALExistsError`` if ``dirpath`` already holds segments.
         """
+        segment_size = segment_size or DEFAULT_SEGMENT_SIZE
         dirpath = os.path.abspath(dirpath)
         if list_segments(dirpath):
             raise WALExistsError(f"wal: {dirpath} already holds a WAL")
@@ -168,7 +172,7 @@ class WAL:
         dirpath: str,
         snap: WalSnapshot | None = None,
         *,
-        segment_size: int = DEFAULT_SEGMENT_SIZE,
+        segment_size: int | None = None,
     ) -> WAL:
         """Open the WAL for appending, replaying from the marker ``snap``.
 
@@ -176,6 +180,7 @@ class WAL:
         to ``<segment>.broken``); any other damage raises ``WALCorruptionError``
         before anything is modified.  ``None`` means the initial empty marker.
         """
+        segment_size = segment_size or DEFAULT_SEGMENT_SIZE
         dirpath = os.path.abspath(dirpath)
         snap = snap if snap is not None else WalSnapshot()
         segments = list_segments(dirpath)
@@ -263,6 +268,7 @@ class WAL:
                 self._failed = True
                 raise
             self._dirty = False
+            self._synced = self._offset
             if self.on_fsync is not None:
                 self.on_fsync(time.perf_counter() - started)
         if self._offset >= self._segment_size:
@@ -321,6 +327,17 @@ class WAL:
         finally:
             os.close(self._tail_fd)
             os.close(self._dir_fd)  # closing the descriptor releases the flock
+
+    def abandon(self) -> tuple[str, int, int]:
+        """Close as a crash would (simulations): nothing more is written or synced, and the
+        WAL refuses further use.  Returns (tail segment path, bytes of it known durable, bytes
+        written to it): the bytes between the two may or may not survive the crash."""
+        tail = (self._tail.path, self._synced, self._offset)
+        if not self._closed:
+            self._closed = True
+            os.close(self._tail_fd)
+            os.close(self._dir_fd)
+        return tail
 
     def __enter__(self) -> WAL:
         return self
@@ -412,7 +429,7 @@ class WAL:
         self._tail_fd = fd
         self._tail = seg
         self._segments.append(seg)
-        self._offset = len(buf)
+        self._offset = self._synced = len(buf)
         self._last_crc = crc
         self._dirty = False
         log.info("wal: cut to segment %s", seg.path)

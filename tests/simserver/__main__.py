@@ -1,0 +1,93 @@
+"""Command line of the server simulator: ``python -m tests.simserver --seeds N [--start S]``.
+
+Owns: running a range of seeds, the replay line of each failure, the summary (seeds, failures,
+faults by kind, operations, CPU per seed) and the exit status (1 when any seed failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from collections.abc import Sequence
+
+from tests.simserver.mutations import MUTATIONS, mutation
+from tests.simserver.simulation import SimParams, Simulation
+
+
+def replay_command(seed: int, params: SimParams, mutation_name: str | None = None) -> str:
+    cmd = f"python -m tests.simserver --seeds 1 --start {seed}"
+    if mutation_name:
+        cmd += f" --mutation {mutation_name}"
+    if params.duration != SimParams.duration:
+        cmd += f" --duration {params.duration:g}"
+    if not params.faults:
+        cmd += " --no-faults"
+    if params.apply_fault:
+        cmd += " --apply-faults"
+    return cmd + " --verbose"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tests.simserver", description=__doc__)
+    ap.add_argument("--seeds", type=int, default=10, help="number of seeds to run")
+    ap.add_argument("--start", type=int, default=1, help="first seed")
+    ap.add_argument(
+        "--duration",
+        type=float,
+        default=SimParams.duration,
+        help="virtual seconds of the fault phase",
+    )
+    ap.add_argument("--no-faults", action="store_true", help="run without faults")
+    ap.add_argument(
+        "--apply-faults",
+        action="store_true",
+        help="one apply fault per seed on one member: the guard must name it and its entry",
+    )
+    ap.add_argument(
+        "--mutation",
+        choices=sorted(MUTATIONS),
+        default=None,
+        help="run with a deliberate server bug (tests.simserver.mutations)",
+    )
+    ap.add_argument("--verbose", action="store_true", help="print each seed's trace")
+    ap.add_argument("--quiet", action="store_true", help="print only failures and the summary")
+    args = ap.parse_args(argv)
+    params = SimParams(
+        duration=args.duration, faults=not args.no_faults, apply_fault=args.apply_faults
+    )
+    failures = 0
+    faults: Counter[str] = Counter()
+    ops = answered = 0
+    cpu = 0.0
+    for seed in range(args.start, args.start + args.seeds):
+        sim = Simulation(seed, params)
+        sim.verbose = args.verbose
+        with mutation(args.mutation):
+            res = sim.run()
+        faults.update(res.faults)
+        ops += res.operations
+        answered += res.answered
+        cpu += res.cpu_seconds
+        if res.failure:
+            failures += 1
+            print(f"seed {seed}: FAILED: {res.failure}")
+            print(f"  replay: {replay_command(seed, params, args.mutation)}")
+        elif not args.quiet:
+            print(
+                f"seed {seed}: ok  {res.operations} ops ({res.answered} answered), "
+                f"{res.virtual_seconds:.0f}s virtual, {res.cpu_seconds:.1f}s CPU, "
+                f"trace {res.trace}"
+            )
+        sys.stdout.flush()
+    n = args.seeds
+    print(
+        f"{n} seeds, {failures} failed; {ops} operations ({answered} answered); "
+        f"faults: {dict(sorted(faults.items()))}; "
+        f"{cpu / max(n, 1):.2f}s CPU per seed ({60 * n / max(cpu, 1e-9):.1f} seeds per CPU-minute)"
+    )
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

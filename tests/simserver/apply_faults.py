@@ -1,0 +1,68 @@
+"""One apply fault on one simulated member, through the member's own failpoints.
+
+Owns: ``ApplyFault`` (which failpoint, on which member incarnation, the entry it hit) and
+``scoped_failpoints``, which routes ``raftkv.failpoints`` to the armed faults for as long as a
+simulation runs.
+
+Contracts:
+- a fault fires once, in the process of the incarnation it was armed on, on a put: the
+  ``applyCorruptValue`` failpoint (the member stores a changed value) or ``applySkipEntry``
+  (the member skips the entry's effects); ``ApplyFault.index`` is then the entry's Raft index,
+  read from the applier's own frame (the failpoint does not pass it);
+- every other failpoint stays off, and the module is restored on exit.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from raftkv import failpoints
+from raftkv.raft.types import EntryType
+from raftkv.server.requests import RequestKind, decode_request
+from tests.simserver.loop import CURRENT_PROCESS, Process
+
+KINDS = ("applyCorruptValue", "applySkipEntry")
+
+
+@dataclass
+class ApplyFault:
+    kind: str
+    member: str
+    process: Process
+    index: int | None = None  # the Raft index of the entry it hit, once it fired
+
+
+def _on_a_put(frame: object) -> bool:
+    """Whether the applier's frame that hit ``applySkipEntry`` holds a put entry."""
+    e = frame.f_locals.get("e")  # type: ignore[attr-defined]
+    if e is None or e.type is not EntryType.NORMAL or not e.data:
+        return False
+    try:
+        return decode_request(e.data).kind is RequestKind.PUT
+    except Exception:
+        return False
+
+
+@contextmanager
+def scoped_failpoints(faults: list[ApplyFault]) -> Iterator[None]:
+    saved = failpoints.ENABLED, failpoints.hit
+
+    def hit(name: str) -> bool:
+        for f in faults:
+            if f.index is not None or f.kind != name or CURRENT_PROCESS.get() is not f.process:
+                continue
+            frame = sys._getframe(1)
+            if name == "applySkipEntry" and not _on_a_put(frame):
+                return False
+            f.index = frame.f_locals["index"]
+            return True
+        return False
+
+    failpoints.ENABLED, failpoints.hit = True, hit
+    try:
+        yield
+    finally:
+        failpoints.ENABLED, failpoints.hit = saved

@@ -1,0 +1,121 @@
+"""Deliberate bugs in the server layer, injected at run time, to prove the server simulator
+catches them.
+
+Owns: ``MUTATIONS`` (name -> what it breaks and its patch) and ``mutation(name)``, a context
+manager that monkeypatches this process only and restores everything on exit.  Nothing under
+``src/`` is edited.
+
+- ``apply-ignores-consistent-index``: apply does not skip entries at or below the backend's
+  consistent index, so entries replayed from the WAL after a crash are applied twice;
+- ``read-without-read-index``: a linearizable read is served from the local state without a
+  ReadIndex round (stale reads from a partitioned or lagging member);
+- ``watch-drops-event``: the watchable store drops the events of some revisions (a watcher
+  misses them);
+- ``wal-skips-fdatasync``: the WAL acknowledges a sync without calling fdatasync (entries a
+  member acknowledged are gone after its crash);
+- ``fsync-error-ignored``: the Ready loop carries on after the WAL's fdatasync failed (the
+  fsyncgate bug).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from raftkv.mvcc.watchable import WatchableStore
+from raftkv.mvcc.write_batch import WriteBatch
+from raftkv.raft.types import Ready
+from raftkv.server.raft_node import RaftNode
+from raftkv.server.reads import ReadBarrier
+from raftkv.wal import WAL
+
+Patch = list[tuple[Any, str, Any]]
+"""(owner, attribute, replacement) triples."""
+
+
+def _apply_ignores_consistent_index() -> Patch:
+    def begin_entry(self: WriteBatch, index: int, term: int) -> bool:
+        self._ci = (index, term)
+        return True
+
+    return [(WriteBatch, "begin_entry", begin_entry)]
+
+
+def _read_without_read_index() -> Patch:
+    async def wait(self: ReadBarrier) -> None:
+        return None
+
+    return [(ReadBarrier, "wait", wait)]
+
+
+def _watch_drops_event() -> Patch:
+    send = WatchableStore._send
+
+    def dropping(self: WatchableStore, w: Any, evs: list[Any], rev: int) -> bool:
+        if rev % 11 == 0:
+            return True  # as if delivered
+        return send(self, w, evs, rev)
+
+    return [(WatchableStore, "_send", dropping)]
+
+
+def _wal_skips_fdatasync() -> Patch:
+    def sync(self: WAL) -> None:
+        self._dirty = False  # as if synced: nothing is
+        if self._offset >= self._segment_size:
+            self._cut()
+
+    return [(WAL, "sync", sync)]
+
+
+def _fsync_error_ignored() -> Patch:
+    persist = RaftNode._persist
+
+    async def ignoring(self: RaftNode, rd: Ready) -> None:
+        with contextlib.suppress(OSError):
+            await persist(self, rd)
+
+    return [(RaftNode, "_persist", ignoring)]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    description: str
+    patch: Callable[[], Patch]
+
+
+MUTATIONS: dict[str, Mutation] = {
+    "apply-ignores-consistent-index": Mutation(
+        "entries at or below the consistent index are applied again",
+        _apply_ignores_consistent_index,
+    ),
+    "read-without-read-index": Mutation(
+        "linearizable reads served locally, without ReadIndex", _read_without_read_index
+    ),
+    "watch-drops-event": Mutation(
+        "the watchable store drops the events of every eleventh revision", _watch_drops_event
+    ),
+    "wal-skips-fdatasync": Mutation("the WAL never calls fdatasync", _wal_skips_fdatasync),
+    "fsync-error-ignored": Mutation(
+        "the Ready loop carries on after a failed fdatasync", _fsync_error_ignored
+    ),
+}
+
+
+@contextmanager
+def mutation(name: str | None) -> Iterator[None]:
+    if name is None:
+        yield
+        return
+    patches = MUTATIONS[name].patch()
+    saved = [(owner, attr, owner.__dict__[attr]) for owner, attr, _ in patches]
+    try:
+        for owner, attr, new in patches:
+            setattr(owner, attr, new)
+        yield
+    finally:
+        for owner, attr, old in saved:
+            setattr(owner, attr, old)

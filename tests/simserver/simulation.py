@@ -1,0 +1,433 @@
+"""One seeded simulation of a raftkv cluster running the members' own server code.
+
+Owns: ``SimParams`` (what a run is made of), ``Simulation`` (members, network, clients, the
+fault schedule, healing and the checks) and ``SeedResult``.
+
+Contracts:
+- the seed decides everything: ``random.Random`` instances derived from it drive the faults,
+  the network, each member's entropy and fsync latency, the disk's crash losses and the
+  clients; the loop's virtual time is the only clock, so a seed replays exactly
+  (``SeedResult.trace`` digests the run: equal seeds give equal digests);
+- the fault phase lasts ``duration`` virtual seconds: partitions (symmetric and one-way),
+  message loss and duplication, crashes (losing or tearing the WAL's unsynced tail and the
+  backend's uncommitted batch) and restarts, clock jumps, failing fsyncs; then everything
+  heals: links, loss, every member restarted;
+- checked: a member whose fsync failed stops (never carries on); no other member stops by
+  itself or fails to restart; after healing every client gets ``final_ops`` answers and every
+  member reaches the same applied index with the same state hash within ``heal_timeout``;
+  no CORRUPT alarm is raised (none of these faults touches apply); no task of a live member
+  leaves an exception nobody retrieved; the clients' history is linearizable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from raftkv.proto import rpc_pb2 as pb
+from raftkv.server.config import ServerConfig
+from raftkv.wal import wal as wal_module
+from tests.sim.linearizability import check_history
+from tests.simserver.apply_faults import KINDS as APPLY_FAULT_KINDS
+from tests.simserver.apply_faults import ApplyFault, scoped_failpoints
+from tests.simserver.clients import SimClient
+from tests.simserver.loop import VirtualLoop
+from tests.simserver.members import SimMember
+from tests.simserver.network import SimNetwork
+from tests.simserver.watchers import SimWatcher, check_watches, reference_events
+
+FAULT_KINDS = (
+    "partition",
+    "one-way cut",
+    "heal network",
+    "lossy network",
+    "crash",
+    "restart",
+    "clock jump",
+    "fsync fails",
+)
+APPLY_FAULT_MODE_KINDS = ("partition", "one-way cut", "heal network", "lossy network", "clock jump")
+"""With an apply fault, the other faults leave every member's applied state alone (a crash
+could undo a fault not yet committed to the backend)."""
+
+
+@dataclass
+class SimParams:
+    members: int = 3
+    duration: float = 20.0
+    faults: bool = True
+    clients: int = 3
+    watchers: int = 2
+    apply_fault: bool = False
+    wal_segment_size: int = 4096  # small: segments are cut and released in every run
+    keys: int = 4
+    fault_gap: tuple[float, float] = (0.2, 1.5)
+    heal_timeout: float = 60.0
+    final_ops: int = 2
+    snapshot_count: int = 50
+    snapshot_catchup_entries: int = 10
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    failure: str | None = None
+    faults: Counter[str] = field(default_factory=Counter)
+    operations: int = 0
+    answered: int = 0
+    virtual_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    trace: str = ""
+
+
+@contextlib.contextmanager
+def _wal_segment_size(params: SimParams) -> Iterator[None]:
+    saved = wal_module.DEFAULT_SEGMENT_SIZE
+    wal_module.DEFAULT_SEGMENT_SIZE = params.wal_segment_size
+    try:
+        yield
+    finally:
+        wal_module.DEFAULT_SEGMENT_SIZE = saved
+
+
+class SimulationFailedError(Exception):
+    """A check failed; the message says which and how."""
+
+
+class Simulation:
+    def __init__(self, seed: int, params: SimParams | None = None) -> None:
+        self.seed = seed
+        self.params = params or SimParams()
+        self.rng = random.Random(f"{seed}-faults")
+        self.loop = VirtualLoop()
+        self.network = SimNetwork(self.loop, random.Random(f"{seed}-network"))
+        self.members: list[SimMember] = []
+        self.clients: list[SimClient] = []
+        self.watchers: list[SimWatcher] = []
+        self.result = SeedResult(seed)
+        self.reference: list[Any] = []
+        self.apply_faults: list[ApplyFault] = []  # at most one, armed in the fault phase
+        self.verbose = False
+        self._trace = hashlib.sha256()
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run(self) -> SeedResult:
+        root = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        workdir = tempfile.mkdtemp(prefix=f"raftkv-sim-{self.seed}-", dir=root)
+        cpu = time.process_time()
+        logging.disable(logging.NOTSET if self.verbose else logging.CRITICAL)
+        try:
+            with scoped_failpoints(self.apply_faults), _wal_segment_size(self.params):
+                self.loop.run_until_complete(self._main(workdir))
+        except SimulationFailedError as exc:
+            self.result.failure = str(exc)
+        except Exception as exc:
+            self.result.failure = f"the simulation raised {exc!r}"
+        finally:
+            logging.disable(logging.CRITICAL)  # what closing the killed processes logs
+            self.result.virtual_seconds = self.loop.time()
+            self.result.trace = self._trace.hexdigest()[:16]
+            self._shutdown()
+            self.result.cpu_seconds = time.process_time() - cpu
+            logging.disable(logging.NOTSET)
+            shutil.rmtree(workdir, ignore_errors=True)
+        history = [op for c in self.clients for op in c.full_history()]
+        self.result.operations = len(history)
+        self.result.answered = sum(1 for op in history if op.ret is not None)
+        return self.result
+
+    def _shutdown(self) -> None:
+        for m in self.members:
+            m.crash()
+        self.loop.close()
+
+    def note(self, what: str) -> None:
+        line = f"{self.loop.time():9.3f} {what}"
+        self._trace.update(line.encode())
+        if self.verbose:
+            print(line)
+
+    async def _main(self, workdir: str) -> None:
+        p = self.params
+        names = [f"m{i}" for i in range(p.members)]
+        peer_urls = {n: f"http://127.0.0.1:{23800 + i}" for i, n in enumerate(names)}
+        initial = ",".join(f"{n}={u}" for n, u in peer_urls.items())
+        for i, name in enumerate(names):
+            cfg = ServerConfig(
+                name=name,
+                data_dir=os.path.join(workdir, name),
+                listen_peer_urls=(peer_urls[name],),
+                initial_advertise_peer_urls=(peer_urls[name],),
+                listen_client_urls=(f"http://127.0.0.1:{23790 + i}",),
+                advertise_client_urls=(f"http://127.0.0.1:{23790 + i}",),
+                initial_cluster=initial,
+                snapshot_count=p.snapshot_count,
+                snapshot_catchup_entries=p.snapshot_catchup_entries,
+                corrupt_check_time_s=5.0,
+                initial_corrupt_check=False,
+            )
+            self.members.append(
+                SimMember(index=i, config=cfg, loop=self.loop, network=self.network, seed=self.seed)
+            )
+        await self._start_all()
+        for i in range(p.clients):
+            client = SimClient(
+                index=i,
+                loop=self.loop,
+                members=self.members,
+                rng=random.Random(f"{self.seed}-client-{i}"),
+                keys=p.keys,
+            )
+            self.clients.append(client)
+            client.start()
+        for i in range(p.watchers):
+            watcher = SimWatcher(
+                index=i,
+                loop=self.loop,
+                members=self.members,
+                rng=random.Random(f"{self.seed}-watcher-{i}"),
+            )
+            self.watchers.append(watcher)
+            watcher.start()
+        end = self.loop.time() + p.duration
+        arm_at = self.loop.time() + self.rng.uniform(1.0, p.duration / 2)
+        kinds = APPLY_FAULT_MODE_KINDS if p.apply_fault else FAULT_KINDS
+        while self.loop.time() < end:
+            await asyncio.sleep(self.rng.uniform(*p.fault_gap))
+            self._check_stops()
+            if p.apply_fault and self.loop.time() >= arm_at and not self.apply_faults:
+                self._arm_apply_fault()
+            if p.faults:
+                self._inject(self.rng.choice(kinds))
+        await self._heal()
+        self._check_final()
+
+    def _arm_apply_fault(self) -> None:
+        m = self.rng.choice([m for m in self.members if m.up])
+        assert m.process is not None
+        fault = ApplyFault(self.rng.choice(APPLY_FAULT_KINDS), m.name, m.process)
+        self.apply_faults.append(fault)
+        self.result.faults[fault.kind] += 1
+        self.note(f"apply fault {fault.kind} armed on {m.name}")
+
+    @property
+    def diverged(self) -> SimMember | None:
+        """The member an apply fault hit (once it fired)."""
+        for f in self.apply_faults:
+            if f.index is not None:
+                return next(m for m in self.members if m.name == f.member)
+        return None
+
+    async def _start_all(self) -> None:
+        for m in self.members:
+            if not m.up:
+                m.crash()
+                task = m.start()
+                done, _ = await asyncio.wait([task], timeout=30.0)
+                if not done or task.exception() is not None:
+                    why = "timed out" if not done else repr(task.exception())
+                    raise SimulationFailedError(f"{m.name} did not start: {why}")
+                self.note(f"started {m.name}#{m.incarnation}")
+
+    # -- faults -----------------------------------------------------------------------------
+
+    def _inject(self, kind: str) -> None:
+        rng = self.rng
+        net = self.network
+        up = [m for m in self.members if m.up]
+        down = [m for m in self.members if not m.up]
+        ids = [m.member_id for m in up]
+        if kind == "partition" and len(ids) >= 2:
+            side = rng.sample(ids, rng.randint(1, len(ids) // 2))
+            net.partition(side, [i for i in ids if i not in side])
+            what = f"partition {sorted(side)}"
+        elif kind == "one-way cut" and len(ids) >= 2:
+            a, b = rng.sample(ids, 2)
+            net.cut(a, b)
+            what = f"cut {a:x} -> {b:x}"
+        elif kind == "heal network":
+            net.heal()
+            what = "network healed"
+        elif kind == "lossy network":
+            net.params.loss = rng.choice((0.0, 0.05, 0.2))
+            net.params.duplicate = rng.choice((0.0, 0.05))
+            what = f"loss {net.params.loss} duplicate {net.params.duplicate}"
+        elif kind == "crash" and up:
+            m = rng.choice(up)
+            m.crash()
+            what = f"crash {m.name}"
+        elif kind == "restart" and down:
+            m = rng.choice(down)
+            m.crash()
+            m.start()
+            what = f"restart {m.name}#{m.incarnation}"
+        elif kind == "clock jump" and up:
+            m = rng.choice(up)
+            jump = rng.uniform(0.5, 5.0)
+            m.clock.jump(jump)
+            what = f"clock of {m.name} +{jump:.2f}s"
+        elif kind == "fsync fails" and up:
+            m = rng.choice(up)
+            assert m.worker is not None
+            m.worker.fail_next = True
+            what = f"next fsync of {m.name} fails"
+        else:
+            return
+        self.result.faults[kind] += 1
+        self.note(what)
+
+    def _check_stops(self) -> None:
+        """A member whose fsync failed must stop within a second; no other stops by itself."""
+        now = self.loop.time()
+        for m in self.members:
+            member = m.member
+            if member is None:
+                continue
+            failed_at = m.worker.failed_at if m.worker is not None else None
+            if member.stopped.is_set():
+                why = str(member.fatal_error)
+                m.crash()
+                self.note(f"{m.name} stopped: {why}")
+                if failed_at is None:
+                    raise SimulationFailedError(f"{m.name} stopped by itself: {why}")
+            elif failed_at is not None and now - failed_at > 1.0:
+                raise SimulationFailedError(
+                    f"{m.name} carried on after its fsync failed at {failed_at:.3f}s"
+                )
+
+    # -- healing and the checks ---------------------------------------------------------------
+
+    async def _heal(self) -> None:
+        p = self.params
+        self.network.heal()
+        self.note("heal: network healed, every member restarted")
+        self._check_stops()
+        for m in self.members:
+            if m.worker is not None:
+                m.worker.fail_next = False
+        await self._start_all()
+        for c in self.clients:
+            c.stopping = True
+        for w in self.watchers:
+            w.stopping = True
+        deadline = self.loop.time() + p.heal_timeout
+        finals = [
+            c.process.spawn(self.loop, c.final_ops(p.final_ops, deadline)) for c in self.clients
+        ]
+        results = await asyncio.gather(*finals)
+        self._check_stops()
+        if not all(results):
+            raise SimulationFailedError(
+                f"liveness: clients got no answers {p.heal_timeout}s after healing "
+                f"({[c.outcomes.most_common(3) for c in self.clients]})"
+            )
+        while True:
+            applied = {m.name: m.member.applier.applied_index() for m in self.members if m.member}
+            if len(set(applied.values())) == 1 and any(
+                m.member is not None and m.member.raft.is_leader for m in self.members
+            ):
+                break
+            if self.loop.time() > deadline:
+                raise SimulationFailedError(f"liveness: applied indexes never met: {applied}")
+            await asyncio.sleep(0.05)
+            self._check_stops()
+        bad = self.diverged
+        healthy = [m for m in self.members if m is not bad]
+        self.reference = reference_events(healthy[0])
+        hashes = {}
+        for m in self.members:
+            assert m.member is not None
+            h = m.member.applier.state_hash_deferred()()
+            hashes[m.name] = (h.applied_index, h.value.hex())
+        self.note(f"converged at index {next(iter(hashes.values()))[0]}")
+        if len({hashes[m.name] for m in healthy}) != 1:
+            raise SimulationFailedError(f"state hashes differ after healing: {hashes}")
+        if bad is not None:
+            await self._check_named(bad, hashes, deadline)
+
+    async def _check_named(
+        self, bad: SimMember, hashes: dict[str, tuple[int, str]], deadline: float
+    ) -> None:
+        """The guard names the member the apply fault hit, and the entry it hit first (unless a
+        snapshot from a healthy peer replaced that member's state before anyone could compare:
+        then its state hash is the others' again)."""
+        fault = self.apply_faults[0]
+        wanted = (bad.member_id, pb.CORRUPT)
+
+        def located() -> dict[str, int]:
+            return {
+                m.name: m.member.guard.counters.last_divergence[bad.member_id]
+                for m in self.members
+                if m.member is not None and bad.member_id in m.member.guard.counters.last_divergence
+            }
+
+        def alarmed() -> bool:
+            return all(
+                m.member is not None and wanted in m.member.applier.alarms for m in self.members
+            )
+
+        while not (alarmed() and located()):
+            if self.loop.time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        healthy = next(m for m in self.members if m is not bad)
+        if not alarmed():
+            if hashes[bad.name] == hashes[healthy.name] and not located():
+                self.result.faults["apply fault erased by a snapshot"] += 1
+                self.note(f"{fault.kind} at entry {fault.index} was erased by a snapshot")
+                return
+            raise SimulationFailedError(
+                f"{fault.kind} hit {bad.name} at entry {fault.index}; the guard never named it"
+            )
+        firsts = located()
+        if set(firsts.values()) != {fault.index}:
+            raise SimulationFailedError(
+                f"{fault.kind} hit {bad.name} at entry {fault.index}; the guard found {firsts}"
+            )
+        self.result.faults["apply fault named at its entry"] += 1
+        self.note(f"the guard named {bad.name}, first divergent entry {fault.index}")
+
+    def _check_final(self) -> None:
+        bad = self.diverged
+        for m in self.members:
+            assert m.member is not None
+            corrupt = [
+                a
+                for a in m.member.applier.alarms
+                if a[1] == pb.CORRUPT and (bad is None or a[0] != bad.member_id)
+            ]
+            if corrupt:
+                raise SimulationFailedError(
+                    f"false CORRUPT alarm on {m.name}: {[f'{mid:x}' for mid, _ in corrupt]}"
+                )
+        if self.loop.unhandled:
+            ctx = self.loop.unhandled[0]
+            raise SimulationFailedError(
+                f"{len(self.loop.unhandled)} exception(s) nobody retrieved, first: "
+                f"{ctx.get('message')} {ctx.get('exception')!r} in {ctx.get('task') or ctx.get('future')}"
+            )
+        problems = check_watches(self.watchers, self.reference, bad.name if bad else None)
+        if problems:
+            raise SimulationFailedError(
+                f"watch guarantees broken ({len(problems)}): " + "; ".join(problems[:3])
+            )
+        streams = sum(len(w.streams) for w in self.watchers)
+        events = sum(len(s.events) for w in self.watchers for s in w.streams)
+        self.note(f"watches: {streams} streams, {events} events, as the store's history")
+        history = [op for c in self.clients for op in c.full_history(bad.name if bad else None)]
+        check = check_history(history)
+        if not check.ok:
+            raise SimulationFailedError(f"not linearizable: {check.explanation}")
+        self.note(f"linearizable: {len(history)} operations")

@@ -1,0 +1,255 @@
+"""Simulated watch clients and the watch guarantees every run checks.
+
+Owns: ``SimWatcher`` (one client process keeping a watch open on the clients' keys through the
+member's own Watch service, resuming after every broken stream, asking for progress now and
+then), ``reference_events`` (the events the store's history implies, rebuilt from ranges at
+every revision, independently of the watch code) and ``check_watches``.
+
+Contracts, as etcd's robustness tests state them, checked per stream against the reference:
+- ordered, unique, reliable: a stream's events are exactly the reference's events from its
+  start revision on, a prefix of them, in order, none missing or repeated;
+- atomic: a revision's events arrive together (never split across responses);
+- resumable: a watcher's next stream starts after the last event or progress revision it
+  saw, and is checked from there like any other;
+- bookmarkable: a progress response at revision R comes after every event at or below R;
+- prev_kv and is_create are right (equal to the reference's, which has them from the
+  ranges at the previous revision).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from raftkv.api.gateway import GatewayContext
+from raftkv.app.services import build_services
+from raftkv.mvcc.types import RangeRequest
+from raftkv.proto import kv_pb2
+from raftkv.proto import rpc_pb2 as pb
+from tests.simserver.loop import Process, VirtualLoop
+from tests.simserver.members import SimMember
+
+PREFIX = b"k"
+PREFIX_END = b"l"
+
+EventKey = tuple[int, int, bytes, bytes, int, int, int, bytes | None]
+"""(type, mod revision, key, value, create revision, version, lease, prev value or None)."""
+
+
+def event_key(ev: kv_pb2.Event) -> EventKey:
+    prev = ev.prev_kv.value if ev.HasField("prev_kv") else None
+    kv = ev.kv
+    return (
+        ev.type,
+        kv.mod_revision,
+        kv.key,
+        kv.value,
+        kv.create_revision,
+        kv.version,
+        kv.lease,
+        prev,
+    )
+
+
+@dataclass
+class StreamRecord:
+    """What one watch stream delivered."""
+
+    member: str
+    start_revision: int
+    events: list[EventKey] = field(default_factory=list)
+    # (revision of a progress response, events delivered before it)
+    progress: list[tuple[int, int]] = field(default_factory=list)
+    split_revisions: list[int] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+class SimWatcher:
+    def __init__(
+        self,
+        *,
+        index: int,
+        loop: VirtualLoop,
+        members: list[SimMember],
+        rng: random.Random,
+    ) -> None:
+        self.index = index
+        self.loop = loop
+        self.members = members
+        self.rng = rng
+        self.process = Process(f"watcher-{index}")
+        self.streams: list[StreamRecord] = []
+        self.next_revision = 1
+        self.stopping = False
+
+    def start(self) -> asyncio.Task[None]:
+        return self.process.spawn(self.loop, self._run())
+
+    async def _run(self) -> None:
+        while not self.stopping:
+            up = [m for m in self.members if m.up]
+            if not up:
+                await asyncio.sleep(0.2)
+                continue
+            await self._stream(self.rng.choice(up), self.rng.uniform(0.5, 6.0))
+
+    async def _stream(self, target: SimMember, lifetime: float) -> None:
+        """One Watch stream on ``target`` for at most ``lifetime`` seconds (or until the
+        member goes down or the stream ends)."""
+        member, proc = target.member, target.process
+        if member is None or proc is None:
+            return
+        services = build_services(member)
+        record = StreamRecord(target.name, self.next_revision)
+        self.streams.append(record)
+        requests: asyncio.Queue[pb.WatchRequest | None] = asyncio.Queue()
+        requests.put_nowait(
+            pb.WatchRequest(
+                create_request=pb.WatchCreateRequest(
+                    key=PREFIX,
+                    range_end=PREFIX_END,
+                    start_revision=self.next_revision,
+                    prev_kv=True,
+                )
+            )
+        )
+        responses: asyncio.Queue[pb.WatchResponse | BaseException | None] = asyncio.Queue()
+
+        async def request_iterator() -> AsyncIterator[pb.WatchRequest]:
+            while True:
+                req = await requests.get()
+                if req is None:
+                    return
+                yield req
+
+        async def serve() -> None:  # the member's side of the stream, in its process
+            ctx = GatewayContext((), {}, f"watcher-{self.index}")
+            try:
+                async for resp in services.watch.Watch(request_iterator(), ctx):  # type: ignore[arg-type]
+                    responses.put_nowait(resp)
+            except BaseException as exc:
+                responses.put_nowait(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+            else:
+                responses.put_nowait(None)
+
+        server = proc.spawn(self.loop, serve())
+        end = self.loop.time() + lifetime
+        next_progress = self.loop.time() + self.rng.uniform(0.2, 2.0)
+        try:
+            while self.loop.time() < end and not self.stopping:
+                if not target.up or target.process is not proc:
+                    return  # the member crashed: this stream is gone
+                try:
+                    item = await asyncio.wait_for(responses.get(), 0.2)
+                except TimeoutError:
+                    if self.loop.time() >= next_progress:
+                        requests.put_nowait(
+                            pb.WatchRequest(progress_request=pb.WatchProgressRequest())
+                        )
+                        next_progress = self.loop.time() + self.rng.uniform(0.2, 2.0)
+                    continue
+                if item is None or isinstance(item, BaseException):
+                    return  # the stream ended (an error, a fence): resume elsewhere
+                self._take(record, item)
+                if record.problems:
+                    return
+        finally:
+            requests.put_nowait(None)
+            if not server.done():
+                server.cancel()
+            server.add_done_callback(_consume)
+
+    def _take(self, record: StreamRecord, resp: pb.WatchResponse) -> None:
+        if resp.watch_id == -1:  # a progress response: everything up to its revision came
+            record.progress.append((resp.header.revision, len(record.events)))
+            self.next_revision = max(self.next_revision, resp.header.revision + 1)
+            return
+        if resp.canceled:
+            record.problems.append(f"canceled: {resp.cancel_reason!r}")
+            return
+        if not resp.events:
+            return
+        revs = [ev.kv.mod_revision for ev in resp.events]
+        if record.events and record.events[-1][1] == revs[0]:
+            record.split_revisions.append(revs[0])
+        record.events.extend(event_key(ev) for ev in resp.events)
+        self.next_revision = max(self.next_revision, revs[-1] + 1)
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def reference_events(member: SimMember) -> list[EventKey]:
+    """Every event on the watched keys, from the store's ranges at each revision (the watch
+    code plays no part): revision r's events are the keys whose ``mod_revision`` is r, with
+    the value at r - 1 as prev_kv; a key present at r - 1 and gone at r was deleted at r."""
+    assert member.member is not None
+    store = member.member.applier.store
+    current = store.current_revision
+    events: list[EventKey] = []
+    before: dict[bytes, Any] = {}
+    for rev in range(1, current + 1):
+        res = store.range(RangeRequest(PREFIX, PREFIX_END, revision=rev))
+        now = {kv.key: kv for kv in res.kvs}
+        for key, kv in sorted(now.items()):
+            if kv.mod_revision == rev:
+                prev = before.get(key)
+                events.append(
+                    (
+                        kv_pb2.Event.PUT,
+                        rev,
+                        key,
+                        kv.value,
+                        kv.create_revision,
+                        kv.version,
+                        kv.lease,
+                        prev.value if prev is not None else None,
+                    )
+                )
+        for key, kv in sorted(before.items()):
+            if key not in now:
+                events.append((kv_pb2.Event.DELETE, rev, key, b"", 0, 0, 0, kv.value))
+        before = now
+    return events
+
+
+def check_watches(
+    watchers: list[SimWatcher], reference: list[EventKey], distrust: str | None = None
+) -> list[str]:
+    """Every violated guarantee, one line each (empty when all hold).  Streams served by the
+    member ``distrust`` (one made to diverge) are not checked."""
+    problems: list[str] = []
+    for w in watchers:
+        for n, s in enumerate(w.streams):
+            if s.member == distrust:
+                continue
+            where = f"watcher {w.index} stream {n} on {s.member} from revision {s.start_revision}"
+            problems += [f"{where}: {p}" for p in s.problems]
+            want = [e for e in reference if e[1] >= s.start_revision]
+            got = s.events
+            if got != want[: len(got)]:
+                first = next(i for i, e in enumerate(got) if i >= len(want) or e != want[i])
+                problems.append(
+                    f"{where}: event {first} is {got[first]}, the store's history has "
+                    f"{want[first] if first < len(want) else 'nothing more'}"
+                )
+                continue
+            if got and len(got) < len(want) and want[len(got)][1] == got[-1][1]:
+                problems.append(f"{where}: revision {got[-1][1]} delivered in part")
+            for rev in s.split_revisions:
+                problems.append(f"{where}: revision {rev} split across responses")
+            for rev, delivered in s.progress:
+                owed = sum(1 for e in want if e[1] <= rev)
+                if delivered < owed:
+                    problems.append(
+                        f"{where}: progress at revision {rev} after {delivered} of the "
+                        f"{owed} events at or below it"
+                    )
+    return problems
