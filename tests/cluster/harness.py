@@ -116,6 +116,8 @@ class MemberProc:
     src: Path | None = REPO / "src"
     client_scheme: str = "http"
     peer_scheme: str = "http"
+    # The peer port the others dial, when something (a proxy) stands in front of peer_port.
+    advertise_peer_port: int | None = None
 
     @property
     def endpoint(self) -> str:
@@ -129,6 +131,11 @@ class MemberProc:
     def peer_url(self) -> str:
         return f"{self.peer_scheme}://127.0.0.1:{self.peer_port}"
 
+    @property
+    def advertised_peer_url(self) -> str:
+        port = self.advertise_peer_port or self.peer_port
+        return f"{self.peer_scheme}://127.0.0.1:{port}"
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -140,7 +147,10 @@ class Cluster:
         size: int,
         extra_args: list[str] | None = None,
         tls: ClusterTLS | None = None,
+        peer_front: Callable[[int, int], int] | None = None,
     ) -> None:
+        """``peer_front(index, peer_port)``: the port of something relaying to a member's peer
+        port (a fault-injecting proxy), advertised to the others in its place."""
         self.root = root
         self.tls = tls
         # Extra etcdctl flags for every call (e.g. ``--user`` once auth is enabled).
@@ -159,7 +169,10 @@ class Cluster:
             )
             for i in range(size)
         ]
-        self.initial_cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        if peer_front is not None:
+            for i, m in enumerate(self.members):
+                m.advertise_peer_port = peer_front(i, m.peer_port)
+        self.initial_cluster = ",".join(f"{m.name}={m.advertised_peer_url}" for m in self.members)
 
     @property
     def endpoints(self) -> str:
@@ -184,7 +197,7 @@ class Cluster:
             "--listen-peer-urls",
             m.peer_url,
             "--initial-advertise-peer-urls",
-            m.peer_url,
+            m.advertised_peer_url,
             "--initial-cluster",
             self.initial_cluster,
             *m.extra_args,

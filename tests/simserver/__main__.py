@@ -25,6 +25,8 @@ def replay_command(seed: int, params: SimParams, mutation_name: str | None = Non
         cmd += " --no-faults"
     if params.apply_fault:
         cmd += " --apply-faults"
+    if params.membership:
+        cmd += " --membership"
     return cmd + " --verbose"
 
 
@@ -40,6 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--no-faults", action="store_true", help="run without faults")
     ap.add_argument(
+        "--membership",
+        action="store_true",
+        help="the operator also adds learners, promotes them and removes voters",
+    )
+    ap.add_argument(
         "--apply-faults",
         action="store_true",
         help="one apply fault per seed on one member: the guard must name it and its entry",
@@ -54,7 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true", help="print only failures and the summary")
     args = ap.parse_args(argv)
     params = SimParams(
-        duration=args.duration, faults=not args.no_faults, apply_fault=args.apply_faults
+        duration=args.duration,
+        faults=not args.no_faults,
+        apply_fault=args.apply_faults,
+        membership=args.membership,
     )
     failures = 0
     faults: Counter[str] = Counter()

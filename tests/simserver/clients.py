@@ -23,8 +23,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from raftkv.api.gateway import GatewayContext
-from raftkv.app.services import build_services
+from raftkv.app.services import Services, build_services
 from raftkv.proto import rpc_pb2 as pb
+from tests.cluster.workload import cas_request
 from tests.sim.linearizability import Operation
 from tests.simserver.loop import Process, VirtualLoop
 from tests.simserver.members import SimMember
@@ -130,7 +131,9 @@ class SimClient:
             expected = self._expected(key)
             value = self._value()
             self._pending[value] = Operation.cas(key, expected, value, None, call, None, self.index)
-            resp = await self._call(target, lambda kv, ctx: kv.Txn(_cas(key, expected, value), ctx))
+            resp = await self._call(
+                target, lambda kv, ctx: kv.Txn(cas_request(key.encode(), expected, value), ctx)
+            )
             ok = resp.succeeded if isinstance(resp, pb.TxnResponse) else None
             del self._pending[value]
             self._record(
@@ -159,41 +162,45 @@ class SimClient:
         self, target: SimMember, request: Callable[[Any, Any], Coroutine[Any, Any, Any]]
     ) -> Any:
         """The answer, or None (an error, or no answer in time)."""
-        m, proc = target.member, target.process
-        if m is None or proc is None:
-            return None
-        kv = build_services(m).kv
-        ctx = GatewayContext((), {}, f"client-{self.index}")
-        task = proc.spawn(self.loop, request(kv, ctx))
-        done, _ = await asyncio.wait([task], timeout=self.attempt_timeout)
-        if not done:
-            task.cancel()  # as a gRPC deadline would; a crashed member never notices
-            task.add_done_callback(_consume)
-            self.outcomes["no answer"] += 1
-            return None
-        exc = task.exception()
-        if exc is not None:
-            self.outcomes[type(exc).__name__ + ": " + str(exc)[:60]] += 1
-            return None
-        self.outcomes["ok"] += 1
-        return task.result()
+        answer, outcome = await call_member(
+            self.loop,
+            target,
+            lambda services, ctx: request(services.kv, ctx),
+            self.attempt_timeout,
+            f"client-{self.index}",
+        )
+        self.outcomes[outcome] += 1
+        return answer
+
+
+async def call_member(
+    loop: VirtualLoop,
+    target: SimMember,
+    request: Callable[[Services, Any], Coroutine[Any, Any, Any]],
+    timeout: float,
+    peer: str,
+) -> tuple[Any, str]:
+    """Call one of ``target``'s services (``request(services, context)``) as a task of its
+    process, as a gRPC call would run; (the answer or None, what happened in a few words).
+
+    Never awaits the task itself (a crashed member's task never ends): after ``timeout`` it is
+    cancelled, as a gRPC deadline would cancel it."""
+    m, proc = target.member, target.process
+    if m is None or proc is None:
+        return None, "member down"
+    task = proc.spawn(loop, request(build_services(m), GatewayContext((), {}, peer)))
+    done, _ = await asyncio.wait([task], timeout=timeout)
+    if not done:
+        task.cancel()
+        task.add_done_callback(_consume)
+        return None, "no answer"
+    exc = task.exception()
+    if exc is not None:
+        return None, type(exc).__name__ + ": " + str(exc)[:60]
+    return task.result(), "ok"
 
 
 def _consume(task: asyncio.Task[Any]) -> None:
     """An abandoned request's outcome: nobody waits for it any more."""
     if not task.cancelled():
         task.exception()
-
-
-def _cas(key: str, expected: str | None, value: str) -> pb.TxnRequest:
-    k = key.encode()
-    if expected is None:  # the key must be absent
-        cmp = pb.Compare(
-            key=k, target=pb.Compare.CREATE, result=pb.Compare.EQUAL, create_revision=0
-        )
-    else:
-        cmp = pb.Compare(
-            key=k, target=pb.Compare.VALUE, result=pb.Compare.EQUAL, value=expected.encode()
-        )
-    put = pb.RequestOp(request_put=pb.PutRequest(key=k, value=value.encode()))
-    return pb.TxnRequest(compare=[cmp], success=[put])

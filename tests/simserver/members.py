@@ -24,6 +24,7 @@ import random
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from raftkv.peer.security import PLAINTEXT, PeerSecurity
 from raftkv.server.config import ServerConfig
 from raftkv.server.environment import MemberEnvironment, MemberTransport
 from raftkv.server.member import Member
@@ -107,12 +108,15 @@ class SimMember:
         self.stopped_because: str | None = None
         self.disk_rng = random.Random(f"{seed}-{self.name}-disk")
         self.lost_bytes = 0  # WAL bytes written but not synced that crashes took away
+        self.removed = False  # removed from the cluster: stops, never comes back
+        self.learner = False  # added as a learner and not yet promoted
+        self.known_id: int | None = None  # its member ID, once known
 
     @property
     def up(self) -> bool:
         """Started and still running (not crashed, not stopped by itself)."""
         m = self.member
-        return self.started and m is not None and not m.stopped.is_set()
+        return self.started and m is not None and not m.stopped.is_set() and not self.removed
 
     @property
     def member_id(self) -> int:
@@ -128,11 +132,21 @@ class SimMember:
         def transport(**kw: Any) -> MemberTransport:
             return SimTransport(network, **kw)
 
+        async def fetch_cluster_info(
+            url: str, *, timeout: float, security: PeerSecurity = PLAINTEXT
+        ) -> bytes:
+            await asyncio.sleep(network.delay())
+            peer = network.at_url(url)
+            if peer is None or peer.cluster_info is None:
+                raise OSError(f"connect to {url}: connection refused")
+            return peer.cluster_info()
+
         return MemberEnvironment(
             clock=self.clock,
             entropy=random.Random(f"{tag}-entropy"),
             peer_transport=transport,
             serial_worker=lambda _name: worker,
+            fetch_cluster_info=fetch_cluster_info,
         )
 
     def start(self) -> asyncio.Task[None]:
@@ -145,13 +159,16 @@ class SimMember:
         return self.process.spawn(self.loop, self._start())
 
     async def _start(self) -> None:
+        """Start the incarnation; a start that fails leaves ``stopped_because`` saying why (the
+        simulation decides whether that is allowed)."""
         self.member = Member(self.config, self._environment())
         try:
             await self.member.start()
         except Exception as exc:
             self.stopped_because = f"could not start: {exc!r}"
-            raise
+            return
         self.started = True
+        self.known_id = self.member.member_id
 
     def crash(self) -> None:
         """Kill the incarnation: nothing of it runs again; its disk keeps what was durable."""

@@ -11,6 +11,9 @@ manager that monkeypatches this process only and restores everything on exit.  N
   ReadIndex round (stale reads from a partitioned or lagging member);
 - ``watch-drops-event``: the watchable store drops the events of some revisions (a watcher
   misses them);
+- ``lessor-expires-on-follower``: every member's lessor, not only the leader's, proposes the
+  revocation of leases it thinks expired (a follower never sees keepalives: it revokes live
+  leases);
 - ``wal-skips-fdatasync``: the WAL acknowledges a sync without calling fdatasync (entries a
   member acknowledged are gone after its crash);
 - ``fsync-error-ignored``: the Ready loop carries on after the WAL's fdatasync failed (the
@@ -19,6 +22,7 @@ manager that monkeypatches this process only and restores everything on exit.  N
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,9 +31,12 @@ from typing import Any
 
 from raftkv.mvcc.watchable import WatchableStore
 from raftkv.mvcc.write_batch import WriteBatch
+from raftkv.proto import rpc_pb2 as pb
 from raftkv.raft.types import Ready
+from raftkv.server.leases import LEASE_EXPIRY_CHECK_INTERVAL, Leases
 from raftkv.server.raft_node import RaftNode
 from raftkv.server.reads import ReadBarrier
+from raftkv.server.requests import RequestKind
 from raftkv.wal import WAL
 
 Patch = list[tuple[Any, str, Any]]
@@ -60,6 +67,21 @@ def _watch_drops_event() -> Patch:
         return send(self, w, evs, rev)
 
     return [(WatchableStore, "_send", dropping)]
+
+
+def _lessor_expires_on_follower() -> Patch:
+    async def run(self: Leases) -> None:
+        while True:  # Leases.run without its "only the leader" condition
+            await asyncio.sleep(LEASE_EXPIRY_CHECK_INTERVAL)
+            lessor = self.applier.lessor
+            now = self.applier.clock.monotonic()
+            if not lessor.is_primary:
+                lessor.promote(self.election_timeout, now)  # keepalives never reach it
+            for lease_id in lessor.expired_leases(now):
+                body = pb.LeaseRevokeRequest(ID=lease_id).SerializeToString()
+                self._spawn(self.proposer.propose_quietly(RequestKind.LEASE_REVOKE, body))
+
+    return [(Leases, "run", run)]
 
 
 def _wal_skips_fdatasync() -> Patch:
@@ -97,6 +119,10 @@ MUTATIONS: dict[str, Mutation] = {
     ),
     "watch-drops-event": Mutation(
         "the watchable store drops the events of every eleventh revision", _watch_drops_event
+    ),
+    "lessor-expires-on-follower": Mutation(
+        "followers' lessors expire leases too (they never see keepalives)",
+        _lessor_expires_on_follower,
     ),
     "wal-skips-fdatasync": Mutation("the WAL never calls fdatasync", _wal_skips_fdatasync),
     "fsync-error-ignored": Mutation(

@@ -95,6 +95,13 @@ class SimNetwork:
     def attach(self, t: SimTransport) -> None:
         self._endpoints[t.member_id] = t
 
+    def at_url(self, url: str) -> SimTransport | None:
+        """The live member listening on peer ``url``."""
+        for t in self._endpoints.values():
+            if t.alive and url in t.listen_urls:
+                return t
+        return None
+
     def endpoint(self, member_id: int) -> SimTransport | None:
         t = self._endpoints.get(member_id)
         return t if t is not None and t.alive else None
@@ -169,6 +176,7 @@ class SimTransport:
         self.network = network
         self.member_id = member_id
         self.cluster_id = cluster_id
+        self.listen_urls = list(listen_urls)
         self.cluster_info: Callable[[], bytes] | None = None
         self._on_message = on_message
         self._on_snapshot = on_snapshot

@@ -42,12 +42,15 @@ from tests.sim.linearizability import check_history
 from tests.simserver.apply_faults import KINDS as APPLY_FAULT_KINDS
 from tests.simserver.apply_faults import ApplyFault, scoped_failpoints
 from tests.simserver.clients import SimClient
+from tests.simserver.leases import SimLeaseHolder, check_leases
 from tests.simserver.loop import VirtualLoop
 from tests.simserver.members import SimMember
+from tests.simserver.membership import MembershipChanges
 from tests.simserver.network import SimNetwork
-from tests.simserver.watchers import SimWatcher, check_watches, reference_events
+from tests.simserver.watchers import SimWatcher, check_watches, store_reference
 
 FAULT_KINDS = (
+    "isolate the leader",
     "partition",
     "one-way cut",
     "heal network",
@@ -57,7 +60,15 @@ FAULT_KINDS = (
     "clock jump",
     "fsync fails",
 )
-APPLY_FAULT_MODE_KINDS = ("partition", "one-way cut", "heal network", "lossy network", "clock jump")
+MEMBERSHIP_KINDS = ("add a learner", "promote the learner", "remove a voter")
+APPLY_FAULT_MODE_KINDS = (
+    "isolate the leader",
+    "partition",
+    "one-way cut",
+    "heal network",
+    "lossy network",
+    "clock jump",
+)
 """With an apply fault, the other faults leave every member's applied state alone (a crash
 could undo a fault not yet committed to the backend)."""
 
@@ -69,7 +80,9 @@ class SimParams:
     faults: bool = True
     clients: int = 3
     watchers: int = 2
+    lease_holders: int = 3
     apply_fault: bool = False
+    membership: bool = False  # also add learners, promote them, remove voters (--membership)
     wal_segment_size: int = 4096  # small: segments are cut and released in every run
     keys: int = 4
     fault_gap: tuple[float, float] = (0.2, 1.5)
@@ -89,6 +102,10 @@ class SeedResult:
     virtual_seconds: float = 0.0
     cpu_seconds: float = 0.0
     trace: str = ""
+
+
+def _peer_url(i: int) -> str:
+    return f"http://127.0.0.1:{23800 + i}"
 
 
 @contextlib.contextmanager
@@ -115,6 +132,10 @@ class Simulation:
         self.members: list[SimMember] = []
         self.clients: list[SimClient] = []
         self.watchers: list[SimWatcher] = []
+        self.lease_holders: list[SimLeaseHolder] = []
+        self.clock_jumps: list[float] = []  # when the leader's clock jumped
+        self.undecided = False  # an apply fault left a 1-1 split with the third voter lagging
+        self._restart_at: dict[int, float] = {}  # member index -> when it comes back
         self.result = SeedResult(seed)
         self.reference: list[Any] = []
         self.apply_faults: list[ApplyFault] = []  # at most one, armed in the fault phase
@@ -161,27 +182,20 @@ class Simulation:
 
     async def _main(self, workdir: str) -> None:
         p = self.params
+        self.workdir = workdir
         names = [f"m{i}" for i in range(p.members)]
-        peer_urls = {n: f"http://127.0.0.1:{23800 + i}" for i, n in enumerate(names)}
-        initial = ",".join(f"{n}={u}" for n, u in peer_urls.items())
-        for i, name in enumerate(names):
-            cfg = ServerConfig(
-                name=name,
-                data_dir=os.path.join(workdir, name),
-                listen_peer_urls=(peer_urls[name],),
-                initial_advertise_peer_urls=(peer_urls[name],),
-                listen_client_urls=(f"http://127.0.0.1:{23790 + i}",),
-                advertise_client_urls=(f"http://127.0.0.1:{23790 + i}",),
-                initial_cluster=initial,
-                snapshot_count=p.snapshot_count,
-                snapshot_catchup_entries=p.snapshot_catchup_entries,
-                corrupt_check_time_s=5.0,
-                initial_corrupt_check=False,
-            )
-            self.members.append(
-                SimMember(index=i, config=cfg, loop=self.loop, network=self.network, seed=self.seed)
-            )
+        initial = ",".join(f"{n}={_peer_url(i)}" for i, n in enumerate(names))
+        for i in range(p.members):
+            self.members.append(self._sim_member(i, initial, "new"))
         await self._start_all()
+        self.membership = MembershipChanges(
+            loop=self.loop,
+            members=self.members,
+            rng=random.Random(f"{self.seed}-operator"),
+            new_member=lambda i, initial: self._sim_member(i, initial, "existing"),
+            peer_url=_peer_url,
+            note=self.note,
+        )
         for i in range(p.clients):
             client = SimClient(
                 index=i,
@@ -201,12 +215,24 @@ class Simulation:
             )
             self.watchers.append(watcher)
             watcher.start()
+        for i in range(p.lease_holders):
+            holder = SimLeaseHolder(
+                index=i,
+                loop=self.loop,
+                members=self.members,
+                rng=random.Random(f"{self.seed}-lease-holder-{i}"),
+            )
+            self.lease_holders.append(holder)
+            holder.start()
         end = self.loop.time() + p.duration
         arm_at = self.loop.time() + self.rng.uniform(1.0, p.duration / 2)
-        kinds = APPLY_FAULT_MODE_KINDS if p.apply_fault else FAULT_KINDS
+        kinds: tuple[str, ...] = APPLY_FAULT_MODE_KINDS if p.apply_fault else FAULT_KINDS
+        if p.membership:
+            kinds = kinds + MEMBERSHIP_KINDS
         while self.loop.time() < end:
             await asyncio.sleep(self.rng.uniform(*p.fault_gap))
             self._check_stops()
+            self._restart_due()
             if p.apply_fault and self.loop.time() >= arm_at and not self.apply_faults:
                 self._arm_apply_fault()
             if p.faults:
@@ -230,14 +256,36 @@ class Simulation:
                 return next(m for m in self.members if m.name == f.member)
         return None
 
+    def _sim_member(self, i: int, initial_cluster: str, state: str) -> SimMember:
+        """Member ``m<i>`` (peer URL ``_peer_url(i)``), not started."""
+        p = self.params
+        cfg = ServerConfig(
+            name=f"m{i}",
+            data_dir=os.path.join(self.workdir, f"m{i}"),
+            listen_peer_urls=(_peer_url(i),),
+            initial_advertise_peer_urls=(_peer_url(i),),
+            listen_client_urls=(f"http://127.0.0.1:{23790 + i}",),
+            advertise_client_urls=(f"http://127.0.0.1:{23790 + i}",),
+            initial_cluster=initial_cluster,
+            initial_cluster_state=state,
+            snapshot_count=p.snapshot_count,
+            snapshot_catchup_entries=p.snapshot_catchup_entries,
+            corrupt_check_time_s=5.0,
+            initial_corrupt_check=False,
+        )
+        return SimMember(index=i, config=cfg, loop=self.loop, network=self.network, seed=self.seed)
+
     async def _start_all(self) -> None:
+        """Start every member that is not running (and was not removed); each must start."""
         for m in self.members:
-            if not m.up:
+            if m.removed:
+                m.crash()  # out of the cluster: whatever it still runs ends here
+            elif not m.up:
                 m.crash()
                 task = m.start()
                 done, _ = await asyncio.wait([task], timeout=30.0)
-                if not done or task.exception() is not None:
-                    why = "timed out" if not done else repr(task.exception())
+                if not done or not m.started:
+                    why = "timed out" if not done else m.stopped_because
                     raise SimulationFailedError(f"{m.name} did not start: {why}")
                 self.note(f"started {m.name}#{m.incarnation}")
 
@@ -247,9 +295,18 @@ class Simulation:
         rng = self.rng
         net = self.network
         up = [m for m in self.members if m.up]
-        down = [m for m in self.members if not m.up]
+        down = [m for m in self.members if not m.up and not m.removed]
         ids = [m.member_id for m in up]
-        if kind == "partition" and len(ids) >= 2:
+        leaders = [m for m in up if m.member is not None and m.member.raft.is_leader]
+        if kind in MEMBERSHIP_KINDS:
+            if not self.membership.start(kind):
+                return
+            what = f"operator: {kind}"
+        elif kind == "isolate the leader" and leaders and len(ids) >= 2:
+            lead = leaders[0].member_id
+            net.partition([lead], [i for i in ids if i != lead])
+            what = f"isolate the leader {leaders[0].name}"
+        elif kind == "partition" and len(ids) >= 2:
             side = rng.sample(ids, rng.randint(1, len(ids) // 2))
             net.partition(side, [i for i in ids if i not in side])
             what = f"partition {sorted(side)}"
@@ -267,6 +324,7 @@ class Simulation:
         elif kind == "crash" and up:
             m = rng.choice(up)
             m.crash()
+            self._restart_later(m)
             what = f"crash {m.name}"
         elif kind == "restart" and down:
             m = rng.choice(down)
@@ -277,6 +335,9 @@ class Simulation:
             m = rng.choice(up)
             jump = rng.uniform(0.5, 5.0)
             m.clock.jump(jump)
+            if m.member is not None and m.member.raft.is_leader:
+                # The leader's lessor keeps the expiries: leases may now expire early.
+                self.clock_jumps.append(self.loop.time())
             what = f"clock of {m.name} +{jump:.2f}s"
         elif kind == "fsync fails" and up:
             m = rng.choice(up)
@@ -296,16 +357,41 @@ class Simulation:
             if member is None:
                 continue
             failed_at = m.worker.failed_at if m.worker is not None else None
-            if member.stopped.is_set():
+            if m.stopped_because is not None and not m.started:
+                why = m.stopped_because  # a join that could not reach the cluster yet
+                m.crash()
+                self._restart_later(m)
+                self.note(f"{m.name} {why}")
+                if m.config.initial_cluster_state != "existing":
+                    raise SimulationFailedError(f"{m.name} {why}")
+            elif member.stopped.is_set():
                 why = str(member.fatal_error)
                 m.crash()
                 self.note(f"{m.name} stopped: {why}")
+                if m.removed and "removed from the cluster" in why:
+                    continue
+                self._restart_later(m)
                 if failed_at is None:
                     raise SimulationFailedError(f"{m.name} stopped by itself: {why}")
             elif failed_at is not None and now - failed_at > 1.0:
                 raise SimulationFailedError(
                     f"{m.name} carried on after its fsync failed at {failed_at:.3f}s"
                 )
+
+    def _restart_later(self, m: SimMember) -> None:
+        """As a supervisor would: a crashed or stopped member comes back a while later."""
+        self._restart_at[m.index] = self.loop.time() + self.rng.uniform(0.5, 4.0)
+
+    def _restart_due(self) -> None:
+        now = self.loop.time()
+        for m in self.members:
+            due = self._restart_at.get(m.index)
+            if due is not None and due <= now:
+                del self._restart_at[m.index]
+                if not m.up and not m.removed:
+                    m.crash()
+                    m.start()
+                    self.note(f"supervisor restarts {m.name}#{m.incarnation}")
 
     # -- healing and the checks ---------------------------------------------------------------
 
@@ -322,6 +408,8 @@ class Simulation:
             c.stopping = True
         for w in self.watchers:
             w.stopping = True
+        for h in self.lease_holders:
+            h.stopping = True
         deadline = self.loop.time() + p.heal_timeout
         finals = [
             c.process.spawn(self.loop, c.final_ops(p.final_ops, deadline)) for c in self.clients
@@ -334,28 +422,57 @@ class Simulation:
                 f"({[c.outcomes.most_common(3) for c in self.clients]})"
             )
         while True:
-            applied = {m.name: m.member.applier.applied_index() for m in self.members if m.member}
+            applied = {
+                m.name: m.member.applier.applied_index()
+                for m in self.members
+                if m.member and not m.removed
+            }
             if len(set(applied.values())) == 1 and any(
                 m.member is not None and m.member.raft.is_leader for m in self.members
             ):
                 break
             if self.loop.time() > deadline:
+                if self._undecidable(applied):
+                    return
                 raise SimulationFailedError(f"liveness: applied indexes never met: {applied}")
             await asyncio.sleep(0.05)
             self._check_stops()
         bad = self.diverged
-        healthy = [m for m in self.members if m is not bad]
-        self.reference = reference_events(healthy[0])
+        healthy = [m for m in self.members if m is not bad and not m.removed]
+        self.reference = store_reference(healthy[0])
         hashes = {}
         for m in self.members:
+            if m.removed:
+                continue
             assert m.member is not None
-            h = m.member.applier.state_hash_deferred()()
-            hashes[m.name] = (h.applied_index, h.value.hex())
+            sh = m.member.applier.state_hash_deferred()()
+            hashes[m.name] = (sh.applied_index, sh.value.hex())
         self.note(f"converged at index {next(iter(hashes.values()))[0]}")
         if len({hashes[m.name] for m in healthy}) != 1:
             raise SimulationFailedError(f"state hashes differ after healing: {hashes}")
         if bad is not None:
             await self._check_named(bad, hashes, deadline)
+
+    def _undecidable(self, applied: dict[str, int]) -> bool:
+        """The one outcome of an apply fault where members may stay apart: two voters at the
+        head disagree (one of them the faulty member) while the third lags and needs a
+        snapshot.  No majority can tell which state is right, so no snapshot is shipped (it
+        could spread the fault) and nobody is named; the lagging member waits for an operator.
+        Anything else that keeps members apart is a liveness failure."""
+        bad = self.diverged
+        if bad is None:
+            return False
+        head = max(applied.values())
+        lagging = [name for name, index in applied.items() if index < head]
+        if len(lagging) != 1 or bad.name in lagging or len(applied) != 3:
+            return False
+        self.result.faults["apply fault undecidable, a voter lagging"] += 1
+        self.note(f"undecidable: {bad.name} diverged while {lagging[0]} lags; nothing shipped")
+        self.reference = store_reference(
+            next(m for m in self.members if m.name not in (bad.name, lagging[0]))
+        )
+        self.undecided = True
+        return True
 
     async def _check_named(
         self, bad: SimMember, hashes: dict[str, tuple[int, str]], deadline: float
@@ -402,6 +519,8 @@ class Simulation:
     def _check_final(self) -> None:
         bad = self.diverged
         for m in self.members:
+            if m.removed:
+                continue
             assert m.member is not None
             corrupt = [
                 a
@@ -418,11 +537,21 @@ class Simulation:
                 f"{len(self.loop.unhandled)} exception(s) nobody retrieved, first: "
                 f"{ctx.get('message')} {ctx.get('exception')!r} in {ctx.get('task') or ctx.get('future')}"
             )
-        problems = check_watches(self.watchers, self.reference, bad.name if bad else None)
+        problems = check_watches(
+            [s for w in self.watchers for s in w.streams], self.reference, bad.name if bad else None
+        )
         if problems:
             raise SimulationFailedError(
                 f"watch guarantees broken ({len(problems)}): " + "; ".join(problems[:3])
             )
+        problems = check_leases(self.lease_holders, self.clock_jumps)
+        if problems:
+            raise SimulationFailedError(
+                f"leases expired early ({len(problems)}): " + "; ".join(problems[:3])
+            )
+        leases = sum(len(h.leases) for h in self.lease_holders)
+        probes = sum(len(lease.probes) for h in self.lease_holders for lease in h.leases)
+        self.note(f"leases: {leases} granted, {probes} reads of their keys, none early")
         streams = sum(len(w.streams) for w in self.watchers)
         events = sum(len(s.events) for w in self.watchers for s in w.streams)
         self.note(f"watches: {streams} streams, {events} events, as the store's history")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +58,7 @@ def event_key(ev: kv_pb2.Event) -> EventKey:
 class StreamRecord:
     """What one watch stream delivered."""
 
+    watcher: int
     member: str
     start_revision: int
     events: list[EventKey] = field(default_factory=list)
@@ -95,6 +96,8 @@ class SimWatcher:
                 await asyncio.sleep(0.2)
                 continue
             await self._stream(self.rng.choice(up), self.rng.uniform(0.5, 6.0))
+            # A client does not retry in a tight loop (a learner refuses every watch at once).
+            await asyncio.sleep(self.rng.uniform(0.05, 0.3))
 
     async def _stream(self, target: SimMember, lifetime: float) -> None:
         """One Watch stream on ``target`` for at most ``lifetime`` seconds (or until the
@@ -103,7 +106,7 @@ class SimWatcher:
         if member is None or proc is None:
             return
         services = build_services(member)
-        record = StreamRecord(target.name, self.next_revision)
+        record = StreamRecord(self.index, target.name, self.next_revision)
         self.streams.append(record)
         requests: asyncio.Queue[pb.WatchRequest | None] = asyncio.Queue()
         requests.put_nowait(
@@ -165,20 +168,27 @@ class SimWatcher:
             server.add_done_callback(_consume)
 
     def _take(self, record: StreamRecord, resp: pb.WatchResponse) -> None:
-        if resp.watch_id == -1:  # a progress response: everything up to its revision came
-            record.progress.append((resp.header.revision, len(record.events)))
-            self.next_revision = max(self.next_revision, resp.header.revision + 1)
-            return
-        if resp.canceled:
-            record.problems.append(f"canceled: {resp.cancel_reason!r}")
-            return
-        if not resp.events:
-            return
-        revs = [ev.kv.mod_revision for ev in resp.events]
-        if record.events and record.events[-1][1] == revs[0]:
-            record.split_revisions.append(revs[0])
-        record.events.extend(event_key(ev) for ev in resp.events)
-        self.next_revision = max(self.next_revision, revs[-1] + 1)
+        after = record_response(record, resp)
+        if after is not None:
+            self.next_revision = max(self.next_revision, after + 1)
+
+
+def record_response(record: StreamRecord, resp: pb.WatchResponse) -> int | None:
+    """Add one response of a stream to its record; the revision it shows was delivered up to
+    (its last event's, or a progress response's), else None."""
+    if resp.watch_id == -1:  # a progress response: everything up to its revision came
+        record.progress.append((resp.header.revision, len(record.events)))
+        return int(resp.header.revision)
+    if resp.canceled:
+        record.problems.append(f"canceled: {resp.cancel_reason!r}")
+        return None
+    if not resp.events:
+        return None
+    revs = [ev.kv.mod_revision for ev in resp.events]
+    if record.events and record.events[-1][1] == revs[0]:
+        record.split_revisions.append(revs[0])
+    record.events.extend(event_key(ev) for ev in resp.events)
+    return int(revs[-1])
 
 
 def _consume(task: asyncio.Task[Any]) -> None:
@@ -186,18 +196,26 @@ def _consume(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
-def reference_events(member: SimMember) -> list[EventKey]:
-    """Every event on the watched keys, from the store's ranges at each revision (the watch
-    code plays no part): revision r's events are the keys whose ``mod_revision`` is r, with
-    the value at r - 1 as prev_kv; a key present at r - 1 and gone at r was deleted at r."""
+def store_reference(member: SimMember) -> list[EventKey]:
+    """``reference_events`` from a simulated member's store."""
     assert member.member is not None
     store = member.member.applier.store
-    current = store.current_revision
+    return reference_events(
+        lambda rev: store.range(RangeRequest(PREFIX, PREFIX_END, revision=rev)).kvs,
+        store.current_revision,
+    )
+
+
+def reference_events(range_at: Callable[[int], Iterable[Any]], current: int) -> list[EventKey]:
+    """Every event on the watched keys up to revision ``current``, from ranges over them at
+    each revision (``range_at(rev)``: the key-values there, as mvcc's or etcd's protobuf
+    ``KeyValue``; the watch code plays no part): revision r's events are the keys whose
+    ``mod_revision`` is r, with the value at r - 1 as prev_kv; a key present at r - 1 and gone
+    at r was deleted at r."""
     events: list[EventKey] = []
     before: dict[bytes, Any] = {}
     for rev in range(1, current + 1):
-        res = store.range(RangeRequest(PREFIX, PREFIX_END, revision=rev))
-        now = {kv.key: kv for kv in res.kvs}
+        now = {kv.key: kv for kv in range_at(rev)}
         for key, kv in sorted(now.items()):
             if kv.mod_revision == rev:
                 prev = before.get(key)
@@ -220,36 +238,40 @@ def reference_events(member: SimMember) -> list[EventKey]:
     return events
 
 
+def _rev_key(e: EventKey) -> tuple[int, bytes]:
+    return e[1], e[2]
+
+
 def check_watches(
-    watchers: list[SimWatcher], reference: list[EventKey], distrust: str | None = None
+    streams: list[StreamRecord], reference: list[EventKey], distrust: str | None = None
 ) -> list[str]:
     """Every violated guarantee, one line each (empty when all hold).  Streams served by the
     member ``distrust`` (one made to diverge) are not checked."""
     problems: list[str] = []
-    for w in watchers:
-        for n, s in enumerate(w.streams):
-            if s.member == distrust:
-                continue
-            where = f"watcher {w.index} stream {n} on {s.member} from revision {s.start_revision}"
-            problems += [f"{where}: {p}" for p in s.problems]
-            want = [e for e in reference if e[1] >= s.start_revision]
-            got = s.events
-            if got != want[: len(got)]:
-                first = next(i for i, e in enumerate(got) if i >= len(want) or e != want[i])
+    for n, s in enumerate(streams):
+        if s.member == distrust:
+            continue
+        where = f"watcher {s.watcher} stream {n} on {s.member} from revision {s.start_revision}"
+        problems += [f"{where}: {p}" for p in s.problems]
+        # Within a revision the order of its events is not part of the guarantee.
+        want = sorted((e for e in reference if e[1] >= s.start_revision), key=_rev_key)
+        got = sorted(s.events, key=_rev_key)
+        if got != want[: len(got)]:
+            first = next(i for i, e in enumerate(got) if i >= len(want) or e != want[i])
+            problems.append(
+                f"{where}: event {first} is {got[first]}, the store's history has "
+                f"{want[first] if first < len(want) else 'nothing more'}"
+            )
+            continue
+        if got and len(got) < len(want) and want[len(got)][1] == got[-1][1]:
+            problems.append(f"{where}: revision {got[-1][1]} delivered in part")
+        for rev in s.split_revisions:
+            problems.append(f"{where}: revision {rev} split across responses")
+        for rev, delivered in s.progress:
+            owed = sum(1 for e in want if e[1] <= rev)
+            if delivered < owed:
                 problems.append(
-                    f"{where}: event {first} is {got[first]}, the store's history has "
-                    f"{want[first] if first < len(want) else 'nothing more'}"
+                    f"{where}: progress at revision {rev} after {delivered} of the "
+                    f"{owed} events at or below it"
                 )
-                continue
-            if got and len(got) < len(want) and want[len(got)][1] == got[-1][1]:
-                problems.append(f"{where}: revision {got[-1][1]} delivered in part")
-            for rev in s.split_revisions:
-                problems.append(f"{where}: revision {rev} split across responses")
-            for rev, delivered in s.progress:
-                owed = sum(1 for e in want if e[1] <= rev)
-                if delivered < owed:
-                    problems.append(
-                        f"{where}: progress at revision {rev} after {delivered} of the "
-                        f"{owed} events at or below it"
-                    )
     return problems

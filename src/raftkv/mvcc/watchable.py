@@ -385,7 +385,10 @@ class WatchableStore:
                     evs.append(Event(EventType.PUT, kv))
         batches = self._batch(group, evs)
         for w in chosen:
-            w.min_rev = cur + 1
+            # Never back: a watcher may wait for a revision beyond ``cur`` (a watch from a
+            # future revision, or one that saw more before its store went back to an older
+            # backend received with a snapshot).
+            w.min_rev = max(w.min_rev, cur + 1)
             eb = batches.get(w.id)
             if eb is None:
                 self.unsynced.delete(w)

@@ -57,10 +57,12 @@ from raftkv.mvcc.backend import (
     BUCKET_ALARM,
     BUCKET_LEASE,
     BUCKET_META,
+    META_CONSISTENT_INDEX,
     META_STORAGE_VERSION,
     SPACE_ERRORS,
     Backend,
     BackendConfig,
+    ReadTxn,
 )
 from raftkv.mvcc.errors import MVCCRequestError
 from raftkv.mvcc.kvstore import KVStore
@@ -337,18 +339,26 @@ class Applier:
         """When (on ``self.clock``) the pending batch is due; None when nothing is pending."""
         return self.backend.commit_deadline()
 
-    def copy_backend(self, path: str) -> None:
+    def copy_backend(self, path: str) -> int:
         """A consistent, compacted copy of what the backend file holds (for a follower's
-        snapshot, a backup or a defragmentation).  May run in any thread; it holds only what
-        was committed, so the applying thread calls ``commit_pending`` first.  The backend is
-        not closed (defragmentation, a map growth) while the copy runs."""
+        snapshot, a backup or a defragmentation); returns the copy's consistent index (the
+        Raft index whose state it holds).  May run in any thread; it holds only what was
+        committed, so the applying thread calls ``commit_pending`` first.  The backend is not
+        closed (defragmentation, a map growth) while the copy runs."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
         try:
             with self._hashing:
-                self.backend.env.copyfd(fd, compact=True)
+                env = self.backend.env
+                txn = env.begin(write=False)
+                try:
+                    ci = ReadTxn(self.backend, txn).get(BUCKET_META, META_CONSISTENT_INDEX)
+                    env.copyfd(fd, compact=True, txn=txn)
+                finally:
+                    txn.abort()
             os.fsync(fd)
         finally:
             os.close(fd)
+        return _U64.unpack(ci)[0] if ci else 0
 
     def etcd_snapshot_deferred(self) -> Callable[[str], int]:
         """Fix the whole state now (as ``state_hash_deferred``); the callable writes it to a new

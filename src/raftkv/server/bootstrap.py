@@ -54,6 +54,10 @@ class BootstrapError(RuntimeError):
     """The data directory cannot be used as configured; the message says why."""
 
 
+class NotAMemberError(BootstrapError):
+    """The running cluster's member list (as one member knows it) lacks this member."""
+
+
 @dataclass(frozen=True)
 class MemberInfo:
     """One member of the cluster as the member list stores it."""
@@ -224,7 +228,7 @@ def find_joining_member(cfg: ServerConfig, members: list[MemberInfo], removed: s
                     f"member {info.id:x}: the member has been permanently removed from the cluster"
                 )
             return info.id
-    raise BootstrapError(
+    raise NotAMemberError(
         f"--initial-cluster-state existing: no member of the running cluster has the peer "
         f"URLs {','.join(mine)}; add it first: raftkv member add {cfg.name} "
         f"--peer-urls={','.join(mine)}"

@@ -8,8 +8,9 @@ driven by one seed, and runs the member on an event loop whose time is its clock
 Contracts:
 - the member's own code reads time only through ``clock``, draws randomness that decides
   anything (Raft's election jitter, lease IDs, read-index contexts) only from ``entropy``,
-  reaches peers only through the transport ``peer_transport`` builds, and hands the WAL's
-  fdatasync only to the runner ``serial_worker`` builds;
+  reaches peers only through the transport ``peer_transport`` builds (and, to join a running
+  cluster, ``fetch_cluster_info``), and hands the WAL's fdatasync only to the runner
+  ``serial_worker`` builds;
 - other blocking calls go through the event loop's executor (``asyncio.to_thread``), which is
   the loop's own seam: a simulated loop runs them in place;
 - ``MemberTransport`` is what the server layer uses of a peer transport; ``PeerTransport`` is
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from raftkv.clock import SYSTEM_CLOCK, Clock
-from raftkv.peer.outgoing import PeerStats
+from raftkv.peer.outgoing import PeerStats, fetch_cluster_info
 from raftkv.peer.security import PLAINTEXT, PeerSecurity
 from raftkv.peer.transport import PeerTransport
 from raftkv.raft.types import Message
@@ -96,6 +97,16 @@ class PeerTransportFactory(Protocol):
     ) -> MemberTransport: ...
 
 
+class ClusterInfoFetcher(Protocol):
+    """Asks the member at a peer URL for its cluster's member list (a member joining with
+    ``--initial-cluster-state existing``); ``raftkv.peer.outgoing.fetch_cluster_info``'s
+    signature and errors."""
+
+    async def __call__(
+        self, url: str, *, timeout: float, security: PeerSecurity = PLAINTEXT
+    ) -> bytes: ...
+
+
 class BlockingRunner(Protocol):
     """Runs blocking calls one at a time, in order, off the event loop (``SerialWorker``)."""
 
@@ -114,6 +125,7 @@ class MemberEnvironment:
     entropy: Entropy = SYSTEM_ENTROPY
     peer_transport: PeerTransportFactory = PeerTransport
     serial_worker: Callable[[str], BlockingRunner] = SerialWorker
+    fetch_cluster_info: ClusterInfoFetcher = fetch_cluster_info
 
 
 PRODUCTION = MemberEnvironment()

@@ -52,6 +52,9 @@ from raftkv.server.fencing import EVIDENCE_ALARM, EVIDENCE_DIGEST, VERDICT_KIND,
 
 log = logging.getLogger("raftkv.guard")
 
+CONFIRM_TIMEOUT = 2.0
+CONFIRM_RETRY = 0.1
+
 _LATEST = struct.Struct(">QQ16s")  # oldest kept index, latest index, latest digest
 _INDEX = struct.Struct(">Q")
 REQUEST_TIMEOUT = 1.0
@@ -472,6 +475,44 @@ class ConsistencyGuard:
         """Members of the configuration under a CORRUPT alarm (a removed one gets no verdict)."""
         known = {*self.voters(), *self.learners()}
         return [m for m, alarm in self.applier.alarms if alarm == pb.CORRUPT and m in known]
+
+    async def confirm(self, index: int, receiver: int, timeout: float = CONFIRM_TIMEOUT) -> bool:
+        """Whether a majority of voters holds this member's apply digest at ``index`` (asked
+        before this member's state at ``index`` is copied to ``receiver``, which does not
+        count).  Voters that have not applied ``index`` yet are asked again until ``timeout``;
+        a voter that holds another digest there makes it False at once.  True without asking
+        when the voters other than ``receiver`` cannot make a majority with this one (a
+        two-voter cluster sending to the other): nobody could confirm it."""
+        mine = self.applier.digest.digest_at(index)
+        voters = self.voters()
+        quorum = len(voters) // 2 + 1
+        others = [v for v in voters if v not in (self.member_id, receiver)]
+        if (self.member_id in voters) + len(others) < quorum:
+            return True
+        if mine is None:
+            return False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        agreed: set[int] = {self.member_id} if self.member_id in voters else set()
+        while True:
+            for peer in others:
+                if peer in agreed:
+                    continue
+                try:
+                    theirs = await self.digest_at(
+                        peer, index, timeout=max(0.1, deadline - loop.time())
+                    )
+                except PeerRequestError:
+                    continue
+                if theirs == mine:
+                    agreed.add(peer)
+                elif theirs is not None:
+                    return False
+            if len(agreed) >= quorum:
+                return True
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(CONFIRM_RETRY)
 
     async def digest_at(
         self, member: int, index: int, timeout: float = REQUEST_TIMEOUT

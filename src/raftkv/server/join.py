@@ -5,6 +5,8 @@ Contracts:
   cluster ID, the member list, the removed IDs and the cluster version, as JSON;
 - ``discover`` asks the other members named in ``--initial-cluster`` in turn and returns the
   cluster ID and this member's ID (the member whose peer URLs are this one's advertised URLs);
+  a member whose list lacks this one (it has not applied the ``member add`` yet) does not end
+  the search, the others are asked and the round repeated;
   it refuses, with etcd's messages, a member the cluster version does not admit (``incompatible
   with current running cluster``), a removed member, and a member nobody added.
 """
@@ -23,9 +25,11 @@ from raftkv.server.bootstrap import (
     BootstrapError,
     ExistingCluster,
     MemberInfo,
+    NotAMemberError,
     find_joining_member,
 )
 from raftkv.server.config import ServerConfig
+from raftkv.server.environment import ClusterInfoFetcher
 from raftkv.version import SERVER_VERSION, Version, admitted
 
 log = logging.getLogger("raftkv.join")
@@ -48,8 +52,12 @@ def cluster_info(cluster_id: int, applier: Applier) -> bytes:
 
 
 async def discover(
-    cfg: ServerConfig, timeout: float, security: PeerSecurity = PLAINTEXT
+    cfg: ServerConfig,
+    timeout: float,
+    security: PeerSecurity = PLAINTEXT,
+    fetch: ClusterInfoFetcher = fetch_cluster_info,
 ) -> ExistingCluster:
+    """``fetch``: how a running member is asked (``MemberEnvironment.fetch_cluster_info``)."""
     urls = [
         url
         for name, member_urls in cfg.initial_cluster_map().items()
@@ -61,10 +69,11 @@ async def discover(
             "--initial-cluster-state existing: --initial-cluster names no running member to ask"
         )
     failures: dict[str, str] = {}
+    not_listed: NotAMemberError | None = None
     for attempt in range(ROUNDS):
         for url in urls:
             try:
-                body = await fetch_cluster_info(url, timeout=timeout, security=security)
+                body = await fetch(url, timeout=timeout, security=security)
             except PeerRefusedError as exc:
                 if exc.code is ErrorCode.INCOMPATIBLE_VERSION:
                     # The text is the running member's: "local" there is that member.
@@ -77,9 +86,17 @@ async def discover(
             except (OSError, TimeoutError, FrameError, PeerRequestError) as exc:
                 failures[url] = str(exc) or type(exc).__name__
                 continue
-            return _join_as(cfg, json.loads(body))
+            try:
+                return _join_as(cfg, json.loads(body))
+            except NotAMemberError as exc:
+                # That member may not have applied the ``member add`` yet: ask the others.
+                not_listed = exc
+                failures[url] = str(exc)
+                continue
         if attempt + 1 < ROUNDS:
             await asyncio.sleep(ROUND_PAUSE)
+    if not_listed is not None and all(why == str(not_listed) for why in failures.values()):
+        raise not_listed
     detail = "; ".join(f"{u}: {why}" for u, why in failures.items())
     raise BootstrapError(f"cannot fetch cluster info from peer urls: {detail}")
 

@@ -108,7 +108,10 @@ class Member:
             raise BootstrapError(f"--auth-token: {exc}") from None
         if cfg.initial_cluster_state == "existing" and not self.data_dir.has_wal():
             existing = await join.discover(
-                cfg, timeout=self.request_timeout / 2, security=peer_security
+                cfg,
+                timeout=self.request_timeout / 2,
+                security=peer_security,
+                fetch=self.env.fetch_cluster_info,
             )
         rec = open_raft_side(cfg, existing)
         self.member_id, self.cluster_id = rec.member_id, rec.cluster_id
@@ -300,6 +303,7 @@ class Member:
             log.warning("%s", warning)
         raft.on_leader_change = self.leases.leader_changed
         raft.may_send_snapshot = lambda: not self.fence.self_alarmed()
+        raft.confirm_snapshot = self.guard.confirm
         raft.on_apply_corruption = self._apply_corruption
         raft.start(transport, applier)
         if len(rec.conf_state.voters) == 1 and rec.conf_state.voters[0] == self.member_id:

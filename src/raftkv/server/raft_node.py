@@ -45,7 +45,7 @@ import contextlib
 import logging
 import os
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from raftkv.clock import SYSTEM_CLOCK, Clock
@@ -114,7 +114,7 @@ class StateMachine(Protocol):
 
     def commit_deadline(self) -> float | None: ...
 
-    def copy_backend(self, path: str) -> None: ...
+    def copy_backend(self, path: str) -> int: ...
 
     def install_snapshot(self, snap: Snapshot, db_path: str | None) -> None: ...
 
@@ -186,6 +186,9 @@ class RaftNode:
         self.on_fatal: Callable[[BaseException], None] | None = None
         # False while this member's state must not be copied to others (named diverged).
         self.may_send_snapshot: Callable[[], bool] = lambda: True
+        # Whether a majority of voters confirms this member's state at a backend copy's index
+        # (its apply digest there), asked before the copy goes to member ``to``.
+        self.confirm_snapshot: Callable[[int, int], Awaitable[bool]] | None = None
         # Told when apply met a corrupt stored value and parked (see ``_apply_loop``).
         self.on_apply_corruption: Callable[[BackendCorruptionError], None] | None = None
         self._apply_resume = asyncio.Event()
@@ -537,9 +540,22 @@ class RaftNode:
         path = os.path.join(self.snap_dir, f"outgoing-{m.to:x}-{m.index:016x}.db.tmp")
         try:
             self.state_machine.commit_pending()
-            await asyncio.to_thread(self.state_machine.copy_backend, path)
+            index = await asyncio.to_thread(self.state_machine.copy_backend, path)
         except OSError as exc:
             log.error("cannot copy the backend for a snapshot to %x: %s", m.to, exc)
+            self.report_snapshot(m.to, False)
+            return
+        if self.confirm_snapshot is not None and not await self.confirm_snapshot(index, m.to):
+            # Unconfirmed state must not become another member's (an apply fault here not yet
+            # detected would spread): Raft asks again later.
+            log.warning(
+                "not sending a snapshot to %x yet: the apply digest at index %d is not "
+                "confirmed by a majority of voters",
+                m.to,
+                index,
+            )
+            with contextlib.suppress(OSError):
+                os.remove(path)
             self.report_snapshot(m.to, False)
             return
         self.transport.send_snapshot(m, path)
