@@ -41,6 +41,7 @@ from tests.simserver.watchers import (
     check_watches,
     record_response,
     reference_events,
+    watch_request,
 )
 
 KEYS = ("k/a", "k/b", "k/c")  # under the watched prefix
@@ -65,16 +66,7 @@ class Watcher(threading.Thread):
             record = StreamRecord(0, endpoint, self.next_revision)
             self.streams.append(record)
             requests: queue.Queue[pb.WatchRequest | None] = queue.Queue()
-            requests.put(
-                pb.WatchRequest(
-                    create_request=pb.WatchCreateRequest(
-                        key=PREFIX,
-                        range_end=PREFIX_END,
-                        start_revision=self.next_revision,
-                        prev_kv=True,
-                    )
-                )
-            )
+            requests.put(watch_request(self.next_revision))
 
             def feed(
                 q: queue.Queue[pb.WatchRequest | None] = requests,

@@ -95,12 +95,8 @@ MUTATIONS: dict[str, Mutation] = {
 
 
 @contextmanager
-def mutation(name: str | None) -> Iterator[None]:
-    """Apply mutation ``name`` (None: nothing) for the duration of the block."""
-    if name is None:
-        yield
-        return
-    patches = MUTATIONS[name].patch()
+def patched(patches: Patch) -> Iterator[None]:
+    """Apply ``patches`` for the duration of the block, then restore what they replaced."""
     saved = [(owner, attr, owner.__dict__[attr]) for owner, attr, _ in patches]
     try:
         for owner, attr, new in patches:
@@ -109,3 +105,13 @@ def mutation(name: str | None) -> Iterator[None]:
     finally:
         for owner, attr, old in reversed(saved):
             setattr(owner, attr, old)
+
+
+@contextmanager
+def mutation(name: str | None) -> Iterator[None]:
+    """Apply mutation ``name`` (None: nothing) for the duration of the block."""
+    if name is None:
+        yield
+        return
+    with patched(MUTATIONS[name].patch()):
+        yield

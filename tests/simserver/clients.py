@@ -192,7 +192,7 @@ async def call_member(
     done, _ = await asyncio.wait([task], timeout=timeout)
     if not done:
         task.cancel()
-        task.add_done_callback(_consume)
+        task.add_done_callback(consume_outcome)
         return None, "no answer"
     exc = task.exception()
     if exc is not None:
@@ -200,7 +200,7 @@ async def call_member(
     return task.result(), "ok"
 
 
-def _consume(task: asyncio.Task[Any]) -> None:
+def consume_outcome(task: asyncio.Task[Any]) -> None:
     """An abandoned request's outcome: nobody waits for it any more."""
     if not task.cancelled():
         task.exception()

@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from raftkv.mvcc.watchable import WatchableStore
@@ -38,9 +37,7 @@ from raftkv.server.raft_node import RaftNode
 from raftkv.server.reads import ReadBarrier
 from raftkv.server.requests import RequestKind
 from raftkv.wal import WAL
-
-Patch = list[tuple[Any, str, Any]]
-"""(owner, attribute, replacement) triples."""
+from tests.sim.mutations import Mutation, Patch, patched
 
 
 def _apply_ignores_consistent_index() -> Patch:
@@ -103,12 +100,6 @@ def _fsync_error_ignored() -> Patch:
     return [(RaftNode, "_persist", ignoring)]
 
 
-@dataclass(frozen=True)
-class Mutation:
-    description: str
-    patch: Callable[[], Patch]
-
-
 MUTATIONS: dict[str, Mutation] = {
     "apply-ignores-consistent-index": Mutation(
         "entries at or below the consistent index are applied again",
@@ -133,15 +124,9 @@ MUTATIONS: dict[str, Mutation] = {
 
 @contextmanager
 def mutation(name: str | None) -> Iterator[None]:
+    """Apply mutation ``name`` (None: nothing) for the duration of the block."""
     if name is None:
         yield
         return
-    patches = MUTATIONS[name].patch()
-    saved = [(owner, attr, owner.__dict__[attr]) for owner, attr, _ in patches]
-    try:
-        for owner, attr, new in patches:
-            setattr(owner, attr, new)
+    with patched(MUTATIONS[name].patch()):
         yield
-    finally:
-        for owner, attr, old in saved:
-            setattr(owner, attr, old)

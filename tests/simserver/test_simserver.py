@@ -16,7 +16,7 @@ import pytest
 from tests.simserver.__main__ import main, replay_command
 from tests.simserver.loop import Process, SimulationStuckError, VirtualLoop
 from tests.simserver.mutations import MUTATIONS, mutation
-from tests.simserver.simulation import SeedResult, SimParams, Simulation
+from tests.simserver.simulation import FAULT_KINDS, SeedResult, SimParams, Simulation
 
 CHUNK = 30
 
@@ -50,17 +50,7 @@ def test_every_fault_kind_is_injected() -> None:
     faults: Counter[str] = Counter()
     for seed in range(1, 6):
         faults.update(Simulation(seed).run().faults)
-    assert set(faults) == {
-        "isolate the leader",
-        "partition",
-        "one-way cut",
-        "heal network",
-        "lossy network",
-        "crash",
-        "restart",
-        "clock jump",
-        "fsync fails",
-    }
+    assert set(faults) == set(FAULT_KINDS)
 
 
 def test_same_seed_same_trace() -> None:

@@ -29,6 +29,7 @@ from raftkv.app.services import build_services
 from raftkv.mvcc.types import RangeRequest
 from raftkv.proto import kv_pb2
 from raftkv.proto import rpc_pb2 as pb
+from tests.simserver.clients import consume_outcome
 from tests.simserver.loop import Process, VirtualLoop
 from tests.simserver.members import SimMember
 
@@ -109,16 +110,7 @@ class SimWatcher:
         record = StreamRecord(self.index, target.name, self.next_revision)
         self.streams.append(record)
         requests: asyncio.Queue[pb.WatchRequest | None] = asyncio.Queue()
-        requests.put_nowait(
-            pb.WatchRequest(
-                create_request=pb.WatchCreateRequest(
-                    key=PREFIX,
-                    range_end=PREFIX_END,
-                    start_revision=self.next_revision,
-                    prev_kv=True,
-                )
-            )
-        )
+        requests.put_nowait(watch_request(self.next_revision))
         responses: asyncio.Queue[pb.WatchResponse | BaseException | None] = asyncio.Queue()
 
         async def request_iterator() -> AsyncIterator[pb.WatchRequest]:
@@ -165,12 +157,21 @@ class SimWatcher:
             requests.put_nowait(None)
             if not server.done():
                 server.cancel()
-            server.add_done_callback(_consume)
+            server.add_done_callback(consume_outcome)
 
     def _take(self, record: StreamRecord, resp: pb.WatchResponse) -> None:
         after = record_response(record, resp)
         if after is not None:
             self.next_revision = max(self.next_revision, after + 1)
+
+
+def watch_request(start_revision: int) -> pb.WatchRequest:
+    """The watch every watcher opens: the watched keys from ``start_revision``, with prev_kv."""
+    return pb.WatchRequest(
+        create_request=pb.WatchCreateRequest(
+            key=PREFIX, range_end=PREFIX_END, start_revision=start_revision, prev_kv=True
+        )
+    )
 
 
 def record_response(record: StreamRecord, resp: pb.WatchResponse) -> int | None:
@@ -189,11 +190,6 @@ def record_response(record: StreamRecord, resp: pb.WatchResponse) -> int | None:
         record.split_revisions.append(revs[0])
     record.events.extend(event_key(ev) for ev in resp.events)
     return int(revs[-1])
-
-
-def _consume(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
 
 
 def store_reference(member: SimMember) -> list[EventKey]:
