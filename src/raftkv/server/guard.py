@@ -477,23 +477,22 @@ class ConsistencyGuard:
         return [m for m, alarm in self.applier.alarms if alarm == pb.CORRUPT and m in known]
 
     async def confirm(self, index: int, receiver: int, timeout: float = CONFIRM_TIMEOUT) -> bool:
-        """Whether a majority of voters holds this member's apply digest at ``index`` (asked
-        before this member's state at ``index`` is copied to ``receiver``, which does not
-        count).  Voters that have not applied ``index`` yet are asked again until ``timeout``;
-        a voter that holds another digest there makes it False at once.  True without asking
-        when the voters other than ``receiver`` cannot make a majority with this one (a
-        two-voter cluster sending to the other): nobody could confirm it."""
+        """Whether this member's state at ``index`` may be copied to ``receiver`` (which does
+        not count): False as soon as a voter holds another apply digest at ``index`` (the
+        guard must settle who diverged first; Raft asks again later); True once a majority of
+        voters holds this member's digest there.  Voters that have not applied ``index`` yet
+        or do not answer are asked again until ``timeout``; then the copy goes unconfirmed (as
+        etcd sends it), with a warning: a member down or lagging must not keep another from
+        catching up."""
         mine = self.applier.digest.digest_at(index)
         voters = self.voters()
         quorum = len(voters) // 2 + 1
         others = [v for v in voters if v not in (self.member_id, receiver)]
-        if (self.member_id in voters) + len(others) < quorum:
-            return True
-        if mine is None:
-            return False
+        agreed: set[int] = {self.member_id} if self.member_id in voters else set()
+        if mine is None or len(agreed) >= quorum:
+            return mine is not None or not others
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        agreed: set[int] = {self.member_id} if self.member_id in voters else set()
         while True:
             for peer in others:
                 if peer in agreed:
@@ -511,7 +510,14 @@ class ConsistencyGuard:
             if len(agreed) >= quorum:
                 return True
             if loop.time() >= deadline:
-                return False
+                log.warning(
+                    "sending %x this member's state at index %d unconfirmed: no majority of "
+                    "voters could confirm its apply digest within %.1fs",
+                    receiver,
+                    index,
+                    timeout,
+                )
+                return True
             await asyncio.sleep(CONFIRM_RETRY)
 
     async def digest_at(
