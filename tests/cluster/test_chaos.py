@@ -44,7 +44,10 @@ from tests.simserver.watchers import (
     watch_request,
 )
 
-KEYS = ("k/a", "k/b", "k/c")  # under the watched prefix
+KEYS = tuple(f"k/{c}" for c in "abcdefgh")  # under the watched prefix
+CLIENT_PAUSE = 0.03
+"""Between two operations of a client: the history stays small enough for the checker, whose
+search grows fast with operations of unknown outcome (each pause of a member makes some)."""
 CHAOS_SECONDS = 25.0
 
 
@@ -163,7 +166,7 @@ def test_chaos_real_processes(tmp_path: Path) -> None:
         c.start_all()
         net.ids = {i: c.member_id(i) for i in range(3)}
         endpoints = [m.endpoint for m in c.members]
-        clients = [Client(i, endpoints, seed + i, KEYS) for i in range(3)]
+        clients = [Client(i, endpoints, seed + i, KEYS, CLIENT_PAUSE) for i in range(3)]
         watcher = Watcher(endpoints, seed)
         for t in (*clients, watcher):
             t.start()

@@ -36,12 +36,16 @@ def cas_request(key: bytes, expected: str | None, new: str) -> pb.TxnRequest:
 class Client(threading.Thread):
     """Random operations until stopped; an operation's outcome is unknown when its RPC fails."""
 
-    def __init__(self, cid: int, endpoints: list[str], seed: int, keys: Sequence[str]) -> None:
+    def __init__(
+        self, cid: int, endpoints: list[str], seed: int, keys: Sequence[str], pause: float = 0.0
+    ) -> None:
+        """``pause``: seconds between two operations (none: as fast as answers come)."""
         super().__init__(daemon=True, name=f"lin-client-{cid}")
         self.cid = cid
         self.endpoints = endpoints
         self.rng = random.Random(seed)
         self.keys = list(keys)
+        self.pause = pause
         self.history: list[Operation] = []
         self.stop_flag = threading.Event()
         self.failures = 0
@@ -60,6 +64,8 @@ class Client(threading.Thread):
                     self.failures += 1
                     at = (at + 1) % len(channels)
                     time.sleep(0.05)
+                if self.pause:
+                    self.stop_flag.wait(self.pause)
         finally:
             for ch in channels:
                 ch.close()
