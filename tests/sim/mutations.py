@@ -18,6 +18,7 @@ Each mutation breaks one rule of the Raft paper:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -108,10 +109,15 @@ def patched(patches: Patch) -> Iterator[None]:
 
 
 @contextmanager
-def mutation(name: str | None) -> Iterator[None]:
-    """Apply mutation ``name`` (None: nothing) for the duration of the block."""
+def named_mutation(table: dict[str, Mutation], name: str | None) -> Iterator[None]:
+    """Apply ``table[name]`` (None: nothing) for the duration of the block."""
     if name is None:
         yield
         return
-    with patched(MUTATIONS[name].patch()):
+    with patched(table[name].patch()):
         yield
+
+
+def mutation(name: str | None) -> contextlib.AbstractContextManager[None]:
+    """Apply the core mutation ``name`` (None: nothing) for the duration of the block."""
+    return named_mutation(MUTATIONS, name)

@@ -68,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     failures = 0
     faults: Counter[str] = Counter()
+    network: Counter[str] = Counter()
+    wal_bytes_lost = 0
     ops = answered = 0
     cpu = 0.0
     for seed in range(args.start, args.start + args.seeds):
@@ -76,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with mutation(args.mutation):
             res = sim.run()
         faults.update(res.faults)
+        network.update(res.network)
+        wal_bytes_lost += res.wal_bytes_lost
         ops += res.operations
         answered += res.answered
         cpu += res.cpu_seconds
@@ -94,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"{n} seeds, {failures} failed; {ops} operations ({answered} answered); "
         f"faults: {dict(sorted(faults.items()))}; "
+        f"network: {dict(sorted(network.items()))}; "
+        f"unsynced WAL bytes lost at crashes: {wal_bytes_lost}; "
         f"{cpu / max(n, 1):.2f}s CPU per seed ({60 * n / max(cpu, 1e-9):.1f} seeds per CPU-minute)"
     )
     return 1 if failures else 0

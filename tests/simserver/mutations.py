@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from raftkv.mvcc.watchable import WatchableStore
@@ -37,7 +35,7 @@ from raftkv.server.raft_node import RaftNode
 from raftkv.server.reads import ReadBarrier
 from raftkv.server.requests import RequestKind
 from raftkv.wal import WAL
-from tests.sim.mutations import Mutation, Patch, patched
+from tests.sim.mutations import Mutation, Patch, named_mutation
 
 
 def _apply_ignores_consistent_index() -> Patch:
@@ -122,11 +120,6 @@ MUTATIONS: dict[str, Mutation] = {
 }
 
 
-@contextmanager
-def mutation(name: str | None) -> Iterator[None]:
-    """Apply mutation ``name`` (None: nothing) for the duration of the block."""
-    if name is None:
-        yield
-        return
-    with patched(MUTATIONS[name].patch()):
-        yield
+def mutation(name: str | None) -> contextlib.AbstractContextManager[None]:
+    """Apply the server mutation ``name`` (None: nothing) for the duration of the block."""
+    return named_mutation(MUTATIONS, name)

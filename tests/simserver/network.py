@@ -29,7 +29,7 @@ import os
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from raftkv.peer.outgoing import PeerStats
 from raftkv.peer.security import PLAINTEXT, PeerSecurity
@@ -54,18 +54,12 @@ class NetworkParams:
     snapshot_delay: float = 0.05
 
 
-@dataclass
-class NetworkStats:
-    faults: Counter[str] = field(default_factory=Counter)
-    delivered: int = 0
-
-
 class SimNetwork:
     def __init__(self, loop: VirtualLoop, rng: random.Random) -> None:
         self.loop = loop
         self.rng = rng
         self.params = NetworkParams()
-        self.stats = NetworkStats()
+        self.faults: Counter[str] = Counter()  # messages lost, duplicated, cut in flight
         self._endpoints: dict[int, SimTransport] = {}
         self._cut: set[tuple[int, int]] = set()  # (from, to) pairs that carry nothing
         self._context = contextvars.Context()  # in flight: no process's callback
@@ -126,10 +120,9 @@ class SimNetwork:
 
         def arrive() -> None:
             if dst is not None and self.reaches(frm, to) and self._endpoints.get(to) is dst:
-                self.stats.delivered += 1
                 dst.process.context.run(deliver, dst)
                 return
-            self.stats.faults["cut in flight"] += 1
+            self.faults["cut in flight"] += 1
             if on_lost is not None:
                 on_lost()
 
@@ -139,11 +132,11 @@ class SimNetwork:
         """Send one Raft message with the seed's loss, delay and duplication."""
         p = self.params
         if p.loss and self.rng.random() < p.loss:
-            self.stats.faults["message lost"] += 1
+            self.faults["message lost"] += 1
             return
         copies = 1
         if p.duplicate and self.rng.random() < p.duplicate:
-            self.stats.faults["message duplicated"] += 1
+            self.faults["message duplicated"] += 1
             copies = 2
         data = encode_message(m)
         for _ in range(copies):

@@ -99,6 +99,8 @@ class SeedResult:
     faults: Counter[str] = field(default_factory=Counter)
     operations: int = 0
     answered: int = 0
+    network: Counter[str] = field(default_factory=Counter)  # messages lost, duplicated, cut
+    wal_bytes_lost: int = 0  # unsynced WAL bytes the crashes took away
     virtual_seconds: float = 0.0
     cpu_seconds: float = 0.0
     trace: str = ""
@@ -134,7 +136,6 @@ class Simulation:
         self.watchers: list[SimWatcher] = []
         self.lease_holders: list[SimLeaseHolder] = []
         self.clock_jumps: list[float] = []  # when the leader's clock jumped
-        self.undecided = False  # an apply fault left a 1-1 split with the third voter lagging
         self._restart_at: dict[int, float] = {}  # member index -> when it comes back
         self.result = SeedResult(seed)
         self.reference: list[Any] = []
@@ -159,6 +160,8 @@ class Simulation:
         finally:
             logging.disable(logging.CRITICAL)  # what closing the killed processes logs
             self.result.virtual_seconds = self.loop.time()
+            self.result.network = self.network.faults
+            self.result.wal_bytes_lost = sum(m.lost_bytes for m in self.members)
             self.result.trace = self._trace.hexdigest()[:16]
             self._shutdown()
             self.result.cpu_seconds = time.process_time() - cpu
@@ -471,7 +474,6 @@ class Simulation:
         self.reference = store_reference(
             next(m for m in self.members if m.name not in (bad.name, lagging[0]))
         )
-        self.undecided = True
         return True
 
     async def _check_named(
