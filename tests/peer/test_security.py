@@ -65,6 +65,38 @@ def test_a_stranger_is_refused_at_the_handshake(tmp_path: Path) -> None:
     run(main())
 
 
+def test_a_member_not_yet_known_is_reported_then_heard_once_added(tmp_path: Path) -> None:
+    """A member of this cluster that this one does not know yet (it joined after what this one
+    applied) is refused but reported (``on_unknown_peer``); a stranger from another cluster is
+    not.  Once the member is added, its retried stream is accepted."""
+
+    async def main() -> None:
+        a = Node(1, str(tmp_path / "a"))
+        b = Node(2, str(tmp_path / "b"))
+        other = Node(3, str(tmp_path / "c"), cluster_id=CLUSTER + 1)
+        told: list[int] = []
+        b.t.on_unknown_peer = told.append
+        for n in (a, b, other):
+            await n.t.start()
+        try:
+            a.t.add_peer(2, b.t.urls)
+            other.t.add_peer(2, b.t.urls)
+            a.t.send([app(1, 2, 5)])
+            other.t.send([app(3, 2, 5)])
+            await wait_until(lambda: 1 in told, what="member 1 reported")
+            assert b.received == []
+            b.t.add_peer(1, a.t.urls)  # as Membership does once a known member lists it
+            await wait_until(lambda: a.t.is_connected(2), what="member 1's stream accepted")
+            a.t.send([app(1, 2, 6)])
+            await wait_until(lambda: 6 in [m.index for m in b.received], what="delivery")
+            assert set(told) == {1}  # never the member of another cluster
+        finally:
+            for n in (a, b, other):
+                await n.t.stop()
+
+    run(main())
+
+
 def test_a_message_claiming_another_sender_is_dropped(tmp_path: Path) -> None:
     async def main() -> None:
         b = Node(2, str(tmp_path))

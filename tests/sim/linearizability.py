@@ -14,7 +14,14 @@ Contracts:
   at time t), which can only make the checker more permissive, never report a
   false violation;
 - the search memoizes (set of linearized operations, register value), so each
-  distinct configuration is explored once; a failure is explained with a
+  distinct configuration is explored once;
+- two reductions keep histories with many pending writes tractable, both exact: a
+  value no completed read returned and no compare-and-swap compared against is
+  indistinguishable from any other such value, so all of them are one register
+  state; and pending operations of the same effect (same kind, same compared and
+  written value after that merge) are interchangeable, so they are linearized
+  in call order only (any linearization can be rearranged so);
+- a failure is explained with a
   1-minimal failing sub-history of the offending key (greedy removal that keeps
   every observed value's writer).
 """
@@ -93,17 +100,49 @@ class CheckResult:
     culprits: tuple[Operation, ...] = field(default=())
 
 
-def _step(state: Value, op: Operation) -> tuple[bool, Value]:
-    """Apply ``op`` to a register holding ``state``; (consistent with its output, new state)."""
+_UNREAD = "\x00unread"
+"""The register state standing for every written value nothing reads or compares against."""
+
+
+def _step(state: Value, op: Operation, value: Value) -> tuple[bool, Value]:
+    """Apply ``op`` (writing ``value``: its own, or ``_UNREAD``) to a register holding
+    ``state``; (consistent with its output, new state)."""
     if op.kind == "put":
-        return True, op.value
+        return True, value
     if op.kind == "get":
         return state == op.result, state
     if op.result is None:
-        return True, op.value if state == op.expected else state
+        return True, value if state == op.expected else state
     if op.result:
-        return state == op.expected, op.value
+        return state == op.expected, value
     return state != op.expected, state
+
+
+def _distinguishable(ops: Sequence[Operation]) -> set[Value]:
+    """Values some operation's output depends on: completed reads' results, and every
+    compare-and-swap's expected value."""
+    seen: set[Value] = {None}
+    for op in ops:
+        if op.kind == "get" and op.ret is not None:
+            seen.add(op.result)  # type: ignore[arg-type]
+        elif op.kind == "cas":
+            seen.add(op.expected)
+    return seen
+
+
+def _pending_predecessors(ops: Sequence[Operation], values: list[Value]) -> list[int]:
+    """For each pending operation, the pending operation of the same effect called just
+    before it (-1: none, or not pending); it must be linearized first."""
+    pred = [-1] * len(ops)
+    last: dict[tuple[str, Value, Value], int] = {}
+    for i in sorted(range(len(ops)), key=lambda i: (ops[i].call, i)):
+        op = ops[i]
+        if op.ret is not None:
+            continue
+        effect = (op.kind, op.expected if op.kind == "cas" else None, values[i])
+        pred[i] = last.get(effect, -1)
+        last[effect] = i
+    return pred
 
 
 class _Event:
@@ -170,6 +209,9 @@ def _search(ops: Sequence[Operation]) -> _Outcome:
                 if node.next is not None:
                     node.next.prev = node
 
+    seen = _distinguishable(ops)
+    values = [op.value if op.value in seen else _UNREAD for op in ops]
+    pred = _pending_predecessors(ops, values)
     state: Value = None
     linearized = 0
     done = 0
@@ -187,7 +229,11 @@ def _search(ops: Sequence[Operation]) -> _Outcome:
         if entry is not None and entry.is_call:
             cur = entry.op
             assert cur is not None
-            fits, new_state = _step(state, cur)
+            first = pred[entry.opid]
+            if first >= 0 and not linearized >> first & 1:
+                entry = entry.next  # a pending op of the same effect, called earlier, goes first
+                continue
+            fits, new_state = _step(state, cur, values[entry.opid])
             if fits:
                 forced = cur.ret is not None and (cur.kind == "get" or cur.result is False)
                 bits = linearized | (1 << entry.opid)

@@ -240,3 +240,48 @@ def test_thousands_of_ops() -> None:
     rng = random.Random(11)
     ops, _ = _random_linearizable_history(rng, 5000, 5)
     _ok(ops)
+
+
+def test_an_unread_pending_value_still_explains_a_failed_cas() -> None:
+    # "b" is never read: it stands with every unread value for one state, yet that state is
+    # still not "a", which the failed compare-and-swap needs.
+    _ok([put("k", "a", 0, 1), put("k", "b", 2, None), cas("k", "a", "c", False, 5, 6)])
+    _bad([put("k", "a", 0, 1), cas("k", "a", "c", False, 5, 6)])
+
+
+def test_pending_writes_of_the_same_effect_are_interchangeable_not_merged() -> None:
+    # Two pending puts of unread values: either may land, each at most once, and neither
+    # before its call; a pending cas of the same expected value applies only where it holds.
+    _ok(
+        [
+            put("k", "a", 0, 1),
+            put("k", "x", 2, None),
+            put("k", "y", 3, None),
+            cas("k", "a", "b", None, 4, None),
+            get("k", "a", 5, 6),
+            cas("k", "a", "c", False, 7, 8),  # an unread value landed between 6 and 8
+        ]
+    )
+    _bad(
+        [
+            put("k", "a", 0, 1),
+            put("k", "x", 9, None),  # called after the failed cas returned: no help
+            get("k", "a", 5, 6),
+            cas("k", "a", "c", False, 7, 8),
+        ]
+    )
+
+
+def test_many_pending_writes_stay_tractable() -> None:
+    """Timeouts leave many writes pending; their subsets are not searched one by one (2**60
+    here), so the check ends, and still catches a stale read among them."""
+    ops = [put("k", "a", 0, 1)]
+    for i in range(60):
+        ops.append(put("k", f"lost{i}", 2 + i, None))
+        ops.append(cas("k", "a", f"c{i}", None, 2 + i, None))
+        ops.append(get("k", "a" if i < 30 else None, 2.5 + i, 2.6 + i))
+    ops = [op for op in ops if not (op.kind == "get" and op.result is None)]
+    _ok(ops)
+    ops.append(put("k", "z", 100, 101))
+    ops.append(get("k", "a", 102, 103))
+    _bad(ops)

@@ -39,8 +39,8 @@ class HeldLease:
     # (call time, TTL returned) of each successful grant or keepalive
     renewals: list[tuple[float, int]] = field(default_factory=list)
     revoked_at: float | None = None  # call time of the holder's own revoke, if any
-    # (call time, return time, found) of each read of the first key
-    probes: list[tuple[float, float, bool]] = field(default_factory=list)
+    # (call time, return time, found, member that answered) of each read of the first key
+    probes: list[tuple[float, float, bool, str]] = field(default_factory=list)
 
 
 class SimLeaseHolder:
@@ -60,18 +60,21 @@ class SimLeaseHolder:
         return self.process.spawn(self.loop, self._run())
 
     async def _call(self, build: Callable[[Services, Any], Coroutine[Any, Any, Any]]) -> Any:
+        return (await self._call_any(build))[0]
+
+    async def _call_any(
+        self, build: Callable[[Services, Any], Coroutine[Any, Any, Any]]
+    ) -> tuple[Any, str]:
+        """(answer or None, name of the member asked) of one call to a random live member."""
         up = [m for m in self.members if m.up]
         if not up:
             await asyncio.sleep(0.2)
-            return None
+            return None, ""
+        target = self.rng.choice(up)
         answer, _outcome = await call_member(
-            self.loop,
-            self.rng.choice(up),
-            build,
-            ATTEMPT_TIMEOUT,
-            f"lease-holder-{self.index}",
+            self.loop, target, build, ATTEMPT_TIMEOUT, f"lease-holder-{self.index}"
         )
-        return answer
+        return answer, target.name
 
     async def _run(self) -> None:
         while not self.stopping:
@@ -131,22 +134,27 @@ class SimLeaseHolder:
 
     async def _probe(self, lease: HeldLease) -> None:
         call = self.loop.time()
-        resp = await self._call(lambda s, ctx: s.kv.Range(pb.RangeRequest(key=lease.keys[0]), ctx))
+        resp, by = await self._call_any(
+            lambda s, ctx: s.kv.Range(pb.RangeRequest(key=lease.keys[0]), ctx)
+        )
         if isinstance(resp, pb.RangeResponse):
-            lease.probes.append((call, self.loop.time(), bool(resp.kvs)))
+            lease.probes.append((call, self.loop.time(), bool(resp.kvs), by))
 
 
 async def _put(req: pb.PutRequest, s: Services, ctx: Any) -> pb.PutResponse:
     return await s.kv.Put(req, ctx)
 
 
-def check_leases(holders: list[SimLeaseHolder], clock_jumps: list[float]) -> list[str]:
-    """Every read that found a live lease's key gone, one line each."""
+def check_leases(
+    holders: list[SimLeaseHolder], clock_jumps: list[float], distrust: str | None = None
+) -> list[str]:
+    """Every read that found a live lease's key gone, one line each; reads answered by
+    ``distrust`` (a member whose state machine was made to diverge) are not evidence."""
     problems = []
     for h in holders:
         for lease in h.leases:
-            for call, ret, found in lease.probes:
-                if found:
+            for call, ret, found, by in lease.probes:
+                if found or by == distrust:
                     continue
                 if lease.revoked_at is not None and lease.revoked_at <= ret:
                     continue

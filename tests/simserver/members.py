@@ -109,6 +109,7 @@ class SimMember:
         self.disk_rng = random.Random(f"{seed}-{self.name}-disk")
         self.lost_bytes = 0  # WAL bytes written but not synced that crashes took away
         self.removed = False  # removed from the cluster: stops, never comes back
+        self.removal_asked = False  # an operator asked to remove it (the answer may be lost)
         self.learner = False  # added as a learner and not yet promoted
         self.known_id: int | None = None  # its member ID, once known
 
@@ -178,8 +179,8 @@ class SimMember:
         m = self.member
         if m is not None and m.fatal_error is not None and self.stopped_because is None:
             self.stopped_because = str(m.fatal_error)
-        if m is not None and hasattr(m, "raft"):
-            path, synced, written = m.raft.wal.abandon()
+        if m is not None and m.wal is not None:  # also when the start was still under way
+            path, synced, written = m.wal.abandon()
             self._lose_unsynced(path, synced, written)
         if m is not None and hasattr(m, "applier"):
             m.applier.abandon()

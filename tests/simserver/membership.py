@@ -9,8 +9,10 @@ voters; the removed member stops by itself and never comes back).
 
 Contracts:
 - at most one change is in flight; one that fails (no leader, a partition, etcd's refusals)
-  changes nothing and is simply not retried;
-- ``SimMember.learner`` and ``SimMember.removed`` follow what the cluster accepted.
+  is not retried; one whose answer was lost may still have taken effect;
+- ``SimMember.learner`` and ``SimMember.removed`` follow what the cluster answered; a member
+  whose removal was asked (``SimMember.removal_asked``) may stop as removed without an
+  answer, and then counts as removed.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class MembershipChanges:
         self.peer_url = peer_url
         self.note = note
         self._busy = False
+        self._task: asyncio.Task[None] | None = None
 
     def current(self) -> list[SimMember]:
         return [m for m in self.members if not m.removed]
@@ -71,9 +74,15 @@ class MembershipChanges:
         else:
             return False
         self._busy = True
-        task = self.loop.create_task(work)
-        task.add_done_callback(self._done)
+        self._task = self.loop.create_task(work)
+        self._task.add_done_callback(self._done)
         return True
+
+    async def settle(self) -> None:
+        """Wait for the change in flight, if any (healing waits: a member it adds must be in
+        the member list the final checks read)."""
+        if self._task is not None:
+            await asyncio.wait([self._task])
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._busy = False
@@ -124,6 +133,7 @@ class MembershipChanges:
         if member_id is None:
             return
         req = pb.MemberRemoveRequest(ID=member_id)
+        voter.removal_asked = True
         resp = await self._ask(lambda s, ctx: s.cluster.MemberRemove(req, ctx))
         if isinstance(resp, pb.MemberRemoveResponse):
             voter.removed = True

@@ -14,6 +14,9 @@ manager that monkeypatches this process only and restores everything on exit.  N
 - ``lessor-expires-on-follower``: every member's lessor, not only the leader's, proposes the
   revocation of leases it thinks expired (a follower never sees keepalives: it revokes live
   leases);
+- ``lease-revoke-unconfirmed``: the leader proposes the revokes of expired leases without a
+  read-index round confirming it still leads (etcd issue 15247: a cut-off leader revokes
+  leases its successor kept alive);
 - ``wal-skips-fdatasync``: the WAL acknowledges a sync without calling fdatasync (entries a
   member acknowledged are gone after its crash);
 - ``fsync-error-ignored``: the Ready loop carries on after the WAL's fdatasync failed (the
@@ -79,6 +82,20 @@ def _lessor_expires_on_follower() -> Patch:
     return [(Leases, "run", run)]
 
 
+def _lease_revoke_unconfirmed() -> Patch:
+    async def run(self: Leases) -> None:
+        while True:  # Leases.run proposing at once what the lessor believes expired
+            await asyncio.sleep(LEASE_EXPIRY_CHECK_INTERVAL)
+            lessor = self.applier.lessor
+            if not (self.raft.is_leader and lessor.is_primary):
+                continue
+            for lease_id in lessor.expired_leases(self.applier.clock.monotonic()):
+                body = pb.LeaseRevokeRequest(ID=lease_id).SerializeToString()
+                self._spawn(self.proposer.propose_quietly(RequestKind.LEASE_REVOKE, body))
+
+    return [(Leases, "run", run)]
+
+
 def _wal_skips_fdatasync() -> Patch:
     def sync(self: WAL) -> None:
         self._dirty = False  # as if synced: nothing is
@@ -112,6 +129,10 @@ MUTATIONS: dict[str, Mutation] = {
     "lessor-expires-on-follower": Mutation(
         "followers' lessors expire leases too (they never see keepalives)",
         _lessor_expires_on_follower,
+    ),
+    "lease-revoke-unconfirmed": Mutation(
+        "expired leases revoked by a leader that did not confirm it still leads",
+        _lease_revoke_unconfirmed,
     ),
     "wal-skips-fdatasync": Mutation("the WAL never calls fdatasync", _wal_skips_fdatasync),
     "fsync-error-ignored": Mutation(

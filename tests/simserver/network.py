@@ -171,6 +171,7 @@ class SimTransport:
         self.cluster_id = cluster_id
         self.listen_urls = list(listen_urls)
         self.cluster_info: Callable[[], bytes] | None = None
+        self.on_unknown_peer: Callable[[int], None] | None = None
         self._on_message = on_message
         self._on_snapshot = on_snapshot
         self._on_unreachable = on_unreachable
@@ -239,7 +240,11 @@ class SimTransport:
                 self.network.loop.call_soon(sender._on_removed, context=sender.process.context)
             return
         if m.frm not in self._peers:
-            return  # the real transport refuses a stream from a member it does not know
+            # As the real transport: a stream from a member it does not know is refused, and
+            # the member told.
+            if self.on_unknown_peer is not None:
+                self.on_unknown_peer(m.frm)
+            return
         self._on_message(m)
 
     def _report_unreachable(self, peer_id: int) -> None:

@@ -371,7 +371,8 @@ class Simulation:
                 why = str(member.fatal_error)
                 m.crash()
                 self.note(f"{m.name} stopped: {why}")
-                if m.removed and "removed from the cluster" in why:
+                if (m.removed or m.removal_asked) and "removed from the cluster" in why:
+                    m.removed = True  # also when the answer to the removal was lost
                     continue
                 self._restart_later(m)
                 if failed_at is None:
@@ -406,6 +407,7 @@ class Simulation:
         for m in self.members:
             if m.worker is not None:
                 m.worker.fail_next = False
+        await self.membership.settle()
         await self._start_all()
         for c in self.clients:
             c.stopping = True
@@ -546,7 +548,7 @@ class Simulation:
             raise SimulationFailedError(
                 f"watch guarantees broken ({len(problems)}): " + "; ".join(problems[:3])
             )
-        problems = check_leases(self.lease_holders, self.clock_jumps)
+        problems = check_leases(self.lease_holders, self.clock_jumps, bad.name if bad else None)
         if problems:
             raise SimulationFailedError(
                 f"leases expired early ({len(problems)}): " + "; ".join(problems[:3])

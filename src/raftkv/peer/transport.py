@@ -154,6 +154,9 @@ class PeerTransport:
         )
         # Answers a CLUSTER_INFO stream (a joining member asking for the member list).
         self.cluster_info: Callable[[], bytes] | None = None
+        # Told the ID of a member of this cluster that dialled in and is not in the peer
+        # table (a member that joined after what this member applied); its stream is refused.
+        self.on_unknown_peer: Callable[[int], None] | None = None
         self._handshake_timeout = handshake_timeout
         self._snapshot_ack_timeout = snapshot_ack_timeout
         self._unreachable_interval = unreachable_interval
@@ -551,6 +554,8 @@ class PeerTransport:
                 "configuration",
                 h.frm,
             )
+            if self.on_unknown_peer is not None:
+                self.on_unknown_peer(h.frm)
             return ErrorCode.WRONG_MEMBER, f"{h.frm:x} is not a member of the configuration"
         return None
 

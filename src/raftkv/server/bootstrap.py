@@ -259,21 +259,28 @@ def _bootstrap_new(cfg: ServerConfig, dd: DataDir, snapshotter: Snapshotter) -> 
 def _restart(dd: DataDir, snapshotter: Snapshotter) -> RaftRecovery:
     walsnaps = valid_snapshot_entries(dd.wal)
     snap = snapshotter.load_newest_available(walsnaps)
-    if snap is None and any(ws.index == 0 for ws in walsnaps) and not snapshotter.names():
-        snap = Snapshot()  # a member that joined and has received no snapshot yet
+    if snap is None and walsnaps and all(ws.index == 0 for ws in walsnaps):
+        # A member that joined and has no committed snapshot yet.  A snapshot file may be
+        # there, received while the hard state committing it was not yet durable: as etcd,
+        # a snapshot without a committed marker is not used (the leader sends it again).
+        snap = Snapshot()
     if snap is None:
         raise BootstrapError(f"no usable raft snapshot in {dd.snap} matches the WAL in {dd.wal}")
     md = snap.metadata
     wal = WAL.open(dd.wal, WalSnapshot(md.index, md.term, md.conf_state))
-    metadata, hard_state, entries = wal.read_all()
-    ids = decode_metadata(metadata)
-    if ids is None:
-        wal.close()
-        raise BootstrapError(f"the WAL in {dd.wal} has no member metadata")
-    storage = MemoryStorage()
-    storage.apply_snapshot(snap)
-    storage.set_hard_state(hard_state)
-    storage.append(entries)
+    try:
+        metadata, hard_state, entries = wal.read_all()
+        ids = decode_metadata(metadata)
+        if ids is None:
+            raise BootstrapError(f"the WAL in {dd.wal} has no member metadata")
+        storage = MemoryStorage()
+        if md.index:  # index 0: nothing to install (MemoryStorage starts there)
+            storage.apply_snapshot(snap)
+        storage.set_hard_state(hard_state)
+        storage.append(entries)
+    except BaseException:
+        wal.close()  # release the WAL's lock: the caller may try again in this process
+        raise
     return RaftRecovery(
         ids[0], ids[1], wal, snapshotter, storage, snap, hard_state, entries, False, []
     )

@@ -54,6 +54,7 @@ class MemberTransport(Protocol):
     within ``timeout`` or answers with an error."""
 
     cluster_info: Callable[[], bytes] | None
+    on_unknown_peer: Callable[[int], None] | None
 
     async def start(self) -> None: ...
 

@@ -5,7 +5,8 @@ Contracts:
 - only the leader's lessor is primary: it alone renews, expires and checkpoints; a follower
   forwards KeepAlive and TimeToLive to the leader over the peer transport (typed calls: the
   etcd request and response messages, serialized);
-- an expired lease is revoked through Raft (a LEASE_REVOKE proposal), like a client's revoke;
+- an expired lease is revoked through Raft (a LEASE_REVOKE proposal), like a client's revoke,
+  and only after a read-index round confirmed this member still leads (as checkpoints);
 - lease IDs are chosen before proposing, so apply is deterministic;
 - a Grant that does not fit the backend quota is refused before it is proposed, after this
   member's NOSPACE alarm was raised (``raftkv.server.quota``).
@@ -14,6 +15,7 @@ Contracts:
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -37,6 +39,8 @@ from raftkv.server.requests import RequestKind
 LEASE_EXPIRY_CHECK_INTERVAL = 0.5
 PEER_RENEW = "lease-renew"  # LeaseKeepAliveRequest -> LeaseKeepAliveResponse (TTL -1: none)
 PEER_TTL = "lease-ttl"  # LeaseTimeToLiveRequest -> LeaseTimeToLiveResponse (TTL -1: none)
+
+log = logging.getLogger("raftkv.leases")
 
 
 class Leases:
@@ -194,15 +198,49 @@ class Leases:
             if not (self.raft.is_leader and lessor.is_primary):
                 continue
             now = self.applier.clock.monotonic()
-            auth = self.applier.auth
-            # As etcd's WithRoot: an expiry is the cluster's act, allowed whatever keys it holds.
-            who = AuthInfo(ROOT_USER, auth.revision) if auth.enabled else None
-            for lease_id in lessor.expired_leases(now):
-                body = pb.LeaseRevokeRequest(ID=lease_id).SerializeToString()
-                self._spawn(self.proposer.propose_quietly(RequestKind.LEASE_REVOKE, body, who))
-            cps = lessor.checkpoint_candidates(now)
-            if cps:
-                body = pb.LeaseCheckpointRequest(
-                    checkpoints=[pb.LeaseCheckpoint(ID=i, remaining_TTL=t) for i, t in cps]
-                ).SerializeToString()
-                self._spawn(self.proposer.propose_quietly(RequestKind.LEASE_CHECKPOINT, body))
+            expired = lessor.expired_leases(now)
+            checkpoints = lessor.checkpoint_candidates(now)
+            if expired or checkpoints:
+                self._spawn(self._propose_duties(expired, checkpoints))
+
+    async def _propose_duties(self, expired: list[int], checkpoints: list[tuple[int, int]]) -> None:
+        """Propose the revokes of ``expired`` leases and one checkpoint entry, once a read-index
+        round confirmed this member still leads (etcd's ensureLeadership, etcd issue 15247).
+
+        A leader cut off from the others keeps believing it leads until check-quorum steps it
+        down, while clients keep their leases alive on the new leader; its revoke, forwarded
+        to the new leader as a follower's proposal, would delete keys of a live lease.  A
+        lease renewed while the round ran is not revoked."""
+        if not await self._confirmed_leader():
+            log.warning(
+                "ignored %d lease revokes and %d checkpoints: this member %x is no longer "
+                "the leader",
+                len(expired),
+                len(checkpoints),
+                self.fence.member_id,
+            )
+            return
+        lessor = self.applier.lessor
+        now = self.applier.clock.monotonic()
+        auth = self.applier.auth
+        # As etcd's WithRoot: an expiry is the cluster's act, allowed whatever keys it holds.
+        who = AuthInfo(ROOT_USER, auth.revision) if auth.enabled else None
+        for lease_id in expired:
+            lease = lessor.lookup(lease_id)
+            if lease is None or lease.expiry is None or lease.expiry > now:
+                continue  # revoked, or renewed while leadership was confirmed
+            body = pb.LeaseRevokeRequest(ID=lease_id).SerializeToString()
+            self._spawn(self.proposer.propose_quietly(RequestKind.LEASE_REVOKE, body, who))
+        if checkpoints:
+            body = pb.LeaseCheckpointRequest(
+                checkpoints=[pb.LeaseCheckpoint(ID=i, remaining_TTL=t) for i, t in checkpoints]
+            ).SerializeToString()
+            self._spawn(self.proposer.propose_quietly(RequestKind.LEASE_CHECKPOINT, body))
+
+    async def _confirmed_leader(self) -> bool:
+        """True when a read-index round just confirmed this member as the primary leader."""
+        try:
+            await self.barrier.wait()
+        except errors.EtcdError:
+            return False
+        return self.raft.is_leader and self.applier.lessor.is_primary

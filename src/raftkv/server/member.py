@@ -25,7 +25,7 @@ from raftkv.lease.lessor import min_lease_ttl
 from raftkv.mvcc.backend import BackendConfig
 from raftkv.mvcc.errors import BackendCorruptionError
 from raftkv.mvcc.watchable import WatchableStore
-from raftkv.peer.security import unauthenticated_warning
+from raftkv.peer.security import PeerSecurity, unauthenticated_warning
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.raft import RawNode
 from raftkv.raft.config import Config as RaftConfig
@@ -50,6 +50,7 @@ from raftkv.server.reads import ReadBarrier
 from raftkv.server.repair import Repairer
 from raftkv.server.requests import RequestKind
 from raftkv.server.versions import Versions
+from raftkv.wal import WAL
 
 log = logging.getLogger("raftkv.member")
 
@@ -78,6 +79,7 @@ class Member:
         self.disk_metrics = DiskMetrics()
         self.member_id = 0
         self.cluster_id = 0
+        self.wal: WAL | None = None  # once ``start`` opened it (``raft.wal`` once Raft runs)
         self.raft: RaftNode
         self.applier: Applier
         self.transport: MemberTransport
@@ -114,22 +116,30 @@ class Member:
                 fetch=self.env.fetch_cluster_info,
             )
         rec = open_raft_side(cfg, existing)
+        self.wal = rec.wal
         self.member_id, self.cluster_id = rec.member_id, rec.cluster_id
         md = rec.snapshot.metadata
-        node = RawNode(
-            RaftConfig(
-                id=self.member_id,
-                storage=rec.storage,
-                election_tick=self.election_ticks,
-                heartbeat_tick=1,
-                applied=md.index,
-                max_size_per_msg=1 << 20,
-                max_inflight_msgs=512,
-                check_quorum=True,
-                pre_vote=True,
-                seed=self.env.entropy.getrandbits(64),
+        seed_members = rec.initial_members if existing is not None else []
+        try:
+            if existing is None and md.index == 0:
+                seed_members = await self._rediscover_peers(peer_security)
+            node = RawNode(
+                RaftConfig(
+                    id=self.member_id,
+                    storage=rec.storage,
+                    election_tick=self.election_ticks,
+                    heartbeat_tick=1,
+                    applied=md.index,
+                    max_size_per_msg=1 << 20,
+                    max_inflight_msgs=512,
+                    check_quorum=True,
+                    pre_vote=True,
+                    seed=self.env.entropy.getrandbits(64),
+                )
             )
-        )
+        except BaseException:
+            rec.wal.close()  # unlock: the caller may start this member again in this process
+            raise
         self.raft = raft = RaftNode(
             node=node,
             storage=rec.storage,
@@ -236,6 +246,7 @@ class Member:
             proposer=self.proposer,
             barrier=self.barrier,
             header=self.cluster_header,
+            spawn=self._spawn,
         )
         self.versions = Versions(
             applier=applier,
@@ -293,8 +304,8 @@ class Member:
         self.guard.learners = self.hash_checker.learners = lambda: self.raft.conf_state.learners
         self.hash_checker.on_named = self.guard.verdicts.name
         self.repairer = Repairer(self)
-        if existing is not None:
-            self.membership.seed(rec.initial_members)
+        if seed_members:
+            self.membership.seed(seed_members)
         # Peers first: the transport refuses streams from members it does not know.
         self._members_changed(dict(applier.members))
         await transport.start()
@@ -332,6 +343,30 @@ class Member:
             self.cluster_id,
             self.data_dir.root,
         )
+
+    async def _rediscover_peers(self, peer_security: PeerSecurity) -> list[MemberInfo]:
+        """The running members, for a member that joined and stopped before its first snapshot
+        arrived: its member list comes with that snapshot, so without asking the cluster again
+        (as at its join) it would know no member to answer."""
+        found = await join.discover(
+            self.config,
+            timeout=self.request_timeout / 2,
+            security=peer_security,
+            fetch=self.env.fetch_cluster_info,
+        )
+        if (found.cluster_id, found.member_id) != (self.cluster_id, self.member_id):
+            raise BootstrapError(
+                f"this data dir holds member {self.member_id:x} of cluster {self.cluster_id:x}, "
+                f"which joined and has not received its first snapshot, but the running cluster "
+                f"knows this member's peer URLs as member {found.member_id:x} of cluster "
+                f"{found.cluster_id:x}"
+            )
+        log.info(
+            "member %x joined but has no snapshot yet: the running cluster named %d members",
+            self.member_id,
+            len(found.members),
+        )
+        return list(found.members)
 
     async def stop(self) -> None:
         """Stop what ``start`` started (all of it, or as far as a failed start got)."""

@@ -18,7 +18,12 @@ Contracts (etcd's rules and messages):
   one is in flight in the cluster, and the leader refuses a second at once (``a membership
   change is already in progress``, raftkv's: etcd lets it time out) rather than let the Raft
   core drop it silently;
-- a member removed from the cluster stops, with etcd's message.
+- a member removed from the cluster stops, with etcd's message;
+- a member that dials in and is not in this member's member list (it joined after the entry
+  this member has applied last: a lagging member, or one that joined and awaits its first
+  snapshot) is looked up with the members this one knows; when one of them lists it, it is
+  added to the peer table as a *remote* (etcd's remotes), so this member can answer it and
+  catch up from it.  A remote never outlives its removal from the cluster.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -53,7 +58,11 @@ LEARNER_READY_PERCENT = 0.9
 """etcd's readyPercentThreshold: a learner's match index over the leader's, to be promoted."""
 PEER_PROMOTE_CHECK = "learner-ready"
 PEER_MEMBER_CHANGE = "member-change"  # JSON {type, node_id, change} -> {} or {"error"}
+PEER_MEMBER_INFO = "member-info"  # member ID (8 bytes) -> MemberInfo JSON, b"" if not listed
 PUBLISH_RETRY = 0.5
+REMOTE_LOOKUP_INTERVAL = 5.0  # seconds between two lookups of one unknown member
+REMOTE_LOOKUP_TIMEOUT = 2.0  # per peer asked
+MAX_REMOTE_LOOKUPS = 256  # unknown members remembered; beyond, the oldest are forgotten
 
 
 class Membership:
@@ -68,7 +77,9 @@ class Membership:
         proposer: Proposer,
         barrier: ReadBarrier,
         header: Callable[[], pb.ResponseHeader],
+        spawn: Callable[[Coroutine[Any, Any, None]], None],
     ) -> None:
+        """``spawn`` runs the lookups of unknown members as member tasks."""
         self.member_id = member_id
         self.config = config
         self.applier = applier
@@ -77,11 +88,18 @@ class Membership:
         self.proposer = proposer
         self.barrier = barrier
         self.header = header
+        self._spawn = spawn
         self._peers: dict[int, tuple[str, ...]] = {}
-        self._seed: dict[int, MemberInfo] = {}
+        # Members known from outside the replicated list: the running members a joining
+        # member was told of, and members that dialled in before this member applied their
+        # addition (etcd's remotes).
+        self._remotes: dict[int, MemberInfo] = {}
+        self._lookups: dict[int, float] = {}  # unknown member -> when it was last looked up
         self.published = asyncio.Event()
         transport.register_handler(PEER_PROMOTE_CHECK, self._handle_promote_check)
         transport.register_handler(PEER_MEMBER_CHANGE, self._handle_member_change)
+        transport.register_handler(PEER_MEMBER_INFO, self._handle_member_info)
+        transport.on_unknown_peer = self.unknown_peer
 
     # -- the Cluster service ----------------------------------------------------------------
 
@@ -308,12 +326,15 @@ class Membership:
             return
 
     def members_changed(self, members: dict[int, MemberInfo]) -> None:
-        """Keep the transport's peer table equal to the replicated member list, and refuse
-        streams from removed members.  A member that joined has no list until its first
-        snapshot arrives: until then it talks to the members it was told of (``seed``)."""
-        if not members:
-            members = self._seed
-        wanted = {mid: info.peer_urls for mid, info in members.items() if mid != self.member_id}
+        """Keep the transport's peer table equal to the replicated member list and the
+        remotes not removed since, and refuse streams from removed members.  (A member that
+        joined has no list until its first snapshot arrives: until then it talks to the
+        members it was told of, ``seed``.)"""
+        cluster = self.applier.cluster
+        known = {
+            mid: info for mid, info in self._remotes.items() if not cluster.is_removed(mid)
+        } | members
+        wanted = {mid: info.peer_urls for mid, info in known.items() if mid != self.member_id}
         for mid in set(self._peers) - set(wanted):
             self.transport.remove_peer(mid)
             del self._peers[mid]
@@ -327,7 +348,51 @@ class Membership:
 
     def seed(self, members: list[MemberInfo]) -> None:
         """The running members a joining member learnt of before it has a member list."""
-        self._seed = {m.id: m for m in members}
+        self._remotes.update((m.id, m) for m in members)
+
+    def unknown_peer(self, member_id: int) -> None:
+        """The transport refused a stream from ``member_id``, not in the peer table: look it
+        up with the known members (at most once per ``REMOTE_LOOKUP_INTERVAL``)."""
+        if member_id == self.member_id or self.applier.cluster.is_removed(member_id):
+            return
+        now = self.applier.clock.monotonic()
+        last = self._lookups.get(member_id)
+        if last is not None and now - last < REMOTE_LOOKUP_INTERVAL:
+            return
+        if len(self._lookups) >= MAX_REMOTE_LOOKUPS:
+            del self._lookups[next(iter(self._lookups))]
+        self._lookups[member_id] = now
+        self._spawn(self._look_up(member_id))
+
+    async def _look_up(self, member_id: int) -> None:
+        for peer in sorted(self._peers):
+            try:
+                body = await self.transport.request(
+                    peer, PEER_MEMBER_INFO, member_id.to_bytes(8, "big"), REMOTE_LOOKUP_TIMEOUT
+                )
+            except PeerRequestError:
+                continue
+            if not body:
+                continue
+            info = MemberInfo.from_json(json.loads(body))
+            if info.id != member_id or member_id in self._peers:
+                return
+            if self.applier.cluster.is_removed(member_id):
+                return
+            log.info(
+                "member %x is not in this member's member list yet; member %x lists it at %s: "
+                "added as a remote peer",
+                member_id,
+                peer,
+                ",".join(info.peer_urls),
+            )
+            self._remotes[member_id] = info
+            self.members_changed(dict(self.applier.members))
+            return
+
+    async def _handle_member_info(self, peer: int, payload: bytes) -> bytes:
+        info = self.applier.members.get(int.from_bytes(payload, "big"))
+        return json.dumps(info.to_json()).encode() if info is not None else b""
 
     def removed_self(self) -> bool:
         return self.applier.cluster.is_removed(self.member_id)
