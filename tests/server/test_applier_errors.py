@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from raftkv import errors
+import pytest
+
+from raftkv import errors, failpoints
 from raftkv.mvcc.backend import BackendConfig
+from raftkv.mvcc.errors import BackendCorruptionError
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.raft.types import Entry
 from raftkv.server.applier import Applier
@@ -46,3 +49,40 @@ def test_a_duplicate_key_txn_that_reached_apply_is_answered_with_etcds_error(
             applier.close()
 
     asyncio.run(main())
+
+
+def test_a_value_corrupted_at_rest_is_never_copied_on(tmp_path: Path) -> None:
+    """A backend copy (a follower's snapshot, a defragmentation) checks every value's CRC
+    first: a value whose bit flipped at rest raises instead of spreading to another member."""
+    applier = Applier.detached(str(tmp_path), BackendConfig(map_size=64 << 20), min_lease_ttl=1)
+    try:
+        applier.write_initial_members([MemberInfo(1, "m1", ("http://127.0.0.1:2380",))])
+        put = pb.PutRequest(key=b"k", value=b"v")
+        entry = Entry(1, 2, data=encode_request(RequestKind.PUT, 2, put.SerializeToString()))
+        copy = str(tmp_path / "copy.mdb")
+        failpoints.configure("backendBitFlip=1*on")
+        try:
+            applier.apply_entries([entry])
+            applier.force_commit()
+        finally:
+            failpoints.configure(None)
+        with pytest.raises(BackendCorruptionError, match="bucket 'key'"):
+            applier.copy_backend(copy)
+        with pytest.raises(BackendCorruptionError):
+            applier.defragment()
+    finally:
+        applier.close()
+
+
+def test_a_clean_backend_is_copied_with_its_consistent_index(tmp_path: Path) -> None:
+    applier = Applier.detached(str(tmp_path), BackendConfig(map_size=64 << 20), min_lease_ttl=1)
+    try:
+        applier.write_initial_members([MemberInfo(1, "m1", ("http://127.0.0.1:2380",))])
+        put = pb.PutRequest(key=b"k", value=b"v")
+        applier.apply_entries(
+            [Entry(1, 2, data=encode_request(RequestKind.PUT, 2, put.SerializeToString()))]
+        )
+        applier.force_commit()
+        assert applier.copy_backend(str(tmp_path / "copy.mdb")) == 2
+    finally:
+        applier.close()

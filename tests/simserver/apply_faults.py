@@ -1,4 +1,4 @@
-"""One apply fault on one simulated member, through the member's own failpoints.
+"""One apply or disk fault on one simulated member, through the member's own failpoints.
 
 Owns: ``ApplyFault`` (which failpoint, on which member incarnation, the entry it hit) and
 ``scoped_failpoints``, which routes ``raftkv.failpoints`` to the armed faults for as long as a
@@ -9,6 +9,10 @@ Contracts:
   ``applyCorruptValue`` failpoint (the member stores a changed value) or ``applySkipEntry``
   (the member skips the entry's effects); ``ApplyFault.index`` is then the entry's Raft index,
   read from the applier's own frame (the failpoint does not pass it);
+- or ``backendBitFlip``: a bit of a stored value flips at rest, after its checksum was
+  computed (the disk's fault, not apply's: the apply digests agree, the value's checksum and
+  the state hash tell); it is written by a batch commit, which knows no entry, so ``index``
+  stays None;
 - every other failpoint stays off, and the module is restored on exit.
 """
 
@@ -24,7 +28,8 @@ from raftkv.raft.types import EntryType
 from raftkv.server.requests import RequestKind, decode_request
 from tests.simserver.loop import CURRENT_PROCESS, Process
 
-KINDS = ("applyCorruptValue", "applySkipEntry")
+KINDS = ("applyCorruptValue", "applySkipEntry", "backendBitFlip")
+AT_REST = "backendBitFlip"  # the kind whose fault no apply digest shows
 
 
 @dataclass
@@ -32,7 +37,8 @@ class ApplyFault:
     kind: str
     member: str
     process: Process
-    index: int | None = None  # the Raft index of the entry it hit, once it fired
+    fired: bool = False
+    index: int | None = None  # the Raft index of the entry it hit (apply faults)
 
 
 def _on_a_put(frame: object) -> bool:
@@ -52,12 +58,14 @@ def scoped_failpoints(faults: list[ApplyFault]) -> Iterator[None]:
 
     def hit(name: str) -> bool:
         for f in faults:
-            if f.index is not None or f.kind != name or CURRENT_PROCESS.get() is not f.process:
+            if f.fired or f.kind != name or CURRENT_PROCESS.get() is not f.process:
                 continue
             frame = sys._getframe(1)
             if name == "applySkipEntry" and not _on_a_put(frame):
                 return False
-            f.index = frame.f_locals["index"]
+            f.fired = True
+            if name != AT_REST:
+                f.index = frame.f_locals["index"]
             return True
         return False
 

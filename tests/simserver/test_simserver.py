@@ -52,13 +52,18 @@ def test_seeds(start: int) -> None:
 
 @pytest.mark.parametrize("start", [1, 1 + CHUNK])
 def test_apply_fault_seeds(start: int) -> None:
-    """One apply fault per seed on one member, under network faults: the guard names that
-    member and the entry the fault hit first, and nobody else."""
+    """One apply fault (a corrupted or skipped put) or disk fault (a stored value's bit flipped
+    at rest) per seed on one member, under network faults: the guard names that member (and the
+    entry an apply fault hit first), and nobody else."""
     params = SimParams(apply_fault=True)
     results = [Simulation(seed, params).run() for seed in range(start, start + CHUNK)]
     _assert_all_ok(results, params)
-    named = sum(r.faults["apply fault named at its entry"] for r in results)
-    assert named >= CHUNK // 2, f"only {named} of {CHUNK} apply faults were named"
+    faults = Counter[str]()
+    for r in results:
+        faults.update(r.faults)
+    named = faults["apply fault named at its entry"] + faults["bit flip named"]
+    assert named >= CHUNK // 2, f"only {named} of {CHUNK} faults were named"
+    assert faults["bit flip named"] > 0
 
 
 def test_regression_seeds() -> None:

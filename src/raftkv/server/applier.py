@@ -344,14 +344,20 @@ class Applier:
         snapshot, a backup or a defragmentation); returns the copy's consistent index (the
         Raft index whose state it holds).  May run in any thread; it holds only what was
         committed, so the applying thread calls ``commit_pending`` first.  The backend is not
-        closed (defragmentation, a map growth) while the copy runs."""
+        closed (defragmentation, a map growth) while the copy runs.  Every stored value is
+        checked against its CRC first: a value corrupted at rest raises
+        ``BackendCorruptionError`` and is never copied on (to a follower, or into a backup)."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
         try:
             with self._hashing:
                 env = self.backend.env
                 txn = env.begin(write=False)
                 try:
-                    ci = ReadTxn(self.backend, txn).get(BUCKET_META, META_CONSISTENT_INDEX)
+                    reader = ReadTxn(self.backend, txn)
+                    for bucket in self.backend.buckets:
+                        for _ in reader.iterate(bucket):  # unseals: checks each value's CRC
+                            pass
+                    ci = reader.get(BUCKET_META, META_CONSISTENT_INDEX)
                     env.copyfd(fd, compact=True, txn=txn)
                 finally:
                     txn.abort()

@@ -316,6 +316,7 @@ class Member:
         raft.may_send_snapshot = lambda: not self.fence.self_alarmed()
         raft.confirm_snapshot = self.guard.confirm
         raft.on_apply_corruption = self._apply_corruption
+        raft.on_backend_corruption = self.report_backend_corruption
         raft.start(transport, applier)
         if len(rec.conf_state.voters) == 1 and rec.conf_state.voters[0] == self.member_id:
             node.campaign()  # a lone voter need not wait an election timeout

@@ -191,6 +191,8 @@ class RaftNode:
         self.confirm_snapshot: Callable[[int, int], Awaitable[bool]] | None = None
         # Told when apply met a corrupt stored value and parked (see ``_apply_loop``).
         self.on_apply_corruption: Callable[[BackendCorruptionError], None] | None = None
+        # Told when a backend copy for a follower met a corrupt stored value (not sent).
+        self.on_backend_corruption: Callable[[BackendCorruptionError], None] | None = None
         self._apply_resume = asyncio.Event()
         self._apply_resume.set()
         # Called with (this member is leader) whenever the leader changes.
@@ -543,6 +545,15 @@ class RaftNode:
             index = await asyncio.to_thread(self.state_machine.copy_backend, path)
         except OSError as exc:
             log.error("cannot copy the backend for a snapshot to %x: %s", m.to, exc)
+            self.report_snapshot(m.to, False)
+            return
+        except BackendCorruptionError as exc:
+            # A value corrupted at rest here must not become another member's state.
+            log.error("not sending a snapshot to %x: this member's backend is corrupt", m.to)
+            with contextlib.suppress(OSError):
+                os.remove(path)
+            if self.on_backend_corruption is not None:
+                self.on_backend_corruption(exc)
             self.report_snapshot(m.to, False)
             return
         if self.confirm_snapshot is not None and not await self.confirm_snapshot(index, m.to):
