@@ -55,6 +55,7 @@ def test_registry_names_every_failpoint_of_the_design() -> None:
         "crashAfterBackendCommit",
         "walBeforeFsync",
         "walTornWrite",
+        "walNoSpace",
     }
     assert all(desc and "\n" not in desc for desc in fp.REGISTRY.values())
 

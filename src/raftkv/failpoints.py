@@ -59,6 +59,7 @@ REGISTRY: dict[str, str] = {
     "crashAfterBackendCommit": "apply: die right after the backend commit, before answering",
     "walBeforeFsync": "wal: hit just before the WAL fdatasync (sleep: slow disk, panic: crash)",
     "walTornWrite": "wal: write a batch up to mid last record, fsync, then die (a torn tail)",
+    "walNoSpace": "wal: write half a batch, then fail the write with ENOSPC (a full disk)",
 }
 """Every failpoint the code knows, with what it does when it fires."""
 

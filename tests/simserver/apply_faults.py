@@ -13,13 +13,14 @@ Contracts:
   computed (the disk's fault, not apply's: the apply digests agree, the value's checksum and
   the state hash tell); it is written by a batch commit, which knows no entry, so ``index``
   stays None;
-- every other failpoint stays off, and the module is restored on exit.
+- ``walNoSpace`` fires where the simulation says (``disk_full``); every other failpoint stays
+  off, and the module is restored on exit.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -53,10 +54,16 @@ def _on_a_put(frame: object) -> bool:
 
 
 @contextmanager
-def scoped_failpoints(faults: list[ApplyFault]) -> Iterator[None]:
+def scoped_failpoints(
+    faults: list[ApplyFault], disk_full: Callable[[], bool] = lambda: False
+) -> Iterator[None]:
+    """``disk_full()``: whether the calling process's next WAL write fails with ENOSPC (the
+    ``walNoSpace`` failpoint, a disk fault the simulation arms outside apply-fault mode)."""
     saved = failpoints.ENABLED, failpoints.hit
 
     def hit(name: str) -> bool:
+        if name == "walNoSpace":
+            return disk_full()
         for f in faults:
             if f.fired or f.kind != name or CURRENT_PROCESS.get() is not f.process:
                 continue

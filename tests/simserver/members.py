@@ -40,13 +40,15 @@ FSYNC_MAX = 0.004
 class SimWorker:
     """``BlockingRunner`` of a simulated member: runs the call at once; its result is due after
     a seeded latency, in submission order.  ``fail_next`` makes the next call fail as a failing
-    fdatasync does (``OSError(EIO)``) without running it."""
+    fdatasync does (``OSError(EIO)``) without running it; ``no_space_next`` is read by the
+    simulation's ``walNoSpace`` failpoint (the WAL's write then fails with ENOSPC)."""
 
     def __init__(self, loop: VirtualLoop, rng: random.Random) -> None:
         self.loop = loop
         self.rng = rng
         self.fail_next = False
-        self.failed_at: float | None = None  # when a call was failed (``fail_next``)
+        self.no_space_next = False  # the next WAL write finds the disk full (``walNoSpace``)
+        self.failed_at: float | None = None  # when the disk failed (either fault above)
         self._due = 0.0
         self._closed = False
 
@@ -189,6 +191,12 @@ class SimMember:
         self.started = False
 
     def _lose_unsynced(self, path: str, synced: int, written: int) -> None:
+        """Keep a seeded prefix of what was written after the last sync.  ``written`` is what
+        the WAL counts; a write that failed half-way (a full disk) left more in the file, as
+        unsynced as the rest (the segment is preallocated: its data ends at its last non-zero
+        byte)."""
+        with open(path, "rb") as f:
+            written = max(written, len(f.read().rstrip(b"\0")))
         if written <= synced:
             return
         keep = synced + self.disk_rng.randint(0, written - synced)

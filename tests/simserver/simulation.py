@@ -40,12 +40,11 @@ from raftkv.proto import rpc_pb2 as pb
 from raftkv.server.config import ServerConfig
 from raftkv.wal import wal as wal_module
 from tests.sim.linearizability import check_history
-from tests.simserver.apply_faults import AT_REST
+from tests.simserver.apply_faults import AT_REST, ApplyFault, scoped_failpoints
 from tests.simserver.apply_faults import KINDS as APPLY_FAULT_KINDS
-from tests.simserver.apply_faults import ApplyFault, scoped_failpoints
 from tests.simserver.clients import SimClient
 from tests.simserver.leases import SimLeaseHolder, check_leases
-from tests.simserver.loop import VirtualLoop
+from tests.simserver.loop import CURRENT_PROCESS, VirtualLoop
 from tests.simserver.members import SimMember
 from tests.simserver.membership import MembershipChanges
 from tests.simserver.network import SimNetwork
@@ -153,7 +152,10 @@ class Simulation:
         cpu = time.process_time()
         logging.disable(logging.NOTSET if self.verbose else logging.CRITICAL)
         try:
-            with scoped_failpoints(self.apply_faults), _wal_segment_size(self.params):
+            with (
+                scoped_failpoints(self.apply_faults, self._disk_full_now),
+                _wal_segment_size(self.params),
+            ):
                 self.loop.run_until_complete(self._main(workdir))
         except SimulationFailedError as exc:
             self.result.failure = str(exc)
@@ -347,8 +349,15 @@ class Simulation:
         elif kind == "fsync fails" and up:
             m = rng.choice(up)
             assert m.worker is not None
-            m.worker.fail_next = True
-            what = f"next fsync of {m.name} fails"
+            # Which disk failure, from the member's own disk stream: the main stream (and so
+            # every other fault of the seed) is the same whichever it is.
+            if m.disk_rng.random() < 0.5:
+                m.worker.fail_next = True
+                what = f"next fsync of {m.name} fails"
+            else:
+                kind = "disk full"
+                m.worker.no_space_next = True
+                what = f"next WAL write of {m.name} finds the disk full"
         else:
             return
         self.result.faults[kind] += 1
@@ -408,7 +417,7 @@ class Simulation:
         self._check_stops()
         for m in self.members:
             if m.worker is not None:
-                m.worker.fail_next = False
+                m.worker.fail_next = m.worker.no_space_next = False
         await self.membership.settle()
         await self._start_all()
         for c in self.clients:
@@ -464,6 +473,18 @@ class Simulation:
             raise SimulationFailedError(f"state hashes differ after healing: {hashes}")
         if bad is not None:
             await self._check_named(bad, hashes, deadline)
+
+    def _disk_full_now(self) -> bool:
+        """The ``walNoSpace`` failpoint: fires once for a member armed with ``no_space_next``,
+        in that member's process."""
+        process = CURRENT_PROCESS.get()
+        for m in self.members:
+            w = m.worker
+            if m.process is process and w is not None and w.no_space_next:
+                w.no_space_next = False
+                w.failed_at = self.loop.time()
+                return True
+        return False
 
     def _parked(self) -> SimMember | None:
         """The member whose apply stopped on a corrupt stored value (a disk bit flip): by

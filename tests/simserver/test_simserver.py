@@ -93,7 +93,7 @@ def test_every_fault_kind_is_injected() -> None:
     faults: Counter[str] = Counter()
     for seed in range(1, 6):
         faults.update(Simulation(seed).run().faults)
-    assert set(faults) == set(FAULT_KINDS)
+    assert set(faults) == {*FAULT_KINDS, "disk full"}  # "fsync fails" draws either disk fault
 
 
 def test_same_seed_same_trace() -> None:

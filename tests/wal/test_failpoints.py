@@ -8,6 +8,7 @@ its content, repair a torn tail (keeping the ``.broken`` copy) and accept new wr
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 
 from raftkv import failpoints as fp
 from raftkv.raft.types import Entry, HardState
-from raftkv.wal import WAL, encode_metadata
+from raftkv.wal import WAL, WALClosedError, encode_metadata
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 META = encode_metadata(7, 42)
@@ -146,3 +147,29 @@ def test_torn_write_is_repaired_and_loses_nothing_acknowledged(
     wal.close()
     assert entries == [entry(i) for i in range(1, nxt + 2)] and hs.commit == nxt + 1
     assert len(broken_copies(d)) == 1  # the repaired log reopens cleanly: no new repair
+
+
+def test_a_full_disk_fails_the_write_and_the_wal_after_it(tmp_path: Path) -> None:
+    """``walNoSpace``: half the batch reaches the file, the write fails with ENOSPC and the WAL
+    refuses every later write or sync (the member must stop, never carry on past a lost write);
+    reopened, the half-written batch is cut off as a torn tail and the acknowledged ones stay."""
+    d = tmp_path / "wal"
+    fp.configure("walNoSpace=1*off->1*on")
+    try:
+        wal = WAL.create(str(d), META)
+        wal.save(HardState(1, 1, 3), [entry(i) for i in range(1, 4)])  # hit 1: off
+        with pytest.raises(OSError) as failed:
+            wal.save(HardState(1, 1, 6), [entry(i) for i in range(4, 7)])  # hit 2: disk full
+        assert failed.value.errno == errno.ENOSPC
+        with pytest.raises(WALClosedError, match="an earlier write failed"):
+            wal.save(HardState(1, 1, 7), [entry(7)])
+        wal.abandon()
+    finally:
+        fp.configure(None)
+    hs, entries, wal = reopen(d)
+    wal.close()
+    # The acknowledged batch is whole; of the failed one, whole records may survive (never
+    # acknowledged, so Raft may keep or overwrite them), the torn one never does.
+    assert entries[:3] == [entry(i) for i in range(1, 4)] and hs.commit == 3
+    assert entries == [entry(e.index) for e in entries] and len(entries) < 6
+    assert len(broken_copies(d)) == 1

@@ -32,6 +32,7 @@ finds a torn tail and repairs it).  Nothing of such a batch was acknowledged.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -377,6 +378,9 @@ class WAL:
         if failpoints.ENABLED and failpoints.hit("walTornWrite"):
             self._tear(buf, last_start)
         try:
+            if failpoints.ENABLED and failpoints.hit("walNoSpace"):
+                write_all(self._tail_fd, memoryview(buf)[: len(buf) // 2], self._offset)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self._tail.path)
             write_all(self._tail_fd, buf, self._offset)
         except BaseException:
             self._failed = True
