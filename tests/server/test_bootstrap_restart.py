@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from raftkv.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
 from raftkv.server.bootstrap import ExistingCluster, RaftRecovery, open_raft_side
 from raftkv.server.config import ServerConfig
@@ -64,24 +66,28 @@ def _receive_snapshot(joined: RaftRecovery, *, commit_durable: bool) -> None:
     joined.wal.close()
 
 
-def test_a_snapshot_whose_commit_was_lost_is_not_used(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("commit_durable", "restarted_at", "voters", "log"),
+    [
+        (False, 0, (), (1, 0)),  # as etcd: not used, the leader sends it again
+        (True, 9, (1, 2, 3), (10, 9)),
+    ],
+    ids=["commit-lost", "committed"],
+)
+def test_a_received_snapshot_is_used_once_its_commit_is_durable(
+    tmp_path: Path,
+    commit_durable: bool,
+    restarted_at: int,
+    voters: tuple[int, ...],
+    log: tuple[int, int],
+) -> None:
     cfg = _joiner(tmp_path)
     _receive_snapshot(
-        open_raft_side(cfg, ExistingCluster(cluster_id=7, member_id=0x44)), commit_durable=False
+        open_raft_side(cfg, ExistingCluster(cluster_id=7, member_id=0x44)),
+        commit_durable=commit_durable,
     )
     again = open_raft_side(cfg)
-    assert again.snapshot.metadata.index == 0  # as etcd: the leader sends it again
-    assert again.storage.last_index() == 0
-    again.wal.close()
-
-
-def test_a_committed_snapshot_is_restarted_from(tmp_path: Path) -> None:
-    cfg = _joiner(tmp_path)
-    _receive_snapshot(
-        open_raft_side(cfg, ExistingCluster(cluster_id=7, member_id=0x44)), commit_durable=True
-    )
-    again = open_raft_side(cfg)
-    assert again.snapshot.metadata.index == 9
-    assert again.conf_state.voters == (1, 2, 3)
-    assert (again.storage.first_index(), again.storage.last_index()) == (10, 9)
+    assert again.snapshot.metadata.index == restarted_at
+    assert again.conf_state.voters == voters
+    assert (again.storage.first_index(), again.storage.last_index()) == log
     again.wal.close()

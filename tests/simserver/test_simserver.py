@@ -45,6 +45,16 @@ def _assert_all_ok(results: list[SeedResult], params: SimParams | None = None) -
     assert sum(r.answered for r in results) > 0
 
 
+def _run_chunk(start: int, params: SimParams) -> Counter[str]:
+    """Run seeds ``start`` .. ``start + CHUNK - 1``, all must pass; the faults they injected."""
+    results = [Simulation(seed, params).run() for seed in range(start, start + CHUNK)]
+    _assert_all_ok(results, params)
+    faults = Counter[str]()
+    for r in results:
+        faults.update(r.faults)
+    return faults
+
+
 @pytest.mark.parametrize("start", [1 + i * CHUNK for i in range(10)])
 def test_seeds(start: int) -> None:
     _assert_all_ok([Simulation(seed).run() for seed in range(start, start + CHUNK)])
@@ -55,12 +65,7 @@ def test_apply_fault_seeds(start: int) -> None:
     """One apply fault (a corrupted or skipped put) or disk fault (a stored value's bit flipped
     at rest) per seed on one member, under network faults: the guard names that member (and the
     entry an apply fault hit first), and nobody else."""
-    params = SimParams(apply_fault=True)
-    results = [Simulation(seed, params).run() for seed in range(start, start + CHUNK)]
-    _assert_all_ok(results, params)
-    faults = Counter[str]()
-    for r in results:
-        faults.update(r.faults)
+    faults = _run_chunk(start, SimParams(apply_fault=True))
     named = faults["apply fault named at its entry"] + faults["bit flip named"]
     assert named >= CHUNK // 2, f"only {named} of {CHUNK} faults were named"
     assert faults["bit flip named"] > 0
@@ -80,12 +85,7 @@ def test_membership_seeds(start: int) -> None:
     """The operator adds learners, promotes them and removes voters through the Cluster
     service while the faults run: joins, catch-up by snapshot, members that lag behind a
     change, removed members that stop."""
-    params = SimParams(membership=True)
-    results = [Simulation(seed, params).run() for seed in range(start, start + CHUNK)]
-    _assert_all_ok(results, params)
-    changes = Counter[str]()
-    for r in results:
-        changes.update(r.faults)
+    changes = _run_chunk(start, SimParams(membership=True))
     assert changes["add a learner"] and changes["promote the learner"]
 
 
