@@ -1,18 +1,22 @@
 """Command line of the server simulator: ``python -m tests.simserver --seeds N [--start S]``.
 
-Owns: running a range of seeds, the replay line of each failure, the summary (seeds, failures,
-faults by kind, operations, CPU per seed) and the exit status (1 when any seed failed).
+Owns: running a range of seeds (in ``--jobs`` processes; each seed is independent and its
+result the same in any process), the replay line of each failure, the summary (seeds,
+failures, faults by kind, operations, CPU per seed) and the exit status (1 when any seed
+failed).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 
 from tests.simserver.mutations import MUTATIONS, mutation
-from tests.simserver.simulation import SimParams, Simulation
+from tests.simserver.simulation import SeedResult, SimParams, Simulation
 
 
 def replay_command(seed: int, params: SimParams, mutation_name: str | None = None) -> str:
@@ -28,6 +32,29 @@ def replay_command(seed: int, params: SimParams, mutation_name: str | None = Non
     if params.membership:
         cmd += " --membership"
     return cmd + " --verbose"
+
+
+def _run_seed(seed: int, params: SimParams, mutation_name: str | None, verbose: bool) -> SeedResult:
+    sim = Simulation(seed, params)
+    sim.verbose = verbose
+    with mutation(mutation_name):
+        return sim.run()
+
+
+def _results(
+    seeds: range, params: SimParams, mutation_name: str | None, verbose: bool, jobs: int
+) -> Iterator[SeedResult]:
+    """Each seed's result, in seed order."""
+    if jobs <= 1:
+        for seed in seeds:
+            yield _run_seed(seed, params, mutation_name, verbose)
+        return
+    fork = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=fork) as pool:
+        n = len(seeds)
+        yield from pool.map(
+            _run_seed, seeds, [params] * n, [mutation_name] * n, [verbose] * n, chunksize=4
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="run with a deliberate server bug (tests.simserver.mutations)",
     )
+    ap.add_argument(
+        "--jobs", type=int, default=1, help="processes running seeds side by side (one per core)"
+    )
     ap.add_argument("--verbose", action="store_true", help="print each seed's trace")
     ap.add_argument("--quiet", action="store_true", help="print only failures and the summary")
     args = ap.parse_args(argv)
@@ -72,11 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     wal_bytes_lost = 0
     ops = answered = 0
     cpu = 0.0
-    for seed in range(args.start, args.start + args.seeds):
-        sim = Simulation(seed, params)
-        sim.verbose = args.verbose
-        with mutation(args.mutation):
-            res = sim.run()
+    if args.verbose and args.jobs > 1:
+        ap.error("--verbose prints one trace at a time: use it with --jobs 1")
+    seeds = range(args.start, args.start + args.seeds)
+    for seed, res in zip(
+        seeds, _results(seeds, params, args.mutation, args.verbose, args.jobs), strict=True
+    ):
         faults.update(res.faults)
         network.update(res.network)
         wal_bytes_lost += res.wal_bytes_lost

@@ -124,6 +124,13 @@ def test_cli_reports_and_replays(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--seeds", "1", "--start", "3", "--duration", "5"]) == 0
     out = capsys.readouterr().out
     assert "seed 3: ok" in out and "1 seeds, 0 failed" in out and "seeds per CPU-minute" in out
+    assert main(["--seeds", "2", "--start", "3", "--duration", "5", "--jobs", "2"]) == 0
+    out = capsys.readouterr().out  # two processes: the same results, in seed order
+    assert out.index("seed 3: ok") < out.index("seed 4: ok")
+    assert "2 seeds, 0 failed" in out
+    assert main(["--seeds", "1", "--start", "4", "--duration", "5"]) == 0
+    alone = capsys.readouterr().out
+    assert alone.split("trace ")[1].split()[0] == out.split("trace ")[2].split()[0]
     assert main(["--seeds", "1", "--start", "1", "--mutation", "fsync-error-ignored"]) == 1
     out = capsys.readouterr().out
     assert "FAILED" in out
