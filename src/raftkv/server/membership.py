@@ -63,6 +63,7 @@ PUBLISH_RETRY = 0.5
 REMOTE_LOOKUP_INTERVAL = 5.0  # seconds between two lookups of one unknown member
 REMOTE_LOOKUP_TIMEOUT = 2.0  # per peer asked
 MAX_REMOTE_LOOKUPS = 256  # unknown members remembered; beyond, the oldest are forgotten
+MAX_LOOKUPS_IN_FLIGHT = 4  # a flood of unknown callers costs the peers at most this many
 
 
 class Membership:
@@ -95,6 +96,7 @@ class Membership:
         # addition (etcd's remotes).
         self._remotes: dict[int, MemberInfo] = {}
         self._lookups: dict[int, float] = {}  # unknown member -> when it was last looked up
+        self._in_flight = 0
         self.published = asyncio.Event()
         transport.register_handler(PEER_PROMOTE_CHECK, self._handle_promote_check)
         transport.register_handler(PEER_MEMBER_CHANGE, self._handle_member_change)
@@ -359,12 +361,21 @@ class Membership:
         last = self._lookups.get(member_id)
         if last is not None and now - last < REMOTE_LOOKUP_INTERVAL:
             return
+        if self._in_flight >= MAX_LOOKUPS_IN_FLIGHT:
+            return
         if len(self._lookups) >= MAX_REMOTE_LOOKUPS:
             del self._lookups[next(iter(self._lookups))]
         self._lookups[member_id] = now
+        self._in_flight += 1
         self._spawn(self._look_up(member_id))
 
     async def _look_up(self, member_id: int) -> None:
+        try:
+            await self._ask_peers_for(member_id)
+        finally:
+            self._in_flight -= 1
+
+    async def _ask_peers_for(self, member_id: int) -> None:
         for peer in sorted(self._peers):
             try:
                 body = await self.transport.request(
