@@ -538,12 +538,13 @@ class Simulation:
                 if m is not parked
             )
 
-        while not (alarmed() and located()):
+        at_rest = fault.kind == AT_REST  # no apply digest shows it: nothing to locate
+        while not (alarmed() and (at_rest or located())):
             if self.loop.time() > deadline:
                 break
             await asyncio.sleep(0.05)
         healthy = next(m for m in self.members if m is not bad)
-        if fault.kind == AT_REST:
+        if at_rest:
             if alarmed():
                 self.result.faults["bit flip named"] += 1
                 self.note(f"the guard named {bad.name} for a value corrupted at rest")
