@@ -2,8 +2,10 @@
 
 Each seed runs three real ``Member`` objects (Ready loop, WAL, LMDB backend, applier, lessor,
 guard, hash checks) on virtual time and a simulated network through partitions, loss,
-crashes with torn WAL tails, clock jumps and failing fsyncs, then heals and checks
-convergence, alarms and the linearizability of the clients' history.
+crashes with torn WAL tails, clock jumps, failing fsyncs and full disks, then heals and checks
+convergence, alarms, leases, watches and the linearizability of the clients' history.  Apply
+faults and bit flips at rest (``--apply-faults``) and membership changes (``--membership``)
+run in their own chunks; seeds beyond CI's ranges that once failed run every time.
 """
 
 from __future__ import annotations
