@@ -32,7 +32,13 @@ from raftkv.raft.config import Config as RaftConfig
 from raftkv.server import join, security
 from raftkv.server.applier import Applier
 from raftkv.server.auth import Auth
-from raftkv.server.bootstrap import BootstrapError, DataDir, MemberInfo, open_raft_side
+from raftkv.server.bootstrap import (
+    BootstrapError,
+    DataDir,
+    ExistingCluster,
+    MemberInfo,
+    open_raft_side,
+)
 from raftkv.server.compactor import AutoCompactor, parse_retention
 from raftkv.server.config import ServerConfig
 from raftkv.server.environment import PRODUCTION, MemberEnvironment, MemberTransport
@@ -109,12 +115,7 @@ class Member:
         except AuthTokenError as exc:
             raise BootstrapError(f"--auth-token: {exc}") from None
         if cfg.initial_cluster_state == "existing" and not self.data_dir.has_wal():
-            existing = await join.discover(
-                cfg,
-                timeout=self.request_timeout / 2,
-                security=peer_security,
-                fetch=self.env.fetch_cluster_info,
-            )
+            existing = await self._ask_running_cluster(peer_security)
         rec = open_raft_side(cfg, existing)
         self.wal = rec.wal
         self.member_id, self.cluster_id = rec.member_id, rec.cluster_id
@@ -345,16 +346,20 @@ class Member:
             self.data_dir.root,
         )
 
-    async def _rediscover_peers(self, peer_security: PeerSecurity) -> list[MemberInfo]:
-        """The running members, for a member that joined and stopped before its first snapshot
-        arrived: its member list comes with that snapshot, so without asking the cluster again
-        (as at its join) it would know no member to answer."""
-        found = await join.discover(
+    async def _ask_running_cluster(self, peer_security: PeerSecurity) -> ExistingCluster:
+        """This member's ID and the running members, from a member of ``--initial-cluster``."""
+        return await join.discover(
             self.config,
             timeout=self.request_timeout / 2,
             security=peer_security,
             fetch=self.env.fetch_cluster_info,
         )
+
+    async def _rediscover_peers(self, peer_security: PeerSecurity) -> list[MemberInfo]:
+        """The running members, for a member that joined and stopped before its first snapshot
+        arrived: its member list comes with that snapshot, so without asking the cluster again
+        (as at its join) it would know no member to answer."""
+        found = await self._ask_running_cluster(peer_security)
         if (found.cluster_id, found.member_id) != (self.cluster_id, self.member_id):
             raise BootstrapError(
                 f"this data dir holds member {self.member_id:x} of cluster {self.cluster_id:x}, "
