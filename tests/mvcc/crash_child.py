@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import sys
+from collections.abc import Callable
 
 from raftkv.mvcc import (
     Backend,
@@ -58,13 +59,23 @@ def apply_range(store: KVStore, seed: int, first: int, last: int, batch: int = 1
         i = j + 1
 
 
-def main(argv: list[str]) -> int:
-    path, seed, count = argv[0], int(argv[1]), int(argv[2])
-    store = open_store(path, int(argv[3]) if len(argv) > 3 else 0)
+def run(store: KVStore, seed: int, count: int, ack: Callable[[int], None]) -> None:
+    """Apply entries ``store.consistent_index + 1 .. count`` and call ``ack(last)`` after
+    every backend commit, with the last index applied before it.
+
+    A commit, wherever it happens (at the end of ``apply_batch``, or when a compaction step
+    commits the pending batch before its own write), holds every entry applied before it.
+    So ``ack`` is called right after each commit, never later: a commit inside compaction
+    must not vouch for a later ``apply_batch`` still pending."""
     committed = [False]
 
     def on_commit(_seconds: float) -> None:
         committed[0] = True
+
+    def acknowledge(last: int) -> None:
+        if committed[0]:
+            committed[0] = False
+            ack(last)
 
     store.on_commit = on_commit
     rng = random.Random(seed)
@@ -72,12 +83,17 @@ def main(argv: list[str]) -> int:
     while i <= count:
         j = min(count, i + rng.randrange(1, 20) - 1)
         store.apply_batch([(k, 1, entry(seed, k)) for k in range(i, j + 1)])
-        if committed[0]:  # the commit (if any) included this whole apply_batch
-            committed[0] = False
-            print(f"ACK {j}", flush=True)
+        acknowledge(j)
         while not store.compact_step():
-            pass
+            acknowledge(j)
+        acknowledge(j)
         i = j + 1
+
+
+def main(argv: list[str]) -> int:
+    path, seed, count = argv[0], int(argv[1]), int(argv[2])
+    store = open_store(path, int(argv[3]) if len(argv) > 3 else 0)
+    run(store, seed, count, lambda last: print(f"ACK {last}", flush=True))
     store.backend.close()
     return 0
 
