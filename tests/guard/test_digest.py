@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from raftkv.guard.digest import (
     DEFAULT_HISTORY,
+    META_APPLY_DIGEST,
     DIGEST_SIZE,
     GENESIS,
     ApplyDigest,
@@ -27,6 +29,7 @@ from raftkv.guard.digest import (
     judge,
     majority_index,
 )
+from raftkv.mvcc.backend import BUCKET_APPLY_DIGEST, BUCKET_META, Backend
 
 Effect = tuple[Any, ...]
 
@@ -188,6 +191,112 @@ def test_restart_continues_the_chain() -> None:
         restored.recorder.finish(i)
     restored.commit()
     assert restored.latest() == whole.latest()
+
+
+def _history(d: ApplyDigest) -> list[tuple[int, bytes]]:
+    return [(i, d._history[i]) for i in d._order]
+
+
+def _persisted(backend: Backend) -> list[tuple[int, bytes]]:
+    return [(int.from_bytes(k, "big"), v) for k, v in backend.items(BUCKET_APPLY_DIGEST)]
+
+
+def _reload(backend: Backend, capacity: int) -> ApplyDigest:
+    return ApplyDigest.load(
+        backend.get(BUCKET_META, META_APPLY_DIGEST),
+        backend.items(BUCKET_APPLY_DIGEST),
+        capacity=capacity,
+    )
+
+
+class _Abort(Exception):
+    pass
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    capacity=st.integers(min_value=1, max_value=12),
+    batches=st.lists(
+        st.tuples(st.integers(min_value=1, max_value=15), st.booleans()), min_size=1, max_size=12
+    ),
+)
+def test_the_persisted_history_is_the_committed_one(
+    tmp_path_factory: pytest.TempPathFactory, capacity: int, batches: list[tuple[int, bool]]
+) -> None:
+    """Batches of entries persisted through a real backend, some aborted: after every batch the
+    bucket holds exactly the committed history, and a reload (a restart) has the same head,
+    history and oldest index, and continues the same chain."""
+    backend = Backend(tmp_path_factory.mktemp("db"))
+    d = ApplyDigest(capacity=capacity)
+    index = 0
+    for size, abort in batches:
+        try:
+            with backend.write() as tx:
+                for i in range(index + 1, index + size + 1):
+                    d.recorder.compact(i)
+                    d.recorder.finish(i)
+                d.persist(tx)
+                if abort:
+                    raise _Abort
+        except _Abort:
+            d.rollback()
+        else:
+            d.commit()
+            index += size
+        if index == 0:  # nothing committed yet: nothing written
+            assert _persisted(backend) == []
+            continue
+        assert _persisted(backend) == _history(d)
+        restored = _reload(backend, capacity)
+        assert _history(restored) == _history(d)
+        assert restored.oldest_index() == d.oldest_index()
+        assert restored.latest() == d.latest()
+    restored = _reload(backend, capacity)
+    for chain in (d, restored):
+        chain.recorder.compact(index + 1)
+        chain.recorder.finish(index + 1)
+        chain.commit()
+    assert restored.latest() == d.latest()
+    backend.close()
+
+
+def test_stale_history_is_dropped_on_load_and_deleted_by_the_next_persist(tmp_path: Path) -> None:
+    """Only the run of consecutive indexes ending at the head is history: items cut off by a
+    gap (or a run that does not end at the head: a version that kept no history ran since)
+    are stale, never reported, and deleted by the next batch."""
+    backend = Backend(tmp_path)
+    full = chain_of([[("compact", i)] for i in range(1, 21)])
+    with backend.write() as tx:
+        for i in [*range(2, 6), *range(12, 21)]:  # a gap at 6..11
+            tx.put(BUCKET_APPLY_DIGEST, i.to_bytes(8, "big"), full._history[i])
+        tx.put(BUCKET_META, META_APPLY_DIGEST, full.encode_head())
+    d = _reload(backend, DEFAULT_HISTORY)
+    assert d.oldest_index() == 12 and d.latest() == full.latest()
+    assert d.digest_at(5) is None
+    with backend.write() as tx:
+        d.recorder.compact(21)
+        d.recorder.finish(21)
+        d.persist(tx)
+    d.commit()
+    assert [i for i, _ in _persisted(backend)] == list(range(12, 22))
+
+    moved_on = ApplyDigest(30, bytes(range(16)))  # the head moved on without the history
+    with backend.write() as tx:
+        tx.put(BUCKET_META, META_APPLY_DIGEST, moved_on.encode_head())
+    d = _reload(backend, DEFAULT_HISTORY)
+    assert d.oldest_index() == 30 and d.latest() == moved_on.latest()
+    with backend.write() as tx:
+        d.recorder.compact(31)
+        d.recorder.finish(31)
+        d.persist(tx)
+    d.commit()
+    assert [i for i, _ in _persisted(backend)] == [30, 31]  # the restored head, then 31
+    backend.close()
+
+
+def test_a_history_item_of_the_wrong_size_is_the_record_error() -> None:
+    with pytest.raises(DigestRecordError):
+        ApplyDigest.load(None, [((1).to_bytes(8, "big"), b"short")])
 
 
 def test_missing_record_starts_at_the_fallback_index() -> None:

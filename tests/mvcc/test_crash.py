@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from raftkv.mvcc import KVStore, RangeRequest
-from raftkv.mvcc.backend import BUCKET_META, META_CONSISTENT_INDEX, unseal
+from raftkv.mvcc.backend import BUCKET_META, META_CONSISTENT_INDEX
 from tests.mvcc.crash_child import apply_range, open_store, run
 
 COUNT = 600
@@ -27,12 +27,9 @@ def _dump(s: KVStore) -> tuple[object, ...]:
 
 
 def _committed_index(s: KVStore) -> int:
-    """The consistent index in the file's last commit (a fresh LMDB reader sees no pending
-    batch)."""
-    env = s.backend._env
-    with env.begin() as txn:
-        stored = txn.get(META_CONSISTENT_INDEX, db=s.backend._dbs[BUCKET_META])
-    return int.from_bytes(unseal(BUCKET_META, META_CONSISTENT_INDEX, stored), "big")
+    """The consistent index in the file's last commit."""
+    stored = s.backend.get_durable(BUCKET_META, META_CONSISTENT_INDEX)
+    return int.from_bytes(stored or b"", "big")
 
 
 @pytest.mark.parametrize(("seed", "batch_limit"), [(4, 40), (8, 90)])

@@ -11,8 +11,11 @@ Contracts:
   read from the applier's own frame (the failpoint does not pass it);
 - or ``backendBitFlip``: a bit of a stored value flips at rest, after its checksum was
   computed (the disk's fault, not apply's: the apply digests agree, the value's checksum and
-  the state hash tell); it is written by a batch commit, which knows no entry, so ``index``
-  stays None;
+  the state hash tell); ``index`` is the entry whose put wrote the value (from the applier's
+  frame up the stack);
+- a fault reaches the disk with the batch holding its entry: a crash before that batch
+  committed undoes it (the restarted member applies the entry again, without a fault); the
+  simulation sets ``undone`` then;
 - ``walNoSpace`` fires where the simulation says (``disk_full``); every other failpoint stays
   off, and the module is restored on exit.
 """
@@ -23,6 +26,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from raftkv import failpoints
 from raftkv.raft.types import EntryType
@@ -39,7 +43,9 @@ class ApplyFault:
     member: str
     process: Process
     fired: bool = False
-    index: int | None = None  # the Raft index of the entry it hit (apply faults)
+    index: int | None = None  # the Raft index of the entry it hit
+    undone: bool = False  # a crash came before the entry's batch reached the disk
+    durable: bool = False  # the entry's batch reached the disk: no crash undoes it now
 
 
 def _on_a_put(frame: object) -> bool:
@@ -51,6 +57,16 @@ def _on_a_put(frame: object) -> bool:
         return decode_request(e.data).kind is RequestKind.PUT
     except Exception:
         return False
+
+
+def _applied_index(frame: Any) -> int:
+    """The Raft index of the entry the applier is applying, from its frame up the stack (the
+    apply failpoints are hit in it; a bit flip deeper, in the backend's put)."""
+    while frame is not None:
+        if frame.f_code.co_name == "_apply_batch" and "index" in frame.f_locals:
+            return int(frame.f_locals["index"])
+        frame = frame.f_back
+    raise AssertionError("an apply fault fired outside the applier's batch")
 
 
 @contextmanager
@@ -71,8 +87,7 @@ def scoped_failpoints(
             if name == "applySkipEntry" and not _on_a_put(frame):
                 return False
             f.fired = True
-            if name != AT_REST:
-                f.index = frame.f_locals["index"]
+            f.index = _applied_index(frame)
             return True
         return False
 

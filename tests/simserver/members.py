@@ -108,12 +108,19 @@ class SimMember:
         self.worker: SimWorker | None = None
         self.started = False
         self.stopped_because: str | None = None
+        self.start_error: Exception | None = None  # why the last start failed
+        # It refused to start on a corrupt stored value (a disk fault): it stays down, as an
+        # operator would leave it until the member is replaced or its data restored.
+        self.broken = False
         self.disk_rng = random.Random(f"{seed}-{self.name}-disk")
         self.lost_bytes = 0  # WAL bytes written but not synced that crashes took away
         self.removed = False  # removed from the cluster: stops, never comes back
         self.removal_asked = False  # an operator asked to remove it (the answer may be lost)
         self.learner = False  # added as a learner and not yet promoted
         self.known_id: int | None = None  # its member ID, once known
+        # Called as a crash begins, while the incarnation's backend is still open: the
+        # simulation reads what the crash will keep (``Backend.get_durable``).
+        self.on_crash: Callable[[SimMember], None] | None = None
 
     @property
     def up(self) -> bool:
@@ -123,8 +130,11 @@ class SimMember:
 
     @property
     def member_id(self) -> int:
-        assert self.member is not None
-        return self.member.member_id
+        """Its member ID (once known: a crashed or broken member keeps the last one)."""
+        if self.member is not None:
+            return self.member.member_id
+        assert self.known_id is not None
+        return self.known_id
 
     def _environment(self) -> MemberEnvironment:
         tag = f"{self.seed}-{self.name}-{self.incarnation}"
@@ -157,6 +167,7 @@ class SimMember:
         assert self.member is None
         self.incarnation += 1
         self.stopped_because = None
+        self.start_error = None
         self.started = False
         self.process = Process(f"{self.name}#{self.incarnation}")
         return self.process.spawn(self.loop, self._start())
@@ -168,6 +179,7 @@ class SimMember:
         try:
             await self.member.start()
         except Exception as exc:
+            self.start_error = exc
             self.stopped_because = f"could not start: {exc!r}"
             return
         self.started = True
@@ -177,6 +189,8 @@ class SimMember:
         """Kill the incarnation: nothing of it runs again; its disk keeps what was durable."""
         if self.process is None:
             return
+        if self.on_crash is not None:
+            self.on_crash(self)
         self.process.kill()
         m = self.member
         if m is not None and m.fatal_error is not None and self.stopped_because is None:

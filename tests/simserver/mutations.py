@@ -17,6 +17,9 @@ manager that monkeypatches this process only and restores everything on exit.  N
 - ``lease-revoke-unconfirmed``: the leader proposes the revokes of expired leases without a
   read-index round confirming it still leads (etcd issue 15247: a cut-off leader revokes
   leases its successor kept alive);
+- ``digest-history-forgotten`` (with ``--apply-faults``): a restarted member keeps only its
+  apply digest's head, not the persisted history before it (the guard's first version: a
+  member that diverged and restarted before it was compared is named at the wrong entry);
 - ``wal-skips-fdatasync``: the WAL acknowledges a sync without calling fdatasync (entries a
   member acknowledged are gone after its crash);
 - ``fsync-error-ignored``: the Ready loop carries on after the WAL's fdatasync failed (the
@@ -27,8 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable
 from typing import Any
 
+from raftkv.guard.digest import DEFAULT_HISTORY, ApplyDigest
 from raftkv.mvcc.watchable import WatchableStore
 from raftkv.mvcc.write_batch import WriteBatch
 from raftkv.proto import rpc_pb2 as pb
@@ -96,6 +101,20 @@ def _lease_revoke_unconfirmed() -> Patch:
     return [(Leases, "run", run)]
 
 
+def _digest_history_forgotten() -> Patch:
+    def load(
+        cls: type[ApplyDigest],
+        record: bytes | None,
+        history: Iterable[tuple[bytes, bytes]],
+        *,
+        fallback_index: int = 0,
+        capacity: int = DEFAULT_HISTORY,
+    ) -> ApplyDigest:
+        return cls.from_record(record, fallback_index=fallback_index, capacity=capacity)
+
+    return [(ApplyDigest, "load", classmethod(load))]
+
+
 def _wal_skips_fdatasync() -> Patch:
     def sync(self: WAL) -> None:
         self._dirty = False  # as if synced: nothing is
@@ -134,11 +153,18 @@ MUTATIONS: dict[str, Mutation] = {
         "expired leases revoked by a leader that did not confirm it still leads",
         _lease_revoke_unconfirmed,
     ),
+    "digest-history-forgotten": Mutation(
+        "a restarted member keeps only its apply digest's head", _digest_history_forgotten
+    ),
     "wal-skips-fdatasync": Mutation("the WAL never calls fdatasync", _wal_skips_fdatasync),
     "fsync-error-ignored": Mutation(
         "the Ready loop carries on after a failed fdatasync", _fsync_error_ignored
     ),
 }
+
+
+APPLY_FAULT_MUTATIONS = frozenset({"digest-history-forgotten"})
+"""Mutations only an apply fault shows: they run with ``SimParams(apply_fault=True)``."""
 
 
 def mutation(name: str | None) -> contextlib.AbstractContextManager[None]:

@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from raftkv.mvcc.backend import BUCKET_META, META_CONSISTENT_INDEX
 from raftkv.mvcc.errors import BackendCorruptionError
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.server.config import ServerConfig
@@ -68,10 +69,13 @@ APPLY_FAULT_MODE_KINDS = (
     "one-way cut",
     "heal network",
     "lossy network",
+    "crash",
+    "restart",
     "clock jump",
 )
-"""With an apply fault, the other faults leave every member's applied state alone (a crash
-could undo a fault not yet committed to the backend)."""
+"""With an apply fault, the other faults are the network's, crashes and clock jumps: a crash
+before the fault's batch reached the disk undoes it (``ApplyFault.undone``); after, the
+restarted member must still be named at the fault's entry (its digest history survives)."""
 
 
 @dataclass
@@ -141,6 +145,8 @@ class Simulation:
         self.result = SeedResult(seed)
         self.reference: list[Any] = []
         self.apply_faults: list[ApplyFault] = []  # at most one, armed in the fault phase
+        # (member incarnation, member ID, first index) each crashed member's guard located
+        self.located_earlier: list[tuple[str, int, int]] = []
         self.verbose = False
         self._trace = hashlib.sha256()
 
@@ -257,11 +263,44 @@ class Simulation:
 
     @property
     def diverged(self) -> SimMember | None:
-        """The member an apply fault hit (once it fired)."""
+        """The member an apply fault hit (once it fired), unless a crash undid the fault."""
+        for f in self.apply_faults:
+            if f.fired and not f.undone:
+                return next(m for m in self.members if m.name == f.member)
+        return None
+
+    @property
+    def faulted(self) -> SimMember | None:
+        """The member an apply fault hit, even if a crash undid it later: until then it may
+        have answered, watched and alarmed from the faulty state, so none of that is evidence
+        against the cluster."""
         for f in self.apply_faults:
             if f.fired:
                 return next(m for m in self.members if m.name == f.member)
         return None
+
+    def _on_crash(self, m: SimMember) -> None:
+        """A member is crashing: what its guard located is kept (a later check still sees it);
+        a fault of its whose entry's batch is not on disk is undone (the restarted member
+        applies that entry again, without a fault)."""
+        guard = getattr(m.member, "guard", None)
+        if guard is not None:
+            for member_id, index in guard.counters.last_divergence.items():
+                self.located_earlier.append((f"{m.name}#{m.incarnation}", member_id, index))
+        for f in self.apply_faults:
+            if not f.fired or f.undone or f.durable or f.member != m.name:
+                continue
+            assert f.index is not None
+            member = m.member
+            if member is None or not hasattr(member, "applier"):
+                continue
+            stored = member.applier.backend.get_durable(BUCKET_META, META_CONSISTENT_INDEX)
+            if stored is not None and int.from_bytes(stored, "big") >= f.index:
+                f.durable = True
+                continue
+            f.undone = True
+            self.result.faults["apply fault undone by a crash"] += 1
+            self.note(f"{f.kind} at entry {f.index} undone: {m.name} crashed before its batch")
 
     def _sim_member(self, i: int, initial_cluster: str, state: str) -> SimMember:
         """Member ``m<i>`` (peer URL ``_peer_url(i)``), not started."""
@@ -280,17 +319,22 @@ class Simulation:
             corrupt_check_time_s=5.0,
             initial_corrupt_check=False,
         )
-        return SimMember(index=i, config=cfg, loop=self.loop, network=self.network, seed=self.seed)
+        m = SimMember(index=i, config=cfg, loop=self.loop, network=self.network, seed=self.seed)
+        m.on_crash = self._on_crash
+        return m
 
     async def _start_all(self) -> None:
-        """Start every member that is not running (and was not removed); each must start."""
+        """Start every member that is not running (and was not removed or broken); each must
+        start."""
         for m in self.members:
             if m.removed:
                 m.crash()  # out of the cluster: whatever it still runs ends here
-            elif not m.up:
+            elif not m.up and not m.broken:
                 m.crash()
                 task = m.start()
                 done, _ = await asyncio.wait([task], timeout=30.0)
+                if done and not m.started and self._refused_corrupt_start(m):
+                    continue
                 if not done or not m.started:
                     why = "timed out" if not done else m.stopped_because
                     raise SimulationFailedError(f"{m.name} did not start: {why}")
@@ -302,7 +346,7 @@ class Simulation:
         rng = self.rng
         net = self.network
         up = [m for m in self.members if m.up]
-        down = [m for m in self.members if not m.up and not m.removed]
+        down = [m for m in self.members if not m.up and not m.removed and not m.broken]
         ids = [m.member_id for m in up]
         leaders = [m for m in up if m.member is not None and m.member.raft.is_leader]
         if kind in MEMBERSHIP_KINDS:
@@ -363,6 +407,22 @@ class Simulation:
         self.result.faults[kind] += 1
         self.note(what)
 
+    def _refused_corrupt_start(self, m: SimMember) -> bool:
+        """Whether ``m`` failed to start because a value flipped at rest is on its disk: it
+        names the value itself (bucket and key) and refuses to run on it, as etcd refuses a
+        damaged backend; it is ``broken`` from then on."""
+        flipped = any(
+            f.fired and not f.undone and f.kind == AT_REST and f.member == m.name
+            for f in self.apply_faults
+        )
+        if not flipped or not isinstance(m.start_error, BackendCorruptionError):
+            return False
+        m.crash()
+        m.broken = True
+        self.result.faults["bit flip named at start-up"] += 1
+        self.note(f"{m.name} refused to start: {m.start_error}")
+        return True
+
     def _check_stops(self) -> None:
         """A member whose fsync failed must stop within a second; no other stops by itself."""
         now = self.loop.time()
@@ -372,6 +432,8 @@ class Simulation:
                 continue
             failed_at = m.worker.failed_at if m.worker is not None else None
             if m.stopped_because is not None and not m.started:
+                if self._refused_corrupt_start(m):
+                    continue
                 why = m.stopped_because  # a join that could not reach the cluster yet
                 m.crash()
                 self._restart_later(m)
@@ -403,7 +465,7 @@ class Simulation:
             due = self._restart_at.get(m.index)
             if due is not None and due <= now:
                 del self._restart_at[m.index]
-                if not m.up and not m.removed:
+                if not m.up and not m.removed and not m.broken:
                     m.crash()
                     m.start()
                     self.note(f"supervisor restarts {m.name}#{m.incarnation}")
@@ -459,7 +521,7 @@ class Simulation:
         self.reference = store_reference(healthy[0])
         hashes = {}
         for m in self.members:
-            if m.removed:
+            if m.removed or m.broken:
                 continue
             assert m.member is not None
             try:
@@ -521,14 +583,25 @@ class Simulation:
         snapshot from a healthy peer replaced that member's state before anyone could compare:
         then its state hash is the others' again)."""
         fault = self.apply_faults[0]
+        if bad.broken:
+            return  # it named the flipped value itself, refusing to start on it
         wanted = (bad.member_id, pb.CORRUPT)
 
         def located() -> dict[str, int]:
-            return {
-                m.name: m.member.guard.counters.last_divergence[bad.member_id]
+            found = {
+                who: index
+                for who, member_id, index in self.located_earlier
+                if member_id == bad.member_id
+            }
+            found.update(
+                (
+                    f"{m.name}#{m.incarnation}",
+                    m.member.guard.counters.last_divergence[bad.member_id],
+                )
                 for m in self.members
                 if m.member is not None and bad.member_id in m.member.guard.counters.last_divergence
-            }
+            )
+            return found
 
         def alarmed() -> bool:
             parked = self._parked()  # it cannot apply the alarm: it fenced itself
@@ -571,9 +644,9 @@ class Simulation:
         self.note(f"the guard named {bad.name}, first divergent entry {fault.index}")
 
     def _check_final(self) -> None:
-        bad = self.diverged
+        bad = self.faulted
         for m in self.members:
-            if m.removed:
+            if m.removed or m.broken:
                 continue
             assert m.member is not None
             corrupt = [

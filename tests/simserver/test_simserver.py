@@ -17,7 +17,7 @@ import pytest
 
 from tests.simserver.__main__ import main, replay_command
 from tests.simserver.loop import Process, SimulationStuckError, VirtualLoop
-from tests.simserver.mutations import MUTATIONS, mutation
+from tests.simserver.mutations import APPLY_FAULT_MUTATIONS, MUTATIONS, mutation
 from tests.simserver.simulation import FAULT_KINDS, SeedResult, SimParams, Simulation
 
 CHUNK = 30
@@ -65,10 +65,15 @@ def test_seeds(start: int) -> None:
 @pytest.mark.parametrize("start", [1, 1 + CHUNK])
 def test_apply_fault_seeds(start: int) -> None:
     """One apply fault (a corrupted or skipped put) or disk fault (a stored value's bit flipped
-    at rest) per seed on one member, under network faults: the guard names that member (and the
-    entry an apply fault hit first), and nobody else."""
+    at rest) per seed on one member, under network faults, crashes and restarts: the guard names
+    that member (and the entry an apply fault hit first, also after the member restarted), and
+    nobody else; a member that restarts on a flipped value refuses to start, naming it."""
     faults = _run_chunk(start, SimParams(apply_fault=True))
-    named = faults["apply fault named at its entry"] + faults["bit flip named"]
+    named = (
+        faults["apply fault named at its entry"]
+        + faults["bit flip named"]
+        + faults["bit flip named at start-up"]
+    )
     assert named >= CHUNK // 2, f"only {named} of {CHUNK} faults were named"
     assert faults["bit flip named"] > 0
 
@@ -115,9 +120,12 @@ def test_same_seed_same_trace() -> None:
 def test_every_mutation_is_caught(name: str) -> None:
     """Some seed among the first twenty and the regression seeds fails under each deliberate
     server bug."""
+    params, regression = SimParams(), tuple(REGRESSION_SEEDS)
+    if name in APPLY_FAULT_MUTATIONS:
+        params, regression = SimParams(apply_fault=True), APPLY_FAULT_REGRESSION_SEEDS
     with mutation(name):
-        for seed in (*range(1, 21), *REGRESSION_SEEDS):
-            if Simulation(seed).run().failure:
+        for seed in (*range(1, 21), *regression):
+            if Simulation(seed, params).run().failure:
                 return
     pytest.fail(f"mutation {name!r} survived twenty seeds and the regression seeds")
 

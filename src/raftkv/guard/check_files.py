@@ -22,10 +22,11 @@ from typing import Any
 import lmdb
 
 from raftkv.guard.check_report import CheckResult, Finding, Severity
-from raftkv.guard.digest import META_APPLY_DIGEST, DigestRecordError, decode_head
+from raftkv.guard.digest import DIGEST_SIZE, META_APPLY_DIGEST, DigestRecordError, decode_head
 from raftkv.lease.errors import LeaseCorruptError
 from raftkv.lease.lease import decode_lease
 from raftkv.mvcc.backend import (
+    BUCKET_APPLY_DIGEST,
     BUCKET_KEY,
     BUCKET_LEASE,
     BUCKET_MEMBERS,
@@ -287,8 +288,12 @@ def _decode_meta(key: bytes, payload: bytes) -> str | None:
 
 
 def _decode_value(bucket: str, key: bytes, payload: bytes) -> str | None:
-    """Why a value of the key, lease or members bucket does not decode, or None."""
+    """Why a value of the key, lease, members or apply-digest bucket does not decode, or None."""
     try:
+        if bucket == BUCKET_APPLY_DIGEST:
+            if len(key) != _U64.size or len(payload) != DIGEST_SIZE:
+                return f"apply digest history item of {len(key)}+{len(payload)} bytes"
+            return None
         if bucket == BUCKET_KEY:
             if len(key) != REV_BYTES_LEN and not is_tombstone(key):
                 return f"revision key of {len(key)} bytes"

@@ -1,8 +1,9 @@
 """The apply digest: a hash chain over the effects of every applied Raft entry.
 
 Owns: the effect encoding, the chain (``d_i = BLAKE2b-128(d_{i-1} || u64 i || effects_i)``,
-``d_0 = GENESIS``), the bounded history index → digest, the persisted chain head, locating the
-first diverging index between two members, and the quorum rule naming outliers.
+``d_0 = GENESIS``), the bounded history index → digest and its persisted form (the chain head
+and the history bucket), locating the first diverging index between two members, and the quorum
+rule naming outliers.
 
 Two members that applied the same entries to the same state hold the same digest at every index;
 since each digest covers its predecessor, once two chains differ they differ at every later
@@ -17,17 +18,27 @@ report rather than name anyone.
 
 Wiring (the applier owns one ``ApplyDigest``; every call below runs on the apply thread):
 
-- open / snapshot install: ``ApplyDigest.from_record(backend meta META_APPLY_DIGEST)`` (a missing
-  record: ``ApplyDigest(consistent_index, GENESIS)`` on a fresh data dir);
+- open / snapshot install: ``ApplyDigest.load(meta META_APPLY_DIGEST, the items of
+  BUCKET_APPLY_DIGEST, fallback_index=consistent_index)`` (no head record: ``(consistent_index,
+  GENESIS)`` on a fresh data dir);
 - for every entry for which ``batch.begin_entry`` returned True, including entries with no data
   and entries whose request failed, call the ``recorder`` methods for each effect in the order
   the state changed, then ``recorder.finish(entry.index)``; indexes must be consecutive;
-- before the batch transaction commits: ``tx.put(BUCKET_META, META_APPLY_DIGEST,
-  digest.encode_head())``, so the chain head is durable together with the consistent index;
+- before the batch transaction commits: ``digest.persist(tx)``, so the chain head and the
+  history are durable together with the consistent index;
 - after it committed: ``digest.commit()``; if the batch raised: ``digest.rollback()``.
 
 ``latest()``/``digest_at()`` only show committed entries: what a member reports to its peers is
 always state that is durable in its backend.
+
+The history survives a restart: the backend bucket ``BUCKET_APPLY_DIGEST`` holds the committed
+history (u64 big-endian index → 16-byte digest), a run of consecutive indexes ending at the head, written and trimmed in the same
+transaction as the head, so after a crash a member still answers for the ``capacity`` indexes
+before it and the first diverging entry can still be found.  A backend file carries its own
+history (a snapshot or a repair installs the sender's: the sender's chain up to the head the
+receiver now holds).  ``load`` keeps only the run ending at the head; anything else in the
+bucket (left by a version that did not keep the history, or cut off by a gap) is stale, and the
+next ``persist`` deletes it.
 """
 
 from __future__ import annotations
@@ -35,10 +46,13 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections import deque
-from collections.abc import Callable, Collection, Hashable, Mapping
-from typing import TypeVar
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
+from itertools import islice
+from typing import Protocol, TypeVar
 
 import crc32c
+
+from raftkv.mvcc.backend import BUCKET_APPLY_DIGEST, BUCKET_META
 
 DIGEST_SIZE = 16
 GENESIS = bytes(DIGEST_SIZE)
@@ -49,6 +63,16 @@ DEFAULT_HISTORY = 10_000
 
 META_APPLY_DIGEST = b"applyDigest"
 """The backend meta-bucket key of the persisted chain head (``encode_head``)."""
+
+
+class HistoryTxn(Protocol):
+    """What ``ApplyDigest.persist`` needs of the batch's write transaction
+    (``raftkv.mvcc.backend.WriteTxn``)."""
+
+    def put(self, bucket: str, key: bytes, payload: bytes) -> None: ...
+
+    def delete(self, bucket: str, key: bytes) -> bool: ...
+
 
 _PERSON = b"raftkv/apply/v1"
 # The unkeyed, personalised BLAKE2b-128 state before any input: ``copy()`` of it is the same
@@ -207,22 +231,67 @@ class ApplyDigest:
         self._history: dict[int, bytes] = {}
         self._head_index = 0
         self._head = GENESIS
+        self._stale: list[int] = []  # persisted indexes not in the history: next persist drops
+        self._unwritten: list[tuple[int, bytes]] = []  # history not persisted: next persist adds
         self.reset(index, digest)
 
     @classmethod
     def from_record(
         cls, record: bytes | None, *, fallback_index: int = 0, capacity: int = DEFAULT_HISTORY
     ) -> ApplyDigest:
-        """The chain restored from a persisted head; ``(fallback_index, GENESIS)`` if None."""
+        """The chain restored from a persisted head alone (no history before it);
+        ``(fallback_index, GENESIS)`` if None."""
         if record is None:
             return cls(fallback_index, GENESIS, capacity=capacity)
         index, digest = decode_head(record)
         return cls(index, digest, capacity=capacity)
 
+    @classmethod
+    def load(
+        cls,
+        record: bytes | None,
+        history: Iterable[tuple[bytes, bytes]],
+        *,
+        fallback_index: int = 0,
+        capacity: int = DEFAULT_HISTORY,
+    ) -> ApplyDigest:
+        """The chain restored from a persisted head and the items of ``BUCKET_APPLY_DIGEST``
+        (in key order).
+
+        The history kept is the run of consecutive indexes ending at the head whose last digest
+        is the head's (at most ``capacity`` of them); every other persisted index is stale and
+        the next ``persist`` deletes it.  Raises ``DigestRecordError`` for an item that does
+        not decode."""
+        chain = cls.from_record(record, fallback_index=fallback_index, capacity=capacity)
+        stored: list[tuple[int, bytes]] = []
+        for key, digest in history:
+            if len(key) != _INDEX.size or len(digest) != DIGEST_SIZE:
+                raise DigestRecordError(
+                    f"apply digest history item of {len(key)}+{len(digest)} bytes"
+                )
+            stored.append((_INDEX.unpack(key)[0], digest))
+        head = chain._head_index
+        run = len(stored)  # stored[run:] is the run ending at the head
+        if stored and stored[-1] == (head, chain._head):
+            run -= 1
+            while run > 0 and stored[run - 1][0] == stored[run][0] - 1:
+                run -= 1
+        else:
+            run = len(stored)
+        keep = stored[max(run, len(stored) - capacity) :]
+        if keep:  # it ends with the head's own item
+            chain._order.clear()
+            chain._history.clear()
+            chain._remember(keep)
+            chain._unwritten.clear()
+        chain._stale = [index for index, _digest in stored[: len(stored) - len(keep)]]
+        return chain
+
     def reset(self, index: int, digest: bytes) -> None:
         """Forget everything and continue the chain from ``digest`` at ``index``.
 
-        For a snapshot install: the received backend carries the sender's head.
+        For a backend whose history bucket is empty (a restore builds a new one): the indexes
+        persisted there are not known here, so none is deleted.
         """
         if len(digest) != DIGEST_SIZE or index < 0:
             raise ValueError("apply digest head needs a 16-byte digest and an index >= 0")
@@ -233,11 +302,32 @@ class ApplyDigest:
         self._head_index = index
         self._head = digest
         self._remember([(index, digest)])
+        self._unwritten = [(index, digest)]
 
     # -- batches ------------------------------------------------------------------------
 
+    def persist(self, tx: HistoryTxn) -> None:
+        """Write the chain head and the entries finished since the last commit into the batch's
+        transaction ``tx`` (and the point the chain was reset or restored to, if not yet there),
+        and delete from it what ``commit`` will evict (and stale indexes), so the persisted
+        history is exactly the committed one once ``tx`` commits.  Called once per
+        batch, after its last ``finish``."""
+        tx.put(BUCKET_META, META_APPLY_DIGEST, self.encode_head())
+        for index in self._stale:
+            tx.delete(BUCKET_APPLY_DIGEST, _INDEX.pack(index))
+        for index, digest in self._unwritten:  # the point the chain was reset to
+            tx.put(BUCKET_APPLY_DIGEST, _INDEX.pack(index), digest)
+        pending, order = self._pending, self._order
+        excess = len(order) + len(pending) - self.capacity
+        for index in islice(order, max(0, min(excess, len(order)))):
+            tx.delete(BUCKET_APPLY_DIGEST, _INDEX.pack(index))
+        for index, digest in islice(pending, max(0, excess - len(order)), None):
+            tx.put(BUCKET_APPLY_DIGEST, _INDEX.pack(index), digest)
+
     def commit(self) -> None:
         """The batch holding the entries finished since the last commit is durable."""
+        self._stale.clear()
+        self._unwritten.clear()
         if self._pending:
             self._remember(self._pending)
             self._pending.clear()

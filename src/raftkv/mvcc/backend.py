@@ -83,6 +83,7 @@ BUCKET_AUTH = "auth"
 BUCKET_MEMBERS = "members"
 BUCKET_ALARM = "alarm"
 BUCKET_CLUSTER = "cluster"  # cluster version, downgrade, removed member IDs
+BUCKET_APPLY_DIGEST = "applyDigest"  # the guard's apply-digest history (raftkv.guard.digest)
 CLUSTER_REMOVED_PREFIX = b"removed/"  # + member ID (u64 big-endian): a removed member
 # Keys of the meta bucket the MVCC store keeps (names as etcd's).
 META_CONSISTENT_INDEX = b"consistent_index"
@@ -98,6 +99,7 @@ DEFAULT_BUCKETS = (
     BUCKET_MEMBERS,
     BUCKET_ALARM,
     BUCKET_CLUSTER,
+    BUCKET_APPLY_DIGEST,
 )
 
 SyncMode = Literal["full", "nometasync", "nosync"]
@@ -485,3 +487,10 @@ class Backend:
     def items(self, bucket: str) -> list[tuple[bytes, bytes]]:
         with self.read() as tx:
             return list(tx.iterate(bucket))
+
+    def get_durable(self, bucket: str, key: bytes) -> bytes | None:
+        """The value as of the file's last commit, without the pending batch: what a crash
+        now would keep (``get`` commits the pending batch first)."""
+        with self._env.begin() as txn:
+            stored = txn.get(key, db=self.db(bucket))
+        return None if stored is None else unseal(bucket, key, stored)

@@ -17,8 +17,9 @@ Contracts:
 - waiters are resolved only after the batch committed (into the pending batch: readers see it);
 - every applied entry's effects (keys written and deleted with revisions, values and leases;
   lease, membership, alarm and compaction changes) are folded into the apply digest chain
-  (``raftkv.guard.digest``), whose head is stored in the same transaction, so members that
-  applied the same entries the same way hold the same digest at every index;
+  (``raftkv.guard.digest``), whose head and history are stored in the same transaction, so
+  members that applied the same entries the same way hold the same digest at every index, and
+  a restarted member still answers for the indexes before its restart;
 - the backend quota (etcd's capped and quota appliers, ``raftkv.server.quota``): while any
   NOSPACE alarm is active (replicated state, so on every member alike) Put, Txn with a put and
   LeaseGrant take no effect and answer ``ERR_NO_SPACE``; otherwise a member whose own backend
@@ -55,6 +56,7 @@ from raftkv.lease.lessor import Lessor
 from raftkv.mvcc import types as m
 from raftkv.mvcc.backend import (
     BUCKET_ALARM,
+    BUCKET_APPLY_DIGEST,
     BUCKET_LEASE,
     BUCKET_META,
     META_CONSISTENT_INDEX,
@@ -249,8 +251,9 @@ class Applier:
         self._applied = self.store.consistent_index
 
     def _load_digest(self) -> None:
-        self.digest = ApplyDigest.from_record(
+        self.digest = ApplyDigest.load(
             self.backend.get(BUCKET_META, META_APPLY_DIGEST),
+            self.backend.items(BUCKET_APPLY_DIGEST),
             fallback_index=self.store.consistent_index,
         )
 
@@ -281,7 +284,7 @@ class Applier:
                     for info in sorted(members, key=lambda m: m.id):
                         self.cluster.put_member(batch.tx, self.digest.recorder, info)
                     self.digest.recorder.finish(1)
-                    batch.tx.put(BUCKET_META, META_APPLY_DIGEST, self.digest.encode_head())
+                    self.digest.persist(batch.tx)
         except BaseException:
             self.digest.rollback()
             raise
@@ -539,7 +542,7 @@ class Applier:
                         finish(index)
                         revision_at[index] = batch.revision
                     self._answer_wanted = True
-                    batch.tx.put(BUCKET_META, META_APPLY_DIGEST, self.digest.encode_head())
+                    self.digest.persist(batch.tx)
                     if failpoints.ENABLED and failpoints.hit("crashBeforeConsistentIndex"):
                         log.warning("failpoint crashBeforeConsistentIndex")
                 finally:
