@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
+import lmdb
 import pytest
 
 from raftkv.mvcc import (
@@ -16,7 +18,7 @@ from raftkv.mvcc import (
     PutRequest,
     RangeRequest,
 )
-from raftkv.mvcc.backend import DEFAULT_BUCKETS, seal
+from raftkv.mvcc.backend import DEFAULT_BUCKETS, seal, verify_file
 from raftkv.mvcc.revision import (
     bytes_to_rev,
     decode_kv,
@@ -108,6 +110,36 @@ def test_bit_flip_in_data_file_detected_on_read(tmp_path: Path) -> None:
     s = open_store(tmp_path / "db")
     assert s.range(RangeRequest(b"k")).kvs[0].value == marker
     s.backend.close()
+
+
+def test_verify_file_checks_every_value_of_a_copy_and_writes_nothing(tmp_path: Path) -> None:
+    b = Backend(tmp_path / "db", BackendConfig(map_size=SMALL_MAP, extra_buckets=("extra",)))
+    b.put("lease", b"l1", b"lease-1")
+    b.put("extra", b"x1", b"a bucket of another version")  # read too: every named database
+    copy = tmp_path / "copy" / "backend.db"
+    copy.parent.mkdir()
+    fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        b.env.copyfd(fd, compact=True)
+    finally:
+        os.close(fd)
+    b.close()
+    verify_file(str(copy))
+    assert os.listdir(copy.parent) == ["backend.db"]  # no lock file next to it
+    env = lmdb.open(str(copy), subdir=False, lock=False, max_dbs=16)
+    with env.begin(write=True) as txn:
+        txn.put(
+            b"x1",
+            seal(b"x1", b"a bucket of another version")[:-1] + b"!",
+            db=env.open_db(b"extra", txn=txn),
+        )
+    env.close()
+    with pytest.raises(BackendCorruptionError) as ei:
+        verify_file(str(copy))
+    assert (ei.value.bucket, ei.value.key) == ("extra", b"x1")
+    copy.write_bytes(b"not an LMDB file" * 512)
+    with pytest.raises(lmdb.Error):
+        verify_file(str(copy))
 
 
 def test_space_exceeded(tmp_path: Path) -> None:

@@ -24,9 +24,12 @@ class ListHandler(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.lines: list[str] = []
+        self.warnings: list[str] = []  # the lines logged at WARNING or above
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(record.getMessage())
+        if record.levelno >= logging.WARNING:
+            self.warnings.append(record.getMessage())
 
     def text(self) -> str:
         return "\n".join(self.lines)

@@ -1,16 +1,19 @@
 """Snapshot streaming between real transports: a ~20 MB file arrives intact, a
-corrupted or truncated transfer is discarded and reported as failed."""
+corrupted or truncated transfer is discarded and reported as failed, and so is a
+backend that arrived intact but holds a value failing its CRC."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 import crc32c
 
+from raftkv.mvcc.backend import BUCKET_KEY, BUCKET_META, Backend, BackendConfig, verify_file
 from raftkv.peer import framing, snapshot_db_name
 from raftkv.peer.framing import FrameKind, StreamKind
 from raftkv.raft.codec import encode_message
@@ -39,6 +42,34 @@ def file_crc(path: str) -> int:
         while chunk := f.read(1 << 20):
             crc = crc32c.crc32c(chunk, crc)
     return crc
+
+
+MARKER = b"MARKER-" + b"q" * 40
+
+
+def backend_file(root: Path, name: str, *, flip: bool) -> Path:
+    """A backend as a leader sends it (``Applier.copy_backend``: one compacted LMDB file)
+    holding ``MARKER`` under key ``k1`` of the key bucket.  With ``flip``, one bit of that
+    stored value is flipped in the file, as a disk does at rest: the file stays a valid LMDB
+    file, and the stream's CRCs, taken on the file as sent, match."""
+    backend = Backend(root / f"{name}.env", BackendConfig(map_size=64 << 20))
+    path = root / name
+    try:
+        backend.put(BUCKET_META, b"consistent_index", (1234).to_bytes(8, "big"))
+        backend.put(BUCKET_KEY, b"k1", MARKER)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            backend.env.copyfd(fd, compact=True)
+        finally:
+            os.close(fd)
+    finally:
+        backend.close()
+    if flip:
+        raw = bytearray(path.read_bytes())
+        assert raw.count(MARKER) == 1
+        raw[raw.find(MARKER) + 10] ^= 0x04
+        path.write_bytes(bytes(raw))
+    return path
 
 
 def run(coro: Coroutine[Any, Any, None]) -> None:
@@ -194,5 +225,50 @@ def test_snapshot_to_unreachable_or_unknown_peer_fails(tmp_path: Path) -> None:
             assert sorted(a.snap_status) == [(2, False), (5, False)]
         finally:
             await a.t.stop()
+
+    run(main())
+
+
+def test_a_backend_holding_a_corrupt_value_is_refused_and_deleted(tmp_path: Path) -> None:
+    bad = backend_file(tmp_path, "bad.db", flip=True)
+    good = backend_file(tmp_path, "good.db", flip=False)
+    recv_dir = tmp_path / "recv"
+    checked_in: list[int] = []  # the threads the check ran in
+
+    def check(path: str) -> None:
+        checked_in.append(threading.get_ident())
+        verify_file(path)
+
+    async def main() -> None:
+        a, b = Node(1, str(tmp_path / "a")), Node(2, str(recv_dir), check_snapshot=check)
+        await a.t.start()
+        await b.t.start()
+        try:
+            await mesh([a, b])
+            a.t.send_snapshot(snap_message(1, 2), str(bad))
+            await wait_until(lambda: a.snap_status != [], timeout=30)
+            assert a.snap_status == [(2, False)]
+            assert 2 in a.unreachable
+            assert b.snapshots == []
+            assert os.listdir(recv_dir) == []
+            assert (b.t.stats.snapshots_failed, b.t.stats.snapshots_received) == (1, 0)
+            # The sender got the receiver's ERROR frame, with the check's reason.
+            assert "receiver refused snapshot" in a.log.text()
+            assert "bucket 'key' at key 6b31" in a.log.text()
+            assert b.log.warnings == [
+                "snapshot 1234 from 1 rejected: received file refused: mvcc: backend "
+                "corruption in bucket 'key' at key 6b31: checksum mismatch"
+            ]
+            # The same backend intact passes the check and is acknowledged.
+            a.t.send_snapshot(snap_message(1, 2), str(good))
+            await wait_until(lambda: len(a.snap_status) == 2, timeout=30)
+            assert a.snap_status[1] == (2, True)
+            assert [path for _m, path in b.snapshots] == [str(recv_dir / snapshot_db_name(1234, 7))]
+            assert os.listdir(recv_dir) == [snapshot_db_name(1234, 7)]
+            assert len(checked_in) == 2
+            assert threading.get_ident() not in checked_in  # never on the event loop's thread
+        finally:
+            await a.t.stop()
+            await b.t.stop()
 
     run(main())

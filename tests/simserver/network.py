@@ -15,6 +15,11 @@ Contracts:
 - a send to a peer the link does not reach is reported unreachable (at most every 0.1 s per
   peer, as the real transport does); a snapshot that does not arrive is reported failed, after
   the peer is reported unreachable;
+- a snapshot that arrives is checked as the real transport checks it: ``check_snapshot`` runs
+  on the written file before it is renamed and handed to ``on_snapshot``; a file it refuses is
+  deleted, ``on_snapshot`` is not called, the network's faults count "snapshot refused" and
+  the sender is told, after a delay, as for a lost one.  The check runs in place on the
+  virtual loop, like the snapshot's file I/O (no thread);
 - ``request`` raises ``PeerRequestError`` when the peer is unknown, the answer does not come
   within ``timeout`` or the handler failed (with ``"<kind>: <error>"``, the real transport's
   text);
@@ -156,6 +161,7 @@ class SimTransport:
         listen_urls: Sequence[str],
         on_message: Callable[[Message], None],
         on_snapshot: Callable[[Message, str], None],
+        check_snapshot: Callable[[str], None],
         on_unreachable: Callable[[int], None],
         on_snapshot_status: Callable[[int, bool], None],
         snapshot_dir: str,
@@ -174,6 +180,7 @@ class SimTransport:
         self.on_unknown_peer: Callable[[int], None] | None = None
         self._on_message = on_message
         self._on_snapshot = on_snapshot
+        self._check_snapshot = check_snapshot
         self._on_unreachable = on_unreachable
         self._on_snapshot_status = on_snapshot_status
         self._on_removed = on_removed
@@ -275,6 +282,13 @@ class SimTransport:
                 f.write(db)
                 f.flush()
                 os.fsync(f.fileno())
+            try:
+                dst._check_snapshot(tmp)
+            except Exception:
+                os.unlink(tmp)
+                net.faults["snapshot refused"] += 1
+                net.loop.call_later(net.delay(), self._snapshot_failed, to, context=me)
+                return
             os.replace(tmp, final)
             dst._on_snapshot(decode_message(data), final)
             net.loop.call_later(net.delay(), self._on_snapshot_status, to, True, context=me)

@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from typing import Any
 
+import lmdb
 import pytest
 
+from raftkv.mvcc.backend import BUCKET_KEY, flip_last_byte
+from raftkv.raft.types import Message
 from tests.simserver.__main__ import main, replay_command
 from tests.simserver.loop import Process, SimulationStuckError, VirtualLoop
 from tests.simserver.mutations import APPLY_FAULT_MUTATIONS, MUTATIONS, mutation
+from tests.simserver.network import SimTransport
 from tests.simserver.simulation import FAULT_KINDS, SeedResult, SimParams, Simulation
 
 CHUNK = 30
@@ -128,6 +133,34 @@ def test_every_mutation_is_caught(name: str) -> None:
             if Simulation(seed, params).run().failure:
                 return
     pytest.fail(f"mutation {name!r} survived twenty seeds and the regression seeds")
+
+
+def test_a_snapshot_corrupted_on_the_senders_disk_is_refused_not_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first backend copy a leader sends in seed 2 is damaged on its disk after the leader
+    checked it (one stored value's last byte inverted, as ``backendBitFlip`` does): the
+    follower refuses it, stays up, and converges from a later snapshot.  Installed, the copy
+    would stop that member (``m1 stopped by itself: mvcc: backend corruption ...``)."""
+    send = SimTransport.send_snapshot
+    damaged: list[str] = []
+
+    def send_damaged(self: SimTransport, m: Message, db_path: str) -> None:
+        if not damaged:
+            env: Any = lmdb.open(db_path, subdir=False, lock=False, max_dbs=64)
+            with env.begin(write=True) as txn:
+                db = env.open_db(BUCKET_KEY.encode(), txn=txn, create=False)
+                key, stored = next(iter(txn.cursor(db=db)))
+                txn.put(key, flip_last_byte(stored), db=db)
+            env.close()
+            damaged.append(db_path)
+        send(self, m, db_path)
+
+    monkeypatch.setattr(SimTransport, "send_snapshot", send_damaged)
+    result = Simulation(2).run()
+    assert len(damaged) == 1
+    assert result.failure is None
+    assert result.network["snapshot refused"] == 1
 
 
 def test_cli_reports_and_replays(capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,7 +18,8 @@ Stored value layout: ``crc32c(key || payload)`` as 4 bytes big-endian, then the
 payload.  Covering the key as well catches a value written under the wrong key.
 Every read (``get``, ``iterate``) checks the CRC and raises
 ``BackendCorruptionError`` naming the bucket and key on mismatch: corrupt data is
-never returned.
+never returned.  ``verify_file`` makes the same check of every value of a backend file
+no member has open (a snapshot received from the leader, a backend fetched by repair).
 
 Durability (``sync_mode``), decided per commit of a write transaction:
 - ``"full"``: every commit fsyncs data and meta pages; a committed txn survives
@@ -168,6 +169,28 @@ def unseal(bucket: str, key: bytes, stored: bytes) -> bytes:
     if crc32c.crc32c(payload, crc32c.crc32c(key)) != want:
         raise BackendCorruptionError(bucket, key)
     return payload
+
+
+def verify_file(path: str) -> None:
+    """Check that every value of every bucket in the LMDB file ``path`` unseals.
+
+    ``path`` is a single data file (``subdir=False``), as ``Applier.copy_backend`` and LMDB's
+    copy write one: a snapshot received from the leader, a backend fetched by repair.  It is
+    opened read-only without a lock file, so nothing is written to or next to it; no writer may
+    have it open.  Every named database the file holds is read, not only the buckets this
+    version knows.  Raises ``BackendCorruptionError`` naming the bucket and key of the first
+    value that fails its CRC, ``lmdb.Error`` when the file is not a readable LMDB environment.
+    """
+    env: Any = lmdb.open(path, subdir=False, readonly=True, lock=False, max_dbs=64, readahead=False)
+    try:
+        with env.begin() as txn:
+            for raw_name in [name for name, _ in txn.cursor()]:
+                db = env.open_db(raw_name, txn=txn, create=False)
+                bucket = raw_name.decode(errors="replace")
+                for key, stored in txn.cursor(db=db):
+                    unseal(bucket, key, stored)
+    finally:
+        env.close()
 
 
 def flip_last_byte(stored: bytes) -> bytes:

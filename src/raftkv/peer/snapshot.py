@@ -9,15 +9,18 @@ disk read and the socket is caught too), then ``SNAP_END`` (total size +
 CRC32C of the whole file).  The receiver answers ``SNAP_ACK`` or ``ERROR``.
 
 Receiver: writes into a temp file in ``snapshot_dir``, checks every chunk CRC,
-the size and the whole-file CRC, fsyncs the file, renames it to
-``snapshot_db_name(index, term)`` and fsyncs the directory.  On any failure the
-temp file is removed and nothing is renamed: a partial file is never visible
-under a final name.  The file is private (0600, ``tempfile.mkstemp``'s mode, kept by the
+the size and the whole-file CRC, fsyncs the file, runs the caller's ``check`` of
+its content, renames it to ``snapshot_db_name(index, term)`` and fsyncs the
+directory.  The stream CRCs prove the file arrived as the sender read it, not
+that the sender's disk kept it intact: the member's ``check`` opens the file and
+unseals every stored value.  On any failure the temp file is removed and
+nothing is renamed: a partial or refused file is never visible under a final
+name.  The file is private (0600, ``tempfile.mkstemp``'s mode, kept by the
 rename) and a missing ``snapshot_dir`` is created 0700 (``raftkv.fileutil``).
 
-File reads, writes and fsyncs run in the default executor so a file of tens of
-megabytes never blocks the event loop; the socket side awaits ``drain()``
-after every chunk, so memory stays bounded by one chunk.
+File reads, writes, fsyncs and the content check run in the default executor
+so a file of tens of megabytes never blocks the event loop; the socket side
+awaits ``drain()`` after every chunk, so memory stays bounded by one chunk.
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ TEMP_SUFFIX = ".snap.db.tmp"
 
 ChunkHook = Callable[[int, bytearray], None]
 """Test fault hook: ``(chunk_number, data)``; may mutate ``data`` after its CRC was taken."""
+
+FileCheck = Callable[[str], None]
+"""Checks the content of a received file at a path; raises (any ``Exception``) to refuse it.
+Blocking: it is run in the executor."""
 
 
 class SnapshotTransferError(Exception):
@@ -134,10 +141,13 @@ def _open_temp(snapshot_dir: str) -> tuple[str, BinaryIO]:
     return path, os.fdopen(fd, "wb")
 
 
-def _finish(f: BinaryIO, temp: str, final: str, snapshot_dir: str) -> None:
+def _sync(f: BinaryIO) -> None:
     f.flush()
     os.fsync(f.fileno())
     f.close()
+
+
+def _publish(temp: str, final: str, snapshot_dir: str) -> None:
     os.replace(temp, final)
     dfd = os.open(snapshot_dir, os.O_RDONLY)
     try:
@@ -161,12 +171,15 @@ async def receive_file(
     term: int,
     size: int,
     logger: logging.Logger,
+    check: FileCheck | None = None,
 ) -> str:
     """Receive the chunks announced by a ``SNAP_BEGIN`` of ``size`` bytes; return the final path.
 
-    Raises ``SnapshotTransferError`` on a CRC/size mismatch, ``FrameError`` on a
-    corrupt frame, ``ConnectionClosedError`` on truncation.  On any exception
-    the temp file is gone.
+    ``check``, when given, is run in the executor on the complete, fsynced temp file before
+    it is renamed; whatever it raises refuses the file.  Raises ``SnapshotTransferError`` on
+    a CRC/size mismatch or a refusal by ``check`` (its text included), ``FrameError`` on a
+    corrupt frame, ``ConnectionClosedError`` on truncation.  On any exception the temp file
+    is gone.
     """
     loop = asyncio.get_running_loop()
     temp, f = await loop.run_in_executor(None, _open_temp, snapshot_dir)
@@ -197,8 +210,14 @@ async def receive_file(
                 break
             else:
                 raise FrameError(f"unexpected {kind.name} frame in snapshot stream")
+        await loop.run_in_executor(None, _sync, f)
+        if check is not None:
+            try:
+                await loop.run_in_executor(None, check, temp)
+            except Exception as exc:
+                raise SnapshotTransferError(f"received file refused: {exc}") from exc
         final = os.path.join(snapshot_dir, snapshot_db_name(index, term))
-        await loop.run_in_executor(None, _finish, f, temp, final, snapshot_dir)
+        await loop.run_in_executor(None, _publish, temp, final, snapshot_dir)
         done = True
         logger.info("snapshot receive done peer=%x bytes=%d path=%s", peer_id, size, final)
         return final

@@ -20,6 +20,13 @@ Contracts:
   the member warns at start;
 - a frame that fails its CRC or does not parse is never delivered: the
   connection is dropped and ``stats.corrupt_frames`` counts it;
+- a received snapshot is answered ``SNAP_ACK`` and handed to ``on_snapshot``
+  only once every chunk CRC, its size and its whole-file CRC matched
+  (``raftkv.peer.snapshot``) and ``check_snapshot``, when given, accepted the
+  file (the member's: every stored value passes its CRC).  Otherwise the file
+  is deleted, one warning names the peer, the snapshot index and the reason,
+  the sender gets an ``ERROR`` (``SNAPSHOT_FAILED``) and reports
+  ``on_snapshot_status(peer, False)``, and ``stats.snapshots_failed`` counts it;
 - ``on_unreachable(peer)`` is reported when messages to the peer are dropped,
   at most once per ``unreachable_interval`` seconds per peer, and after every
   failed snapshot send (before that send's ``on_snapshot_status``).
@@ -58,7 +65,13 @@ from raftkv.peer.outgoing import (
     parse_url,
 )
 from raftkv.peer.security import PLAINTEXT, PeerSecurity
-from raftkv.peer.snapshot import ChunkHook, SnapshotTransferError, receive_file, send_file
+from raftkv.peer.snapshot import (
+    ChunkHook,
+    FileCheck,
+    SnapshotTransferError,
+    receive_file,
+    send_file,
+)
 from raftkv.raft.codec import CodecError, decode_message, encode_message
 from raftkv.raft.types import LOCAL_MESSAGES, Message, MessageType
 
@@ -109,6 +122,7 @@ class PeerTransport:
         on_unreachable: Callable[[int], None],
         on_snapshot_status: Callable[[int, bool], None],
         snapshot_dir: str,
+        check_snapshot: FileCheck | None = None,
         logger: logging.Logger | None = None,
         on_removed: Callable[[], None] | None = None,
         seed: int | None = None,
@@ -123,6 +137,10 @@ class PeerTransport:
     ) -> None:
         """``on_removed`` is called (possibly repeatedly) when a peer refuses us as removed.
 
+        ``check_snapshot(path)`` checks a received snapshot file before it is acknowledged
+        (``raftkv.peer.snapshot.FileCheck``: blocking, run in the executor, raises to refuse
+        the file); None accepts any file whose stream CRCs match.
+
         ``seed`` drives the reconnect jitter (default: ``member_id``).  ``security`` gives the
         TLS of ``https`` listen URLs and of dialing ``https`` peer URLs.
         """
@@ -136,6 +154,7 @@ class PeerTransport:
         self.security = security
         self._on_message = on_message
         self._on_snapshot = on_snapshot
+        self._check_snapshot = check_snapshot
         self._on_unreachable = on_unreachable
         self._on_snapshot_status = on_snapshot_status
         self._on_removed = on_removed
@@ -682,10 +701,11 @@ class PeerTransport:
                 term=meta.term,
                 size=size,
                 logger=self._log,
+                check=self._check_snapshot,
             )
         except SnapshotTransferError as e:
             self.stats.snapshots_failed += 1
-            self._log.warning("snapshot from %x rejected: %s", frm, e)
+            self._log.warning("snapshot %d from %x rejected: %s", meta.index, frm, e)
             writer.write(framing.encode_error(ErrorCode.SNAPSHOT_FAILED, str(e)))
             await writer.drain()
             return

@@ -82,6 +82,10 @@ class MemberTransport(Protocol):
 
 
 class PeerTransportFactory(Protocol):
+    """Builds a member's transport.  ``check_snapshot(path)`` (blocking; raises to refuse) is
+    run on every received snapshot file before it is acknowledged and ``on_snapshot`` is
+    called: a refused file is deleted and the sender told the snapshot failed."""
+
     def __call__(
         self,
         *,
@@ -90,6 +94,7 @@ class PeerTransportFactory(Protocol):
         listen_urls: Sequence[str],
         on_message: Callable[[Message], None],
         on_snapshot: Callable[[Message, str], None],
+        check_snapshot: Callable[[str], None],
         on_unreachable: Callable[[int], None],
         on_snapshot_status: Callable[[int, bool], None],
         snapshot_dir: str,

@@ -22,7 +22,7 @@ from typing import Any
 
 from raftkv.auth.tokens import AuthTokenError, TokenProvider, new_token_provider
 from raftkv.lease.lessor import min_lease_ttl
-from raftkv.mvcc.backend import BackendConfig
+from raftkv.mvcc.backend import BackendConfig, verify_file
 from raftkv.mvcc.errors import BackendCorruptionError
 from raftkv.mvcc.watchable import WatchableStore
 from raftkv.peer.security import PeerSecurity, unauthenticated_warning
@@ -199,6 +199,7 @@ class Member:
             listen_urls=list(cfg.listen_peer_urls),
             on_message=raft.step,
             on_snapshot=raft.receive_snapshot,
+            check_snapshot=verify_file,  # a value failing its CRC would stop the install
             on_unreachable=raft.report_unreachable,
             on_snapshot_status=raft.report_snapshot,
             snapshot_dir=self.data_dir.snap,

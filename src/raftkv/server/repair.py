@@ -60,6 +60,7 @@ from raftkv.mvcc.backend import (
     META_TERM,
     Backend,
     BackendConfig,
+    verify_file,
 )
 from raftkv.mvcc.errors import BackendCorruptionError
 from raftkv.peer.transport import PeerRequestError
@@ -390,14 +391,14 @@ class Repairer:
 
 
 def _inspect_backend(workdir: str, config: BackendConfig) -> _Fetched:
-    """What a fetched backend holds (``_Fetched``), every value CRC-checked."""
+    """What a fetched backend holds (``_Fetched``), every value CRC-checked first
+    (``verify_file``, the check a follower makes of a received snapshot)."""
+    try:
+        verify_file(os.path.join(workdir, "data.mdb"))
+    except BackendCorruptionError as exc:
+        raise RepairError(f"fetched backend is corrupt: {exc}") from None
     backend = Backend(workdir, config)
     try:
-        try:
-            for bucket in backend.buckets:
-                backend.items(bucket)  # unseals (checks) every value
-        except BackendCorruptionError as exc:
-            raise RepairError(f"fetched backend is corrupt: {exc}") from None
         raw = backend.get(BUCKET_META, META_CONSISTENT_INDEX)
         if raw is None:
             raise RepairError("fetched backend has no consistent index")
