@@ -82,13 +82,17 @@ def check_dir_permission(path: str, perm: int = PRIVATE_DIR_MODE) -> str | None:
     )
 
 
-def copy_file(src: str, dst: str) -> None:
+def copy_file(src: str, dst: str, *, sync: bool = False) -> None:
     """Copy the bytes of ``src`` to ``dst``, created (or truncated) ``PRIVATE_FILE_MODE``.
-    Not fsynced: the caller owns durability."""
+    ``sync``: ``dst`` is fsynced before it is closed (its directory entry is the caller's);
+    otherwise the caller owns durability."""
     with open(src, "rb") as fin:
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
         with os.fdopen(fd, "wb") as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)
+            if sync:
+                fout.flush()
+                os.fsync(fout.fileno())
 
 
 def go_file_mode(mode: int) -> str:

@@ -2,7 +2,9 @@
 
 A real one-member cluster writes keys with etcdctl and is stopped; each damage case works on a
 copy of its data directory and runs ``python -m raftkv.ctl.main check data`` as a child
-process.  The base choice and the lock probes are also tested as functions.
+process.  A real three-member cluster makes a follower catch up by a snapshot: it is rebuilt
+from the backend it received and kept.  The base choice, the WAL reader around a received
+snapshot's marker and the lock probes are also tested as functions.
 """
 
 from __future__ import annotations
@@ -37,14 +39,15 @@ from raftkv.mvcc.backend import (
     unseal,
 )
 from raftkv.mvcc.revision import decode_kv, encode_kv
+from raftkv.peer.snapshot import parse_snapshot_db_name
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
-from raftkv.raft.types import ConfState, Entry, HardState, Snapshot
+from raftkv.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
 from raftkv.server.applier import Applier
-from raftkv.server.bootstrap import DataDir, decode_members
+from raftkv.server.bootstrap import DataDir, MemberInfo, decode_members, encode_members
 from raftkv.server.cluster_info import K_CLUSTER_VERSION
-from raftkv.server.requests import RequestKind, decode_request
-from raftkv.snap import decode_snapshot_file
+from raftkv.server.requests import RequestKind, decode_request, encode_request
+from raftkv.snap import Snapshotter, decode_snapshot_file
 from raftkv.wal import WAL, WalSnapshot, encode_metadata
 from raftkv.wal.files import list_segments
 from raftkv.wal.record import RecordType, append_record, encode_u32, scan_segment
@@ -433,6 +436,92 @@ def test_apply_skip_is_found_at_the_skipped_entry(tmp_path: Path) -> None:
     assert "apply digest DIFFERENT" in rebuild["summary"]
 
 
+def _applied_indexes(c: Cluster) -> list[int]:
+    """Every member's applied Raft index (-1 for one that does not answer)."""
+    found = []
+    for m in c.members:
+        try:
+            with grpc.insecure_channel(m.endpoint) as ch:
+                status = pb_grpc.MaintenanceStub(ch).Status(pb.StatusRequest(), timeout=2)
+            found.append(status.raftAppliedIndex)
+        except grpc.RpcError:
+            found.append(-1)
+    return found
+
+
+def _put(c: Cluster, i: int, keys: list[str]) -> None:
+    with grpc.insecure_channel(c.members[i].endpoint) as ch:
+        stub = pb_grpc.KVStub(ch)
+        for key in keys:
+            stub.Put(pb.PutRequest(key=key.encode(), value=b"v-" + key.encode()), timeout=5)
+
+
+def test_member_that_installed_a_snapshot_is_rebuilt_from_it(tmp_path: Path) -> None:
+    """A follower that was down while the leader compacted its log past it catches up by a
+    snapshot; it keeps the backend it installed, and check data rebuilds it from that file
+    plus the entries its WAL holds after the snapshot."""
+    require_etcdctl()
+    c = Cluster(
+        tmp_path, 3, ["--snapshot-count", "20", "--experimental-snapshot-catchup-entries", "5"]
+    )
+    try:
+        c.start_all()
+        leader = c.leader_index()
+        assert leader is not None
+        lagging = (leader + 1) % 3
+        assert c.stop(lagging) == 0
+        _put(c, leader, [f"down/{n:03d}" for n in range(80)])  # several snapshots meanwhile
+        c.start(lagging)
+        c.wait_ready()
+        c.wait_until(
+            lambda: len(set(ix := _applied_indexes(c))) == 1 and ix[0] > 80,
+            "the restarted member caught up",
+        )
+        # entries after the snapshot, in the lagging member's WAL (and applied from it)
+        _put(c, leader, [f"after/{n}" for n in range(5)])
+        c.wait_until(lambda: len(set(_applied_indexes(c))) == 1, "all members applied the puts")
+        assert c.stop(lagging) == 0
+    finally:
+        c.close()
+    member = c.members[lagging]
+    found = re.findall(
+        r"installing the backend received with snapshot (\d+)", member.log_path.read_text()
+    )
+    assert found, "the restarted member did not catch up by a snapshot"
+    installed = int(found[-1])
+    data_dir = member.data_dir
+    kept: dict[int, Path] = {}
+    for p in (data_dir / "member" / "snap").glob("*.snap.db"):
+        parsed = parse_snapshot_db_name(p.name)
+        assert parsed is not None
+        kept[parsed[0]] = p
+    assert min(kept) == installed  # the installed file is kept, none older
+    assert not list((data_dir / "member" / "db").glob("*.tmp"))
+
+    code, doc = run_json(data_dir)
+    assert code == 0, json.dumps(doc, indent=1)
+    copies = check_of(doc, "snap")["details"]["backend_copies"]
+    rebuild = check_of(doc, "rebuild")
+    assert rebuild["status"] == "ok"
+    base = Path(rebuild["details"]["base"])
+    assert base in kept.values()  # the installed file (or one received after it)
+    assert rebuild["details"]["base_index"] == copies[base.name] >= installed
+    assert rebuild["details"]["applied_index"] > rebuild["details"]["base_index"]
+    assert rebuild["details"]["stored_state"] == rebuild["details"]["rebuilt_state"]
+
+    raw = _rewrite_value(data_dir, b"after/3", b"forged")
+    code, doc = run_json(data_dir)
+    assert code == 1
+    rebuild = check_of(doc, "rebuild")
+    assert rebuild["status"] == "divergent"
+    assert rebuild["details"]["base"] == str(base)
+    assert rebuild["details"]["differing_parts"] == ["keys"]
+    index = put_entry_index(data_dir, b"after/3")
+    assert rebuild["details"]["first_divergent_index"] == index
+    first = rebuild["findings"][0]
+    assert first["key"] == raw.hex() and "forged" in first["message"]
+
+
 # -- functions ------------------------------------------------------------------------------
 
 
@@ -538,6 +627,78 @@ def test_choose_base() -> None:
     assert "bootstrap snapshot (index 1) is missing" in str(choose_base(_wal(2, 9), SnapFiles(), 9))
 
 
+MEMBERS = [MemberInfo(1, "m1", ("http://127.0.0.1:2380",))]
+
+
+def _puts(first: int, last: int, term: int) -> list[Entry]:
+    """Puts of ``k<index>`` whose value names the term (entries of two terms differ)."""
+    out = []
+    for index in range(first, last + 1):
+        req = pb.PutRequest(key=f"k{index}".encode(), value=f"term {term}".encode())
+        data = encode_request(RequestKind.PUT, index, req.SerializeToString())
+        out.append(Entry(term, index, data=data))
+    return out
+
+
+def _detached(root: Path) -> Applier:
+    applier = Applier.detached(str(root), BackendConfig(map_size=64 << 20), min_lease_ttl=2)
+    applier.write_initial_members(MEMBERS)
+    return applier
+
+
+@pytest.mark.parametrize(
+    ("sender_index", "after"),
+    [(9, (10, 12)), (9, None), (10, None)],
+    ids=["entries-after-it", "stopped-at-once", "sender-past-the-snapshot"],
+)
+def test_member_rebuilt_from_the_snapshot_it_installed(
+    tmp_path: Path, sender_index: int, after: tuple[int, int] | None
+) -> None:
+    """A member whose log held entries 2..10 of term 2 (committed up to 6, 7..10 stale)
+    installs a snapshot at index 9 of term 3 whose backend the sender took at
+    ``sender_index``, then (``after``) appends and applies entries of term 3.  Its WAL still
+    holds the stale entries before the snapshot marker, and its snap dir the bootstrap
+    snapshot: the rebuild must start from the kept backend file, with the entries written
+    after the marker, and find the member consistent."""
+    dd = DataDir(str(tmp_path / "m1.raftkv"))
+    conf = ConfState(voters=(1,))
+    Snapshotter(dd.snap).save(Snapshot(SnapshotMetadata(1, 1, conf), encode_members(MEMBERS)))
+    w = WAL.create(dd.wal, encode_metadata(1, 0x22))
+    try:
+        w.save_snapshot(WalSnapshot(1, 1, conf))
+        w.save(HardState(term=2, vote=1, commit=6), _puts(2, 10, term=2))
+        w.save_snapshot(WalSnapshot(9, 3, conf))
+        w.save(HardState(term=3, vote=0, commit=9), [])
+        if after is not None:
+            w.save(HardState(term=3, vote=0, commit=after[1]), _puts(after[0], after[1], 3))
+    finally:
+        w.close()
+    sender = _detached(tmp_path / "sender")
+    try:
+        sender.apply_entries(_puts(2, 6, term=2) + _puts(7, sender_index, term=3))
+        received = dd.received_backend_path(9, 3)
+        assert sender.copy_backend(received) == sender_index
+    finally:
+        sender.close()
+    member = _detached(Path(dd.root))
+    try:
+        member.apply_entries(_puts(2, 6, term=2))
+        member.install_snapshot(Snapshot(SnapshotMetadata(9, 3, conf), b""), received)
+        if after is not None:
+            member.apply_entries(_puts(after[0], after[1], term=3))
+    finally:
+        member.close()
+
+    _res, wal = check_wal(dd.wal)
+    assert (wal.first_index, wal.last_index) == (after or (None, None))
+    report = check_data(dd.root)
+    rebuild = next(c for c in report.checks if c.name == "rebuild")
+    assert report.exit_code == 0, [(n, f.message) for n, f in report.findings]
+    assert rebuild.details["base"] == received
+    assert rebuild.details["base_index"] == sender_index
+    assert rebuild.details["applied_index"] == (after[1] if after else sender_index)
+
+
 def test_lock_probes_see_another_process(tmp_path: Path) -> None:
     db = tmp_path / "db"
     wal = tmp_path / "wal"
@@ -585,3 +746,5 @@ def test_help_describes_the_command() -> None:
     )
     assert res.returncode == 0
     assert "STOPPED member" in res.stdout and "--data-dir" in res.stdout
+    text = " ".join(res.stdout.split())
+    assert "the backend a member received with a Raft snapshot, kept once installed" in text

@@ -13,7 +13,10 @@ Contracts:
   like the member's own, every copy is private (files 0600, directories 0700);
 - the base is index 1 (the bootstrap raft snapshot's member list, ``write_initial_members``) or
   a ``*.snap.db`` backend copy whose consistent index ``c`` satisfies
-  ``c >= first retained WAL index - 1``; entries ``base+1 .. consistent index`` are applied;
+  ``c >= first retained WAL index - 1``: the copy a restore keeps at index 1, or the backend
+  a member received with a Raft snapshot, which it keeps once installed (its WAL starts after
+  that snapshot); entries ``base+1 .. consistent index`` are applied, taken from the WAL's
+  entries after its last received snapshot's marker (``WalContents``);
 - the Applier needs no event loop: only proposals create waiters, and none are made here; its
   lessor is never promoted, so ``_now_if`` passes no clock and no lease expires while applying
   (expiry reaches the state only as revoke entries in the WAL);
@@ -219,7 +222,13 @@ def rebuild_and_compare(
         result.summary = "skipped: the backend has applied nothing (consistent index 0)"
         return result
     commit = wal.hard_state.commit
-    if target > commit or (target > 1 and (wal.last_index or 0) < target):
+    # What the WAL knows of: its entries and its snapshot markers (a member stopped right
+    # after installing a snapshot holds no entry after it).  A backend received with a
+    # snapshot may be past both (the sender had applied more): a kept copy at exactly the
+    # backend's index is then its base, and the comparison is with that copy.
+    known = max([wal.last_index or 0, *(m.index for m in wal.markers)])
+    at_copy = any(b.consistent_index == target for b in files.backends)
+    if not at_copy and (target > commit or (target > 1 and known < target)):
         result.add(
             Finding(
                 Severity.DIVERGENT,

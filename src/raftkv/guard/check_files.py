@@ -61,7 +61,8 @@ TORN_TAIL = "torn tail (repairable on start)"
 @dataclass
 class WalContents:
     """What the WAL holds.  ``entries`` is the contiguous run of entries that replay keeps
-    (later entries replace earlier ones at the same index); ``first_index`` its first index."""
+    (later entries replace earlier ones at the same index; a received snapshot's marker
+    drops every entry before it); ``first_index`` its first index."""
 
     segments: int = 0
     records: int = 0
@@ -124,14 +125,23 @@ def _add_entry(wal: WalContents, e: Entry, path: str, offset: int, result: Check
         return
     expected = first + len(entries)
     if e.index > expected:
-        if any(expected - 1 <= m.index < e.index for m in wal.markers):
-            wal.entries = [e]  # the log restarts after a snapshot marker (a received snapshot)
-            return
         result.add(Finding(Severity.CORRUPT, path, f"entry {e.index} skips {expected}", offset))
         wal.corrupt = wal.resync = True
         return
     del entries[e.index - first :]
     entries.append(e)
+
+
+def _add_marker(wal: WalContents, ws: WalSnapshot) -> None:
+    """A snapshot marker.  One at an entry the log holds with the same term is a snapshot the
+    member took of its own log: nothing changes.  Any other is a snapshot received from the
+    leader (Raft installs one only when its log lacks the snapshot's last entry): the log was
+    replaced by it, so the entries before it are dropped, even those at indexes the log
+    still held (stale, possibly from another term), and the log restarts after it."""
+    wal.markers.append(ws)
+    held = wal.entry(ws.index)
+    if held is None or held.term != ws.term:
+        wal.entries = []
 
 
 def _read_run(run: list[Segment], wal: WalContents, result: CheckResult) -> None:
@@ -192,7 +202,7 @@ def _decode_record(
             wal.hard_state = decode_hard_state(data)
         elif rtype == RecordType.SNAPSHOT:
             m = decode_snapshot_metadata(data)
-            wal.markers.append(WalSnapshot(m.index, m.term, m.conf_state))
+            _add_marker(wal, WalSnapshot(m.index, m.term, m.conf_state))
         elif rtype == RecordType.METADATA:
             ids = decode_metadata(bytes(data))
             if ids is None:

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from typing import BinaryIO
@@ -41,6 +42,7 @@ from raftkv.peer.framing import FrameError, FrameKind
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 TEMP_SUFFIX = ".snap.db.tmp"
+_DB_NAME_RE = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.snap\.db$")
 
 ChunkHook = Callable[[int, bytearray], None]
 """Test fault hook: ``(chunk_number, data)``; may mutate ``data`` after its CRC was taken."""
@@ -57,6 +59,14 @@ class SnapshotTransferError(Exception):
 def snapshot_db_name(index: int, term: int) -> str:
     """File name of a received backend file: ``<index>-<term>.snap.db`` in 16-digit hex."""
     return f"{index:016x}-{term:016x}.snap.db"
+
+
+def parse_snapshot_db_name(name: str) -> tuple[int, int] | None:
+    """``(index, term)`` of a ``snapshot_db_name``, or None for any other name."""
+    m = _DB_NAME_RE.match(name)
+    if m is None:
+        return None
+    return int(m.group(1), 16), int(m.group(2), 16)
 
 
 def _progress_logger(

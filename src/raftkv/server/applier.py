@@ -27,12 +27,17 @@ Contracts:
   identical) but answers ``ERR_NO_SPACE`` and raises its NOSPACE alarm (``on_no_space``);
 - a write that finds LMDB's map full aborts its batch; the map is doubled, the in-memory state
   reloaded from the backend (``on_state_reloaded``) and the batch applied again, so the
-  member neither stops nor diverges (only a batch lost at its final commit needs a restart).
+  member neither stops nor diverges (only a batch lost at its final commit needs a restart);
+- a backend received with a Raft snapshot is installed as a copy (fsynced, renamed over
+  data.mdb, directory fsynced) and the received ``member/snap/<index>-<term>.snap.db`` is kept
+  as ``raftkv check data``'s rebuild base, at the cost of one copy of the backend per
+  installed snapshot in I/O and disk; the files of older snapshots are deleted then.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -48,7 +53,7 @@ from raftkv.auth.store import AuthStore
 from raftkv.auth.tokens import AuthInfo, TokenProvider
 from raftkv.backup.snapshot_file import write_snapshot_db
 from raftkv.clock import Clock
-from raftkv.fileutil import PRIVATE_FILE_MODE
+from raftkv.fileutil import PRIVATE_FILE_MODE, copy_file
 from raftkv.guard.digest import META_APPLY_DIGEST, ApplyDigest
 from raftkv.guard.state_hash import StateHash, compute_state_hash
 from raftkv.lease import errors as lease_errors
@@ -96,6 +101,7 @@ from raftkv.server.requests import (
     request_kind,
 )
 from raftkv.version import SERVER_VERSION, STORAGE_VERSION, Version
+from raftkv.wal.files import fsync_dir
 
 log = logging.getLogger("raftkv.apply")
 
@@ -108,6 +114,9 @@ Handler = Callable[[WriteBatch, bytes, int], Any]
 
 # Entries whose apply is followed by a state hash on every member (first byte of entry data).
 REVISIONS_KEPT = 10_000
+INSTALL_COPY_NAME = "install.mdb.tmp"
+"""In ``member/db/``: the copy of a received backend file being installed (``install_snapshot``);
+one left by a crash is removed when the applier opens the backend."""
 MAP_GROWTHS = 4
 """How many times one batch may double LMDB's map before its failure is fatal."""
 
@@ -227,6 +236,11 @@ class Applier:
     # -- opening and snapshots ----------------------------------------------------------
 
     def _open(self) -> None:
+        # A crash between the copy of an installed backend and its rename leaves the copy
+        # behind: data.mdb is still the backend it was to replace, and the kept file is
+        # installed again at start-up (``install_if_behind``).
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self._install_copy_path())
         self.backend = Backend(self.data_dir.db, self.backend_config)
         check_storage_version(self.backend, self.data_dir.db)
         self.store = KVStore(
@@ -389,19 +403,65 @@ class Applier:
         return write
 
     def install_snapshot(self, snap: Snapshot, db_path: str | None) -> None:
-        """Replace the whole state with the snapshot's (the received backend file)."""
+        """Replace the whole state with the snapshot's (the received backend file).
+
+        The received file ``db_path`` (``member/snap/<index>-<term>.snap.db``) is kept: it
+        is copied to ``member/db/`` (fsynced), the copy renamed over ``data.mdb`` and the
+        directory fsynced.  It is the base ``raftkv check data`` rebuilds this member from:
+        the WAL has a gap before the snapshot index, so nothing older can be one.  This
+        costs one copy of the backend per installed snapshot, in I/O and in disk space.
+        Once installed, the backend files of older snapshots (index below this one, the
+        copy a restore keeps at index 1 too) can never be a base again and are deleted.
+        A file kept at or below the backend's consistent index is not installed again at
+        start-up (``install_if_behind``).
+        """
+        md = snap.metadata
         if db_path is None:
+            raise RuntimeError(f"snapshot at index {md.index} arrived without its backend file")
+        log.info("installing the backend received with snapshot %d", md.index)
+        copy = self._install_copy_path()
+        copy_file(db_path, copy, sync=True)
+        self._swap_backend(copy)
+        if self._applied < md.index:
             raise RuntimeError(
-                f"snapshot at index {snap.metadata.index} arrived without its backend file"
+                f"received backend is at index {self._applied}, behind snapshot {md.index}"
             )
-        log.info("installing the backend received with snapshot %d", snap.metadata.index)
-        self._swap_backend(db_path)
-        if self._applied < snap.metadata.index:
-            raise RuntimeError(
-                f"received backend is at index {self._applied}, behind snapshot "
-                f"{snap.metadata.index}"
-            )
+        self._delete_backend_files_below(md.index)
         self._on_members_changed(dict(self.members))
+
+    def install_if_behind(self, snap: Snapshot) -> bool:
+        """Start-up: install the backend file received with the Raft snapshot ``snap`` when
+        the backend is behind it (a crash came between the file's receipt and its install,
+        or during the install); True when it did.  A backend at or past ``snap`` installs
+        nothing: the file then is the one kept as ``raftkv check data``'s base."""
+        md = snap.metadata
+        if self._applied >= md.index:
+            return False
+        db = self.data_dir.received_backend(md.index, md.term)
+        if db is None:
+            if md.index > 1:
+                raise RuntimeError(
+                    f"backend at index {self._applied} is behind snapshot {md.index} and no "
+                    "received backend file is present"
+                )
+            return False  # the bootstrap snapshot: the caller writes the member list
+        self.install_snapshot(snap, db)
+        return True
+
+    def _install_copy_path(self) -> str:
+        """Where an installed backend file is copied before it is renamed over data.mdb."""
+        return os.path.join(self.data_dir.db, INSTALL_COPY_NAME)
+
+    def _delete_backend_files_below(self, index: int) -> None:
+        """Delete the kept backend files of snapshots older than ``index`` (the one just
+        installed): the WAL now starts after ``index``, so they can never be a base again.
+        Not fsynced: a file a crash brings back is deleted at the next install."""
+        for older, path in self.data_dir.received_backends():
+            if older >= index:
+                break
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+            log.info("deleted the backend file %s, older than snapshot %d", path, index)
 
     def replace_state(self, db_path: str) -> int:
         """Repair: take another member's backend file as this member's whole state.
@@ -414,9 +474,12 @@ class Applier:
         return self._applied
 
     def _swap_backend(self, db_path: str) -> None:
+        """Close the backend, rename ``db_path`` (a durable file on the same file system)
+        over data.mdb, fsync the directory and open it."""
         with self._hashing:
             self.backend.close()
         os.replace(db_path, os.path.join(self.data_dir.db, "data.mdb"))
+        fsync_dir(self.data_dir.db)
         self.backend = Backend(self.data_dir.db, self.backend_config)
         check_storage_version(self.backend, self.data_dir.db)
         self.watchable.restore(self.backend)  # keeps the watchers; they catch up

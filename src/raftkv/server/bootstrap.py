@@ -6,7 +6,8 @@ Owns: the data-dir layout and the recovery of the Raft side (snapshot file + WAL
 Layout (etcd's, with LMDB in place of bbolt)::
 
     <data-dir>/member/wal/    WAL segments (or --wal-dir)
-    <data-dir>/member/snap/   raft snapshot files and received backend files (*.snap.db)
+    <data-dir>/member/snap/   raft snapshot files and backend files (*.snap.db: received, or
+                              a restore's; the last installed is ``raftkv check data``'s base)
     <data-dir>/member/db/     the LMDB environment (data.mdb)
 
 Private, as etcd 3.5's (``raftkv.fileutil``): the data, member and snapshot directories are
@@ -38,7 +39,7 @@ import os
 from dataclasses import dataclass
 
 from raftkv.fileutil import touch_dir_all
-from raftkv.peer.snapshot import snapshot_db_name
+from raftkv.peer.snapshot import parse_snapshot_db_name, snapshot_db_name
 from raftkv.raft.storage import MemoryStorage
 from raftkv.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
 from raftkv.server.config import ServerConfig
@@ -143,6 +144,20 @@ class DataDir:
         """A backend file received with the snapshot at (index, term), if it is there."""
         path = self.received_backend_path(index, term)
         return path if os.path.exists(path) else None
+
+    def received_backends(self) -> list[tuple[int, str]]:
+        """(snapshot index, path) of every backend file kept in the snapshot directory (the
+        received ones, and the copy a restore writes at index 1), lowest index first."""
+        try:
+            names = os.listdir(self.snap)
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in names:
+            parsed = parse_snapshot_db_name(name)
+            if parsed is not None:
+                found.append((parsed[0], os.path.join(self.snap, name)))
+        return sorted(found)
 
 
 def touch_dirs(dd: DataDir) -> None:

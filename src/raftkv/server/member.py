@@ -180,15 +180,7 @@ class Member:
             waiters=self.proposer.waiters,
             auth_tokens=self.auth_tokens,
         )
-        if applier.applied_index() < md.index:
-            db = self.data_dir.received_backend(md.index, md.term)
-            if db is None and md.index > 1:
-                raise RuntimeError(
-                    f"backend at index {applier.applied_index()} is behind snapshot "
-                    f"{md.index} and no received backend file is present"
-                )
-            if db is not None:
-                applier.install_snapshot(rec.snapshot, db)
+        applier.install_if_behind(rec.snapshot)
         if rec.new_cluster:
             applier.write_initial_members(rec.initial_members)
         rec.wal.on_fsync = self.disk_metrics.wal_fsync.observe

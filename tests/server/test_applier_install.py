@@ -1,0 +1,135 @@
+"""Installing a backend received with a Raft snapshot, on real LMDB backends in temporary dirs:
+the received ``<index>-<term>.snap.db`` is kept (``raftkv check data``'s rebuild base), the
+files of older snapshots are deleted, and a start-up neither installs a kept file again nor
+trips over the copy a crash left half-way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from raftkv.mvcc.backend import BackendConfig
+from raftkv.proto import rpc_pb2 as pb
+from raftkv.raft.types import ConfState, Entry, Snapshot, SnapshotMetadata
+from raftkv.server.applier import INSTALL_COPY_NAME, Applier
+from raftkv.server.bootstrap import DataDir, MemberInfo
+from raftkv.server.requests import RequestKind, encode_request
+
+MEMBERS = [MemberInfo(1, "m1", ("http://127.0.0.1:2380",))]
+
+
+def make_applier(root: Path, *, bootstrap: bool = True) -> Applier:
+    applier = Applier.detached(str(root), BackendConfig(map_size=64 << 20), min_lease_ttl=1)
+    if bootstrap:
+        applier.write_initial_members(MEMBERS)
+    return applier
+
+
+def puts(first: int, last: int, term: int = 1) -> list[Entry]:
+    out = []
+    for index in range(first, last + 1):
+        req = pb.PutRequest(key=f"k{index}".encode(), value=f"t{term}".encode())
+        data = encode_request(RequestKind.PUT, index, req.SerializeToString())
+        out.append(Entry(term, index, data=data))
+    return out
+
+
+def snapshot(index: int, term: int) -> Snapshot:
+    return Snapshot(SnapshotMetadata(index, term, ConfState(voters=(1,))), b"")
+
+
+def received(tmp_path: Path, dd: DataDir, index: int, term: int) -> Path:
+    """The backend file a leader at ``index`` sends, as the receiver stores it."""
+    leader = make_applier(tmp_path / f"leader-{index}")
+    try:
+        leader.apply_entries(puts(2, index, term))
+        path = Path(dd.received_backend_path(index, term))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        assert leader.copy_backend(str(path)) == index
+    finally:
+        leader.close()
+    return path
+
+
+def snap_dbs(dd: DataDir) -> list[str]:
+    return sorted(p.name for p in Path(dd.snap).glob("*.snap.db"))
+
+
+def test_install_keeps_the_file_and_deletes_older_ones(tmp_path: Path) -> None:
+    dd = DataDir(str(tmp_path / "member"))
+    applier = make_applier(tmp_path / "member")
+    applier.apply_entries(puts(2, 4))
+    kept = received(tmp_path, dd, 9, 2)
+    snap = Path(dd.snap)
+    restored = snap / "0000000000000001-0000000000000001.snap.db"  # a restore's base
+    older = snap / "0000000000000005-0000000000000001.snap.db"  # an earlier install's
+    newer = snap / "000000000000000c-0000000000000002.snap.db"  # received, not installed yet
+    for p in (restored, older, newer):
+        p.write_bytes(b"backend")
+    try:
+        applier.install_snapshot(snapshot(9, 2), str(kept))
+        assert applier.applied_index() == 9
+        assert applier.store.current_revision == 9  # the leader's 8 puts, 2..9
+    finally:
+        applier.close()
+    assert snap_dbs(dd) == [kept.name, newer.name]
+    assert not (Path(dd.db) / INSTALL_COPY_NAME).exists()
+    # the kept file is the state installed: it can be installed again, into another member
+    other = make_applier(tmp_path / "other")
+    try:
+        other.install_snapshot(snapshot(9, 2), str(kept))
+        assert (other.applied_index(), other.store.current_revision) == (9, 9)
+    finally:
+        other.close()
+    assert kept.exists()
+
+
+def test_restart_does_not_install_a_kept_file_again(tmp_path: Path) -> None:
+    dd = DataDir(str(tmp_path / "member"))
+    applier = make_applier(tmp_path / "member")
+    kept = received(tmp_path, dd, 9, 2)
+    applier.install_snapshot(snapshot(9, 2), str(kept))
+    applier.apply_entries(puts(10, 12, term=2))
+    applier.close()
+
+    again = make_applier(tmp_path / "member", bootstrap=False)
+    try:
+        assert again.applied_index() == 12
+        assert not again.install_if_behind(snapshot(9, 2))
+        assert (again.applied_index(), again.store.current_revision) == (12, 12)
+    finally:
+        again.close()
+    assert snap_dbs(dd) == [kept.name]
+
+
+def test_a_crash_between_copy_and_rename_installs_the_kept_file_at_start(tmp_path: Path) -> None:
+    dd = DataDir(str(tmp_path / "member"))
+    applier = make_applier(tmp_path / "member")
+    applier.apply_entries(puts(2, 4))
+    applier.close()
+    kept = received(tmp_path, dd, 9, 2)
+    # what the crash left: the snapshot received and persisted, a partial copy in member/db/,
+    # data.mdb still the backend at index 4
+    partial = Path(dd.db) / INSTALL_COPY_NAME
+    partial.write_bytes(kept.read_bytes()[:4096])
+
+    again = make_applier(tmp_path / "member", bootstrap=False)
+    try:
+        assert not partial.exists()
+        assert again.applied_index() == 4
+        assert again.install_if_behind(snapshot(9, 2))
+        assert (again.applied_index(), again.store.current_revision) == (9, 9)
+    finally:
+        again.close()
+    assert snap_dbs(dd) == [kept.name]
+    assert not partial.exists()
+
+
+def test_a_backend_behind_the_snapshot_without_its_file_refuses_to_start(tmp_path: Path) -> None:
+    applier = make_applier(tmp_path / "member")
+    try:
+        with pytest.raises(RuntimeError, match="behind snapshot 9 and no received backend"):
+            applier.install_if_behind(snapshot(9, 2))
+    finally:
+        applier.close()
