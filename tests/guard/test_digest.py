@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from raftkv.guard.digest import (
     DEFAULT_HISTORY,
-    META_APPLY_DIGEST,
     DIGEST_SIZE,
     GENESIS,
+    META_APPLY_DIGEST,
     ApplyDigest,
     DigestRecordError,
     EffectRecorder,

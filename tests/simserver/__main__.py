@@ -31,6 +31,8 @@ def replay_command(seed: int, params: SimParams, mutation_name: str | None = Non
         cmd += " --apply-faults"
     if params.membership:
         cmd += " --membership"
+    if params.small_appends:
+        cmd += " --small-appends"
     return cmd + " --verbose"
 
 
@@ -79,6 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="one apply fault per seed on one member: the guard must name it and its entry",
     )
     ap.add_argument(
+        "--small-appends",
+        action="store_true",
+        help="Raft appends carry few entries (down to one) with few in flight, per seed",
+    )
+    ap.add_argument(
         "--mutation",
         choices=sorted(MUTATIONS),
         default=None,
@@ -95,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         faults=not args.no_faults,
         apply_fault=args.apply_faults,
         membership=args.membership,
+        small_appends=args.small_appends,
     )
     failures = 0
     faults: Counter[str] = Counter()

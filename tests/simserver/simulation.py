@@ -88,6 +88,10 @@ class SimParams:
     lease_holders: int = 3
     apply_fault: bool = False
     membership: bool = False  # also add learners, promote them, remove voters (--membership)
+    # Raft's appends carry few entries (down to one) with few in flight (--small-appends): a
+    # new leader repairs a follower's log one round per entry, which opens the windows the
+    # core's commit and read-index rules guard (an old term's entry counted on its own).
+    small_appends: bool = False
     wal_segment_size: int = 4096  # small: segments are cut and released in every run
     keys: int = 4
     fault_gap: tuple[float, float] = (0.2, 1.5)
@@ -147,6 +151,10 @@ class Simulation:
         self.apply_faults: list[ApplyFault] = []  # at most one, armed in the fault phase
         # (member incarnation, member ID, first index) each crashed member's guard located
         self.located_earlier: list[tuple[str, int, int]] = []
+        self.raft_limits = (1 << 20, 512)  # (max_size_per_msg, max_inflight_msgs)
+        if self.params.small_appends:
+            limits = random.Random(f"{seed}-raft-limits")
+            self.raft_limits = (limits.choice((1, 64, 256)), limits.choice((1, 4, 512)))
         self.verbose = False
         self._trace = hashlib.sha256()
 
@@ -198,6 +206,11 @@ class Simulation:
         self.workdir = workdir
         names = [f"m{i}" for i in range(p.members)]
         initial = ",".join(f"{n}={_peer_url(i)}" for i, n in enumerate(names))
+        if p.small_appends:
+            size, inflight = self.raft_limits
+            self.note(
+                f"raft appends: at most {size} bytes (one entry at least), {inflight} in flight"
+            )
         for i in range(p.members):
             self.members.append(self._sim_member(i, initial, "new"))
         await self._start_all()
@@ -318,6 +331,8 @@ class Simulation:
             snapshot_catchup_entries=p.snapshot_catchup_entries,
             corrupt_check_time_s=5.0,
             initial_corrupt_check=False,
+            raft_max_size_per_msg=self.raft_limits[0],
+            raft_max_inflight_msgs=self.raft_limits[1],
         )
         m = SimMember(index=i, config=cfg, loop=self.loop, network=self.network, seed=self.seed)
         m.on_crash = self._on_crash

@@ -91,6 +91,11 @@ class ServerConfig:
     auth_token: str = "simple"
     auth_token_ttl_s: int = 300
     bcrypt_cost: int = 10
+    # Raft's message limits: etcd fixes them in code (maxSizePerMsg, maxInflightMsgs), so they
+    # have no flag here either; the server simulator varies them to reach the interleavings
+    # small appends make (a log repaired one entry per round).
+    raft_max_size_per_msg: int = 1 << 20
+    raft_max_inflight_msgs: int = 512
 
     def tls_policy(self) -> TLSPolicy:
         return TLSPolicy(self.tls_min_version, self.tls_max_version, self.cipher_suites)
