@@ -198,7 +198,12 @@ def _history(d: ApplyDigest) -> list[tuple[int, bytes]]:
 
 
 def _persisted(backend: Backend) -> list[tuple[int, bytes]]:
-    return [(int.from_bytes(k, "big"), v) for k, v in backend.items(BUCKET_APPLY_DIGEST)]
+    """The persisted chunks, flattened to (index, digest) pairs."""
+    return [
+        (int.from_bytes(k, "big") + i, v[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE])
+        for k, v in backend.items(BUCKET_APPLY_DIGEST)
+        for i in range(len(v) // DIGEST_SIZE)
+    ]
 
 
 def _reload(backend: Backend, capacity: int) -> ApplyDigest:
@@ -224,8 +229,9 @@ def test_the_persisted_history_is_the_committed_one(
     tmp_path_factory: pytest.TempPathFactory, capacity: int, batches: list[tuple[int, bool]]
 ) -> None:
     """Batches of entries persisted through a real backend, some aborted: after every batch the
-    bucket holds exactly the committed history, and a reload (a restart) has the same head,
-    history and oldest index, and continues the same chain."""
+    bucket holds the committed history as adjacent chunks ending at the head (one chunk more at
+    most), and a reload (a restart) has the same head, history and oldest index, and continues
+    the same chain."""
     backend = Backend(tmp_path_factory.mktemp("db"))
     d = ApplyDigest(capacity=capacity)
     index = 0
@@ -246,7 +252,10 @@ def test_the_persisted_history_is_the_committed_one(
         if index == 0:  # nothing committed yet: nothing written
             assert _persisted(backend) == []
             continue
-        assert _persisted(backend) == _history(d)
+        persisted, history = _persisted(backend), _history(d)
+        assert persisted[-len(history) :] == history
+        assert [i for i, _ in persisted] == list(range(persisted[0][0], index + 1))
+        assert len(persisted) - len(history) < 15  # at most one chunk (batch) more
         restored = _reload(backend, capacity)
         assert _history(restored) == _history(d)
         assert restored.oldest_index() == d.oldest_index()
@@ -267,8 +276,9 @@ def test_stale_history_is_dropped_on_load_and_deleted_by_the_next_persist(tmp_pa
     backend = Backend(tmp_path)
     full = chain_of([[("compact", i)] for i in range(1, 21)])
     with backend.write() as tx:
-        for i in [*range(2, 6), *range(12, 21)]:  # a gap at 6..11
-            tx.put(BUCKET_APPLY_DIGEST, i.to_bytes(8, "big"), full._history[i])
+        for first, last in ((2, 5), (12, 15), (16, 20)):  # a gap at 6..11
+            chunk = b"".join(full._history[i] for i in range(first, last + 1))
+            tx.put(BUCKET_APPLY_DIGEST, first.to_bytes(8, "big"), chunk)
         tx.put(BUCKET_META, META_APPLY_DIGEST, full.encode_head())
     d = _reload(backend, DEFAULT_HISTORY)
     assert d.oldest_index() == 12 and d.latest() == full.latest()
@@ -294,9 +304,10 @@ def test_stale_history_is_dropped_on_load_and_deleted_by_the_next_persist(tmp_pa
     backend.close()
 
 
-def test_a_history_item_of_the_wrong_size_is_the_record_error() -> None:
-    with pytest.raises(DigestRecordError):
-        ApplyDigest.load(None, [((1).to_bytes(8, "big"), b"short")])
+def test_a_history_chunk_of_the_wrong_size_is_the_record_error() -> None:
+    for value in (b"", b"short", bytes(DIGEST_SIZE + 1)):
+        with pytest.raises(DigestRecordError):
+            ApplyDigest.load(None, [((1).to_bytes(8, "big"), value)])
 
 
 def test_missing_record_starts_at_the_fallback_index() -> None:

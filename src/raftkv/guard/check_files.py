@@ -301,8 +301,8 @@ def _decode_value(bucket: str, key: bytes, payload: bytes) -> str | None:
     """Why a value of the key, lease, members or apply-digest bucket does not decode, or None."""
     try:
         if bucket == BUCKET_APPLY_DIGEST:
-            if len(key) != _U64.size or len(payload) != DIGEST_SIZE:
-                return f"apply digest history item of {len(key)}+{len(payload)} bytes"
+            if len(key) != _U64.size or not payload or len(payload) % DIGEST_SIZE:
+                return f"apply digest history chunk of {len(key)}+{len(payload)} bytes"
             return None
         if bucket == BUCKET_KEY:
             if len(key) != REV_BYTES_LEN and not is_tombstone(key):

@@ -31,14 +31,15 @@ Wiring (the applier owns one ``ApplyDigest``; every call below runs on the apply
 ``latest()``/``digest_at()`` only show committed entries: what a member reports to its peers is
 always state that is durable in its backend.
 
-The history survives a restart: the backend bucket ``BUCKET_APPLY_DIGEST`` holds the committed
-history (u64 big-endian index → 16-byte digest), a run of consecutive indexes ending at the head, written and trimmed in the same
-transaction as the head, so after a crash a member still answers for the ``capacity`` indexes
-before it and the first diverging entry can still be found.  A backend file carries its own
-history (a snapshot or a repair installs the sender's: the sender's chain up to the head the
-receiver now holds).  ``load`` keeps only the run ending at the head; anything else in the
-bucket (left by a version that did not keep the history, or cut off by a gap) is stale, and the
-next ``persist`` deletes it.
+The history survives a restart: the backend bucket ``BUCKET_APPLY_DIGEST`` holds it as one chunk
+per apply batch (u64 big-endian first index → the digests of that index and the following ones,
+16 bytes each), a run of adjacent chunks ending at the head, written and trimmed in the same
+transaction as the head (one put per batch, not per entry), so after a crash a member still
+answers for the ``capacity`` indexes before it and the first diverging entry can still be
+found.  A backend file carries its own history (a snapshot or a repair installs the sender's:
+the sender's chain up to the head the receiver now holds).  ``load`` keeps only the run ending
+at the head; any other chunk (left by a version that did not keep the history, or cut off by a
+gap) is stale, and the next ``persist`` deletes it.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ import hashlib
 import struct
 from collections import deque
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
-from itertools import islice
 from typing import Protocol, TypeVar
 
 import crc32c
@@ -231,8 +231,16 @@ class ApplyDigest:
         self._history: dict[int, bytes] = {}
         self._head_index = 0
         self._head = GENESIS
-        self._stale: list[int] = []  # persisted indexes not in the history: next persist drops
-        self._unwritten: list[tuple[int, bytes]] = []  # history not persisted: next persist adds
+        # The persisted history (``BUCKET_APPLY_DIGEST``): one chunk per batch, keyed by its
+        # first index.  ``_chunks``: the first indexes of the committed run's chunks, in order;
+        # ``_stale``: chunk keys outside that run (the next persist deletes them);
+        # ``_unwritten``: the point the chain was reset to, not yet in a chunk; ``_planned``:
+        # what the open batch's persist wrote (new chunk keys) and how many old chunks it
+        # dropped, applied to ``_chunks`` by ``commit``.
+        self._chunks: deque[int] = deque()
+        self._stale: list[int] = []
+        self._unwritten: list[tuple[int, bytes]] = []
+        self._planned: tuple[list[int], int] = ([], 0)
         self.reset(index, digest)
 
     @classmethod
@@ -255,36 +263,50 @@ class ApplyDigest:
         fallback_index: int = 0,
         capacity: int = DEFAULT_HISTORY,
     ) -> ApplyDigest:
-        """The chain restored from a persisted head and the items of ``BUCKET_APPLY_DIGEST``
-        (in key order).
+        """The chain restored from a persisted head and the chunks of ``BUCKET_APPLY_DIGEST``
+        (its items in key order: u64 first index → that index's digest and the following
+        ones', 16 bytes each).
 
-        The history kept is the run of consecutive indexes ending at the head whose last digest
-        is the head's (at most ``capacity`` of them); every other persisted index is stale and
-        the next ``persist`` deletes it.  Raises ``DigestRecordError`` for an item that does
-        not decode."""
+        The history kept is the last ``capacity`` indexes of the run of adjacent chunks ending
+        at the head with the head's digest; every other chunk is stale and the next ``persist``
+        deletes it.  Raises ``DigestRecordError`` for a chunk that does not decode."""
         chain = cls.from_record(record, fallback_index=fallback_index, capacity=capacity)
-        stored: list[tuple[int, bytes]] = []
-        for key, digest in history:
-            if len(key) != _INDEX.size or len(digest) != DIGEST_SIZE:
+        chunks: list[tuple[int, bytes]] = []
+        for key, value in history:
+            if len(key) != _INDEX.size or not value or len(value) % DIGEST_SIZE:
                 raise DigestRecordError(
-                    f"apply digest history item of {len(key)}+{len(digest)} bytes"
+                    f"apply digest history chunk of {len(key)}+{len(value)} bytes"
                 )
-            stored.append((_INDEX.unpack(key)[0], digest))
-        head = chain._head_index
-        run = len(stored)  # stored[run:] is the run ending at the head
-        if stored and stored[-1] == (head, chain._head):
+            chunks.append((_INDEX.unpack(key)[0], value))
+
+        def last_of(chunk: tuple[int, bytes]) -> int:
+            return chunk[0] + len(chunk[1]) // DIGEST_SIZE - 1
+
+        run = len(chunks)  # chunks[run:] is the run ending at the head
+        if (
+            chunks
+            and last_of(chunks[-1]) == chain._head_index
+            and chunks[-1][1][-DIGEST_SIZE:] == chain._head
+        ):
             run -= 1
-            while run > 0 and stored[run - 1][0] == stored[run][0] - 1:
+            while run > 0 and last_of(chunks[run - 1]) == chunks[run][0] - 1:
                 run -= 1
-        else:
-            run = len(stored)
-        keep = stored[max(run, len(stored) - capacity) :]
-        if keep:  # it ends with the head's own item
+        entries = [
+            (first + i, value[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE])
+            for first, value in chunks[run:]
+            for i in range(len(value) // DIGEST_SIZE)
+        ][-capacity:]
+        stale = [first for first, _value in chunks[:run]]
+        if entries:  # they end with the head's own digest
+            oldest = entries[0][0]
+            kept = [chunk for chunk in chunks[run:] if last_of(chunk) >= oldest]
+            stale += [first for first, _value in chunks[run : len(chunks) - len(kept)]]
             chain._order.clear()
             chain._history.clear()
-            chain._remember(keep)
+            chain._remember(entries)
+            chain._chunks.extend(first for first, _value in kept)
             chain._unwritten.clear()
-        chain._stale = [index for index, _digest in stored[: len(stored) - len(keep)]]
+        chain._stale = stale
         return chain
 
     def reset(self, index: int, digest: bytes) -> None:
@@ -302,30 +324,51 @@ class ApplyDigest:
         self._head_index = index
         self._head = digest
         self._remember([(index, digest)])
+        self._chunks.clear()
         self._unwritten = [(index, digest)]
 
     # -- batches ------------------------------------------------------------------------
 
     def persist(self, tx: HistoryTxn) -> None:
-        """Write the chain head and the entries finished since the last commit into the batch's
-        transaction ``tx`` (and the point the chain was reset or restored to, if not yet there),
-        and delete from it what ``commit`` will evict (and stale indexes), so the persisted
-        history is exactly the committed one once ``tx`` commits.  Called once per
-        batch, after its last ``finish``."""
+        """Write the chain head, and the entries finished since the last commit as one chunk
+        (plus the point the chain was reset to, if not yet written), into the batch's
+        transaction ``tx``; delete the chunks that hold only indexes ``commit`` will evict, and
+        stale ones.  Once ``tx`` commits, the persisted run ends at the head and holds the
+        committed history (at most one chunk more).  Called once per batch, after its last
+        ``finish``: one put per batch, not per entry."""
         tx.put(BUCKET_META, META_APPLY_DIGEST, self.encode_head())
-        for index in self._stale:
-            tx.delete(BUCKET_APPLY_DIGEST, _INDEX.pack(index))
-        for index, digest in self._unwritten:  # the point the chain was reset to
+        for first in self._stale:
+            tx.delete(BUCKET_APPLY_DIGEST, _INDEX.pack(first))
+        new: list[int] = []
+        for index, digest in self._unwritten:
             tx.put(BUCKET_APPLY_DIGEST, _INDEX.pack(index), digest)
-        pending, order = self._pending, self._order
-        excess = len(order) + len(pending) - self.capacity
-        for index in islice(order, max(0, min(excess, len(order)))):
-            tx.delete(BUCKET_APPLY_DIGEST, _INDEX.pack(index))
-        for index, digest in islice(pending, max(0, excess - len(order)), None):
-            tx.put(BUCKET_APPLY_DIGEST, _INDEX.pack(index), digest)
+            new.append(index)
+        pending = self._pending
+        if pending:
+            first = pending[0][0]
+            tx.put(BUCKET_APPLY_DIGEST, _INDEX.pack(first), b"".join(d for _i, d in pending))
+            new.append(first)
+        # The oldest index kept once committed (the history is consecutive indexes).
+        oldest = max(self._order[0], self._head_index - self.capacity + 1)
+        chunks = self._chunks
+
+        def first_of(k: int) -> int:  # the k-th chunk once this batch's are added
+            return chunks[k] if k < len(chunks) else new[k - len(chunks)]
+
+        total = len(chunks) + len(new)
+        dropped = 0  # a chunk holds only evicted indexes when the next one starts by ``oldest``
+        while dropped + 1 < total and first_of(dropped + 1) <= oldest:
+            tx.delete(BUCKET_APPLY_DIGEST, _INDEX.pack(first_of(dropped)))
+            dropped += 1
+        self._planned = (new, dropped)
 
     def commit(self) -> None:
         """The batch holding the entries finished since the last commit is durable."""
+        new, dropped = self._planned
+        self._chunks.extend(new)
+        for _ in range(dropped):
+            self._chunks.popleft()
+        self._planned = ([], 0)
         self._stale.clear()
         self._unwritten.clear()
         if self._pending:
@@ -336,6 +379,7 @@ class ApplyDigest:
         """The batch was aborted: the head goes back to the last committed entry."""
         self.recorder.discard()
         self._pending.clear()
+        self._planned = ([], 0)
         self._head_index = self._order[-1]
         self._head = self._history[self._head_index]
 
