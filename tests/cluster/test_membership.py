@@ -2,7 +2,8 @@
 
 A cluster grows with learners that are promoted, loses a member that is replaced, shrinks back,
 all under write load; ``raftkv check consistency`` agrees after every step and no acknowledged
-write is lost.  etcd's rules are checked with etcd's messages.
+write is lost.  etcd's rules are checked with etcd's messages.  A member that was down while
+another was added, and leads by then, learns of it from the others (etcd's remotes).
 """
 
 from __future__ import annotations
@@ -37,10 +38,16 @@ def member_hex(c: Cluster, i: int) -> str:
     return f"{c.member_id(i):x}"
 
 
-def promote_when_ready(c: Cluster, i: int) -> None:
+def promote_when_ready(c: Cluster, i: int, endpoints: str | None = None) -> None:
+    """``endpoints``: those asked (default: the live members)."""
+
     def promoted() -> bool:
         res = c.etcdctl(
-            "member", "promote", member_hex(c, i), endpoints=c.live_endpoints(), check=False
+            "member",
+            "promote",
+            member_hex(c, i),
+            endpoints=endpoints or c.live_endpoints(),
+            check=False,
         )
         if res.returncode == 0:
             return True
@@ -221,4 +228,61 @@ def test_update_peer_urls_and_linearizable_list(make_cluster: Callable[..., Clus
     assert {m.pop("raftkvVersion") for m in members_ours} == {__version__}
     etcds = c.etcdctl("member", "list", "-w", "json", endpoints=c.members[0].endpoint)
     assert members_ours == json.loads(etcds.stdout)["members"]
+    c.check_consistency()
+
+
+def revision(c: Cluster, i: int) -> int | None:
+    st = c.status(i)
+    return None if st is None else int(st["header"]["revision"])  # type: ignore[index]
+
+
+@pytest.mark.timeout(120)
+def test_lagging_member_reaches_a_leader_it_does_not_know(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """etcd's remotes, with real processes: C stops, D is added and made leader, C restarts
+    with a member list without D.  C refuses D's streams at first, asks A and B about D, adds
+    it as a remote peer, then catches up from D, reads through it and joins its quorum."""
+    c = make_cluster(3, FAST)
+    a, b, lagging = 0, 1, 2
+    for n in range(3):
+        c.etcdctl("put", f"before/{n}", str(n))
+    c.stop(lagging)
+    c.wait_until(lambda: c.leader_index() is not None, "a leader among the others")
+
+    # With a voter down, strict reconfiguration refuses a voter: add a learner, promote it.
+    d = c.add_member(learner=True)
+    c.wait_ready([d])
+    # Through A and B: until its first snapshot D has no member list to find itself in.
+    promote_when_ready(c, d, endpoints=f"{c.members[a].endpoint},{c.members[b].endpoint}")
+    d_hex = member_hex(c, d)
+    c.etcdctl("move-leader", d_hex, endpoints=c.live_endpoints())
+    c.wait_until(lambda: c.leader_index() == d, f"{c.members[d].name} to lead")
+    for n in range(3):
+        c.etcdctl("put", f"after/{n}", str(n), endpoints=c.members[d].endpoint)
+
+    # C knows A, B and itself only; its one way back is D, the leader.  (It restarts with the
+    # harness's --initial-cluster, now A, B and D: as etcd, a member with a WAL ignores it.)
+    c.start(lagging)
+    want = revision(c, d)
+    assert want is not None
+    c.wait_until(
+        lambda: all(revision(c, i) == want for i in (a, b, lagging, d)),
+        f"{c.members[lagging].name} to catch up to revision {want}",
+    )
+    # Linearizable: the read index comes from D, over the remote's stream.
+    got = c.etcdctl("get", "after/2", "--print-value-only", endpoints=c.members[lagging].endpoint)
+    assert got.stdout.strip() == "2"
+    log = c.members[lagging].log_path.read_text()
+    assert any(
+        f"member {d_hex} is not in this member's member list yet" in line
+        and "added as a remote peer" in line
+        for line in log.splitlines()
+    ), c.dump_logs()
+
+    # Without A, a quorum of the four voters needs C: it acknowledges D's appends.
+    c.stop(a)
+    c.etcdctl("put", "quorum", "q", endpoints=c.members[d].endpoint)
+    got = c.etcdctl("get", "quorum", "--print-value-only", endpoints=c.members[lagging].endpoint)
+    assert got.stdout.strip() == "q"
     c.check_consistency()

@@ -66,6 +66,22 @@ def test_bad_values_name_the_flag(argv: list[str], needle: str) -> None:
         parse(argv)
 
 
+def test_restart_ignores_initial_cluster(tmp_path: Path) -> None:
+    """As etcd: a member with a WAL restarts whatever --initial-cluster says (here a list
+    written after a membership change, without this member); a new member is refused."""
+    argv = ["--name", "c", "--initial-cluster", "a=http://127.0.0.1:1"]
+    with pytest.raises(ConfigError, match="couldn't find local name"):
+        parse([*argv, "--data-dir", str(tmp_path / "c")])
+    wal = tmp_path / "c" / "member" / "wal"
+    wal.mkdir(parents=True)
+    (wal / "0000000000000000-0000000000000000.wal").write_bytes(b"")
+    assert parse([*argv, "--data-dir", str(tmp_path / "c")]).name == "c"
+    wal_dir = tmp_path / "w"
+    wal_dir.mkdir()
+    (wal_dir / "0000000000000000-0000000000000000.wal").write_bytes(b"")
+    assert parse([*argv, "--data-dir", str(tmp_path / "d"), "--wal-dir", str(wal_dir)])
+
+
 def test_unknown_yaml_key_is_refused(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
     f.write_text("nmae: typo\n")

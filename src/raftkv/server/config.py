@@ -592,8 +592,19 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError("--corrupt-check-time: must not be negative")
     if cfg.max_learners < 0:
         raise ConfigError("--max-learners: must not be negative")
-    cfg.initial_cluster_map()
+    if not _has_wal(cfg):
+        # As etcd, --initial-cluster only serves to bootstrap or join: a member restarting
+        # from its WAL ignores it, so it need not name this member (a list written after a
+        # membership change may leave out a member that was down then).
+        cfg.initial_cluster_map()
     _validate_tls(cfg)
+
+
+def _has_wal(cfg: ServerConfig) -> bool:
+    """The member restarts from a WAL (etcd's ``isMemberInitialized``)."""
+    from raftkv.server.bootstrap import DataDir  # bootstrap imports this module
+
+    return DataDir(cfg.resolved_data_dir, cfg.wal_dir).has_wal()
 
 
 def _validate_tls(cfg: ServerConfig) -> None:
