@@ -33,6 +33,8 @@ def replay_command(seed: int, params: SimParams, mutation_name: str | None = Non
         cmd += " --membership"
     if params.small_appends:
         cmd += " --small-appends"
+    if params.members != SimParams.members:
+        cmd += f" --members {params.members}"
     return cmd + " --verbose"
 
 
@@ -81,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="one apply fault per seed on one member: the guard must name it and its entry",
     )
     ap.add_argument(
+        "--members", type=int, default=SimParams.members, help="voters the cluster starts with"
+    )
+    ap.add_argument(
         "--small-appends",
         action="store_true",
         help="Raft appends carry few entries (down to one) with few in flight, per seed",
@@ -103,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         apply_fault=args.apply_faults,
         membership=args.membership,
         small_appends=args.small_appends,
+        members=args.members,
     )
     failures = 0
     faults: Counter[str] = Counter()

@@ -23,7 +23,10 @@ manager that monkeypatches this process only and restores everything on exit.  N
 - ``wal-skips-fdatasync``: the WAL acknowledges a sync without calling fdatasync (entries a
   member acknowledged are gone after its crash);
 - ``fsync-error-ignored``: the Ready loop carries on after the WAL's fdatasync failed (the
-  fsyncgate bug).
+  fsyncgate bug);
+- and the Raft core's (``tests.sim.mutations``: an old term's entry committed by counting, votes
+  without the up-to-date check, a minority's commit, ReadIndex without a heartbeat round or
+  before the leader's first commit), run through the members' real core.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from raftkv.server.raft_node import RaftNode
 from raftkv.server.reads import ReadBarrier
 from raftkv.server.requests import RequestKind
 from raftkv.wal import WAL
+from tests.sim.mutations import MUTATIONS as CORE_MUTATIONS
 from tests.sim.mutations import Mutation, Patch, named_mutation
 
 
@@ -163,8 +167,10 @@ MUTATIONS: dict[str, Mutation] = {
 }
 
 
-APPLY_FAULT_MUTATIONS = frozenset({"digest-history-forgotten"})
-"""Mutations only an apply fault shows: they run with ``SimParams(apply_fault=True)``."""
+SERVER_MUTATIONS = dict(MUTATIONS)
+MUTATIONS.update(CORE_MUTATIONS)
+"""The server layer's mutations above and the Raft core's (``tests.sim.mutations``): the server
+simulator runs the real core, so the core's deliberate bugs are run through it too."""
 
 
 def mutation(name: str | None) -> contextlib.AbstractContextManager[None]:

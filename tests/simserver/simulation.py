@@ -129,6 +129,15 @@ def _wal_segment_size(params: SimParams) -> Iterator[None]:
         wal_module.DEFAULT_SEGMENT_SIZE = saved
 
 
+def raft_limits(seed: int, params: SimParams) -> tuple[int, int]:
+    """The members' (max_size_per_msg, max_inflight_msgs) in seed ``seed``: production's, or
+    with ``small_appends`` drawn from the seed's own stream."""
+    if not params.small_appends:
+        return (1 << 20, 512)
+    limits = random.Random(f"{seed}-raft-limits")
+    return (limits.choice((1, 64, 256)), limits.choice((1, 4, 512)))
+
+
 class SimulationFailedError(Exception):
     """A check failed; the message says which and how."""
 
@@ -151,10 +160,7 @@ class Simulation:
         self.apply_faults: list[ApplyFault] = []  # at most one, armed in the fault phase
         # (member incarnation, member ID, first index) each crashed member's guard located
         self.located_earlier: list[tuple[str, int, int]] = []
-        self.raft_limits = (1 << 20, 512)  # (max_size_per_msg, max_inflight_msgs)
-        if self.params.small_appends:
-            limits = random.Random(f"{seed}-raft-limits")
-            self.raft_limits = (limits.choice((1, 64, 256)), limits.choice((1, 4, 512)))
+        self.raft_limits = raft_limits(seed, self.params)
         self.verbose = False
         self._trace = hashlib.sha256()
 
