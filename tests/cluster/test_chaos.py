@@ -5,7 +5,7 @@ Each member's peer port sits behind ``tests.cluster.chaos_proxy.ChaosNet`` (one-
 isolation, delay).  For about 25 seconds a seeded schedule blocks links, isolates members,
 delays traffic, pauses members with SIGSTOP (SIGCONT a moment later) and kills them with
 SIGKILL (restarted a moment later).  Then everything heals, and:
-- the clients' history is linearizable (``tests.sim.linearizability``);
+- the clients' history is linearizable (``tests.linearizability``);
 - every watch stream delivered exactly the store's history from where it started (ordered,
   unique, reliable, atomic, prev_kv, progress) — ``tests.simserver.watchers.check_watches``
   against events rebuilt from ranges at every revision;
@@ -33,7 +33,7 @@ from raftkv.proto import rpc_pb2_grpc as pb_grpc
 from tests.cluster.chaos_proxy import ChaosNet
 from tests.cluster.harness import Cluster, require_etcdctl
 from tests.cluster.workload import Client
-from tests.sim.linearizability import check_history
+from tests.linearizability import check_history
 from tests.simserver.watchers import (
     PREFIX,
     PREFIX_END,

@@ -4,7 +4,7 @@ Client threads issue put / linearizable get / compare-and-set (a Txn comparing t
 few keys through gRPC, recording monotonic call and return times; an error or a timeout is an
 unknown outcome (the operation may or may not have taken effect).  Meanwhile the test kills
 and restarts the leader and a follower.  The history is then checked with the simulator's
-Wing-Gong checker (``tests.sim.linearizability``).  Wall time stays well under a minute.
+Wing-Gong checker (``tests.linearizability``).  Wall time stays well under a minute.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from raftkv.proto import rpc_pb2_grpc as pb_grpc
 from tests.cluster.harness import Cluster
 from tests.cluster.workload import RPC_TIMEOUT as CLIENT_RPC_TIMEOUT
 from tests.cluster.workload import Client
-from tests.sim.linearizability import check_history
+from tests.linearizability import check_history
 
 KEYS = ("lin/a", "lin/b", "lin/c")
 CLIENTS = 4

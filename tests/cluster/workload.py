@@ -1,5 +1,5 @@
 """Client threads for real-process tests: random puts, linearizable gets and compare-and-swaps
-over gRPC, recorded as a history for the linearizability checker (``tests.sim.linearizability``).
+over gRPC, recorded as a history for the linearizability checker (``tests.linearizability``).
 
 An operation whose RPC fails or times out has an unknown outcome (``ret=None``): it may or may
 not have taken effect.  Times are ``time.monotonic()``.
@@ -16,7 +16,7 @@ import grpc
 
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
-from tests.sim.linearizability import Operation
+from tests.linearizability import Operation
 
 RPC_TIMEOUT = 2.0
 

@@ -26,7 +26,7 @@ from raftkv.api.gateway import GatewayContext
 from raftkv.app.services import Services, build_services
 from raftkv.proto import rpc_pb2 as pb
 from tests.cluster.workload import cas_request
-from tests.sim.linearizability import Operation
+from tests.linearizability import Operation
 from tests.simserver.loop import Process, VirtualLoop
 from tests.simserver.members import SimMember
 

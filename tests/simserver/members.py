@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from raftkv.peer.security import PLAINTEXT, PeerSecurity
 from raftkv.server.config import ServerConfig
-from raftkv.server.environment import MemberEnvironment, MemberTransport
+from raftkv.server.environment import MemberEnvironment, MemberTransport, ReadyObserver
 from raftkv.server.member import Member
 from tests.simserver.loop import Process, SimClock, VirtualLoop
 from tests.simserver.network import SimNetwork, SimTransport
@@ -121,6 +121,7 @@ class SimMember:
         # Called as a crash begins, while the incarnation's backend is still open: the
         # simulation reads what the crash will keep (``Backend.get_durable``).
         self.on_crash: Callable[[SimMember], None] | None = None
+        self.ready_observer: ReadyObserver | None = None  # every incarnation's Readies
 
     @property
     def up(self) -> bool:
@@ -158,6 +159,7 @@ class SimMember:
             clock=self.clock,
             entropy=random.Random(f"{tag}-entropy"),
             peer_transport=transport,
+            ready_observer=self.ready_observer,
             serial_worker=lambda _name: worker,
             fetch_cluster_info=fetch_cluster_info,
         )

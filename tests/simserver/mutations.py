@@ -24,7 +24,7 @@ manager that monkeypatches this process only and restores everything on exit.  N
   member acknowledged are gone after its crash);
 - ``fsync-error-ignored``: the Ready loop carries on after the WAL's fdatasync failed (the
   fsyncgate bug);
-- and the Raft core's (``tests.sim.mutations``: an old term's entry committed by counting, votes
+- and the Raft core's (``tests.simserver.core_mutations``: an old term's entry committed by counting, votes
   without the up-to-date check, a minority's commit, ReadIndex without a heartbeat round or
   before the leader's first commit), run through the members' real core.
 """
@@ -46,8 +46,8 @@ from raftkv.server.raft_node import RaftNode
 from raftkv.server.reads import ReadBarrier
 from raftkv.server.requests import RequestKind
 from raftkv.wal import WAL
-from tests.sim.mutations import MUTATIONS as CORE_MUTATIONS
-from tests.sim.mutations import Mutation, Patch, named_mutation
+from tests.simserver.core_mutations import MUTATIONS as CORE_MUTATIONS
+from tests.simserver.core_mutations import Mutation, Patch, named_mutation
 
 
 def _apply_ignores_consistent_index() -> Patch:
@@ -169,7 +169,7 @@ MUTATIONS: dict[str, Mutation] = {
 
 SERVER_MUTATIONS = dict(MUTATIONS)
 MUTATIONS.update(CORE_MUTATIONS)
-"""The server layer's mutations above and the Raft core's (``tests.sim.mutations``): the server
+"""The server layer's mutations above and the Raft core's (``tests.simserver.core_mutations``): the server
 simulator runs the real core, so the core's deliberate bugs are run through it too."""
 
 

@@ -38,12 +38,16 @@ from typing import Any
 from raftkv.mvcc.backend import BUCKET_META, META_CONSISTENT_INDEX
 from raftkv.mvcc.errors import BackendCorruptionError
 from raftkv.proto import rpc_pb2 as pb
+from raftkv.raft.rawnode import RawNode
+from raftkv.raft.storage import MemoryStorage
+from raftkv.raft.types import Ready, StateType
 from raftkv.server.config import ServerConfig
 from raftkv.wal import wal as wal_module
-from tests.sim.linearizability import check_history
+from tests.linearizability import check_history
 from tests.simserver.apply_faults import AT_REST, ApplyFault, scoped_failpoints
 from tests.simserver.apply_faults import KINDS as APPLY_FAULT_KINDS
-from tests.simserver.clients import SimClient
+from tests.simserver.clients import SimClient, call_member
+from tests.simserver.invariants import SafetyMonitor, Violation
 from tests.simserver.leases import SimLeaseHolder, check_leases
 from tests.simserver.loop import CURRENT_PROCESS, VirtualLoop
 from tests.simserver.members import SimMember
@@ -63,6 +67,10 @@ FAULT_KINDS = (
     "fsync fails",
 )
 MEMBERSHIP_KINDS = ("add a learner", "promote the learner", "remove a voter")
+SMALL_APPENDS_KINDS = ("move the leader",)
+"""Added to the draw with ``small_appends`` (a mode of its own, so the older modes' seeds keep
+their faults): the operator moves leadership (``Maintenance.MoveLeader``) to another voter."""
+MOVE_LEADER_TIMEOUT = 5.0
 APPLY_FAULT_MODE_KINDS = (
     "isolate the leader",
     "partition",
@@ -161,6 +169,8 @@ class Simulation:
         # (member incarnation, member ID, first index) each crashed member's guard located
         self.located_earlier: list[tuple[str, int, int]] = []
         self.raft_limits = raft_limits(seed, self.params)
+        self.monitor = SafetyMonitor()  # Raft's safety properties, on every member's Readies
+        self.safety_violation: str | None = None
         self.verbose = False
         self._trace = hashlib.sha256()
 
@@ -261,6 +271,8 @@ class Simulation:
         kinds: tuple[str, ...] = APPLY_FAULT_MODE_KINDS if p.apply_fault else FAULT_KINDS
         if p.membership:
             kinds = kinds + MEMBERSHIP_KINDS
+        if p.small_appends:
+            kinds = kinds + SMALL_APPENDS_KINDS
         while self.loop.time() < end:
             await asyncio.sleep(self.rng.uniform(*p.fault_gap))
             self._check_stops()
@@ -342,7 +354,34 @@ class Simulation:
         )
         m = SimMember(index=i, config=cfg, loop=self.loop, network=self.network, seed=self.seed)
         m.on_crash = self._on_crash
+        m.ready_observer = self._observe_ready
         return m
+
+    def _observe_ready(
+        self, member_id: int, rd: Ready, node: RawNode, storage: MemoryStorage
+    ) -> None:
+        """Feed the safety monitor what a member made durable, committed and led: election
+        safety, log matching, committed entries never changing, leader completeness.  The
+        first violation fails the seed at the next check (it is not raised into the member)."""
+        if self.safety_violation is not None:
+            return
+        mon, raft = self.monitor, node.raft
+        try:
+            if not rd.snapshot.is_empty():
+                mon.on_snapshot(member_id, rd.snapshot)
+            if rd.entries:
+                mon.on_durable_entries(member_id, rd.entries, storage)
+            if rd.hard_state is not None:
+                mon.on_durable_commit(member_id, rd.hard_state.commit, storage)
+            if rd.soft_state is not None and rd.soft_state.raft_state == StateType.LEADER:
+                mon.on_leader(member_id, raft.term)
+            if raft.state == StateType.LEADER:
+                mon.on_leader_persisted(member_id, raft.term, storage)
+            if rd.committed_entries:
+                mon.on_committed_entries(member_id, rd.committed_entries)
+        except Violation as exc:
+            self.safety_violation = f"safety: {exc} (member {member_id:x})"
+            self.note(self.safety_violation)
 
     async def _start_all(self) -> None:
         """Start every member that is not running (and was not removed or broken); each must
@@ -403,6 +442,11 @@ class Simulation:
             m.crash()
             m.start()
             what = f"restart {m.name}#{m.incarnation}"
+        elif kind == "move the leader" and leaders and len(up) >= 2:
+            leader = leaders[0]
+            target = rng.choice([m for m in up if m is not leader and not m.learner])
+            self.loop.create_task(self._move_leader(leader, target))
+            what = f"operator: move the leader {leader.name} -> {target.name}"
         elif kind == "clock jump" and up:
             m = rng.choice(up)
             jump = rng.uniform(0.5, 5.0)
@@ -444,8 +488,25 @@ class Simulation:
         self.note(f"{m.name} refused to start: {m.start_error}")
         return True
 
+    async def _move_leader(self, leader: SimMember, target: SimMember) -> None:
+        """The operator's ``MoveLeader`` to ``leader``; a transfer that completed is counted."""
+        req = pb.MoveLeaderRequest(targetID=target.member_id)
+        answer, outcome = await call_member(
+            self.loop,
+            leader,
+            lambda svc, ctx: svc.maintenance.MoveLeader(req, ctx),
+            MOVE_LEADER_TIMEOUT,
+            "operator",
+        )
+        self.note(f"  move the leader to {target.name}: {outcome}")
+        if answer is not None:
+            self.result.faults["leader moved"] += 1
+
     def _check_stops(self) -> None:
-        """A member whose fsync failed must stop within a second; no other stops by itself."""
+        """A member whose fsync failed must stop within a second; no other stops by itself.
+        (And no Raft safety property was broken.)"""
+        if self.safety_violation is not None:
+            raise SimulationFailedError(self.safety_violation)
         now = self.loop.time()
         for m in self.members:
             member = m.member

@@ -152,6 +152,15 @@ def test_same_seed_same_trace() -> None:
     assert Simulation(8).run().trace != first.trace
 
 
+def test_a_mutation_is_undone_on_exit() -> None:
+    from raftkv.raft.log import RaftLog
+
+    before = RaftLog.__dict__["maybe_commit"]
+    with mutation("commit-prev-term"):
+        assert RaftLog.__dict__["maybe_commit"] is not before
+    assert RaftLog.__dict__["maybe_commit"] is before
+
+
 @pytest.mark.parametrize("name", sorted(NOT_SIMULATED))
 def test_unsimulated_mutations_are_caught_by_their_unit_test(name: str) -> None:
     with mutation(name), pytest.raises(AssertionError):

@@ -14,7 +14,9 @@ Contracts:
 - other blocking calls go through the event loop's executor (``asyncio.to_thread``), which is
   the loop's own seam: a simulated loop runs them in place;
 - ``MemberTransport`` is what the server layer uses of a peer transport; ``PeerTransport`` is
-  the production one.
+  the production one;
+- ``ready_observer`` only observes (the simulator's Raft safety checks): it must not change
+  the Ready, the node or the storage it is shown.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from raftkv.clock import SYSTEM_CLOCK, Clock
 from raftkv.peer.outgoing import PeerStats, fetch_cluster_info
 from raftkv.peer.security import PLAINTEXT, PeerSecurity
 from raftkv.peer.transport import PeerTransport
-from raftkv.raft.types import Message
+from raftkv.raft.rawnode import RawNode
+from raftkv.raft.storage import MemoryStorage
+from raftkv.raft.types import Message, Ready
 from raftkv.server.worker import SerialWorker
 
 T = TypeVar("T")
@@ -125,6 +129,16 @@ SYSTEM_ENTROPY: Entropy = secrets.SystemRandom()
 """The OS's randomness (``os.urandom``)."""
 
 
+class ReadyObserver(Protocol):
+    """Sees each Ready of member ``member_id`` once it is durable (its entries, hard state and
+    snapshot written and synced, and in ``storage``), with the node that made it: the
+    simulator checks Raft's safety properties there.  Production has none."""
+
+    def __call__(
+        self, member_id: int, rd: Ready, node: RawNode, storage: MemoryStorage
+    ) -> None: ...
+
+
 @dataclass(frozen=True)
 class MemberEnvironment:
     clock: Clock = SYSTEM_CLOCK
@@ -132,6 +146,7 @@ class MemberEnvironment:
     peer_transport: PeerTransportFactory = PeerTransport
     serial_worker: Callable[[str], BlockingRunner] = SerialWorker
     fetch_cluster_info: ClusterInfoFetcher = fetch_cluster_info
+    ready_observer: ReadyObserver | None = None
 
 
 PRODUCTION = MemberEnvironment()

@@ -156,6 +156,9 @@ class Member:
             new_worker=self.env.serial_worker,
         )
         raft.on_fatal = self._fatal
+        if self.env.ready_observer is not None:
+            observe, member_id = self.env.ready_observer, self.member_id
+            raft.on_persisted = lambda rd: observe(member_id, rd, node, rec.storage)
         self.proposer = Proposer(
             member_id=self.member_id,
             raft=raft,

@@ -193,6 +193,8 @@ class RaftNode:
         self.on_apply_corruption: Callable[[BackendCorruptionError], None] | None = None
         # Told when a backend copy for a follower met a corrupt stored value (not sent).
         self.on_backend_corruption: Callable[[BackendCorruptionError], None] | None = None
+        # Each Ready once it is durable (``MemberEnvironment.ready_observer``).
+        self.on_persisted: Callable[[Ready], None] | None = None
         self._apply_resume = asyncio.Event()
         self._apply_resume.set()
         # Called with (this member is leader) whenever the leader changes.
@@ -483,6 +485,8 @@ class RaftNode:
         if self.is_leader:
             self._send(rd.messages)
         await self._persist(rd)
+        if self.on_persisted is not None:
+            self.on_persisted(rd)
         if not self.is_leader:
             self._send(rd.messages)
         has_snapshot = not rd.snapshot.is_empty()

@@ -1,4 +1,5 @@
-"""Deliberate bugs injected into the Raft core at run time, to prove the simulator catches them.
+"""Deliberate bugs injected into the Raft core at run time, to prove the server simulator (and
+the core's unit tests) catch them.
 
 Owns: ``MUTATIONS`` (name -> description and patch) and ``mutation(name)``, a
 context manager that monkeypatches the core in this process only and restores

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from tests.sim.linearizability import CheckResult, Operation, check_history
+from tests.linearizability import CheckResult, Operation, check_history
 
 put = Operation.put
 get = Operation.get

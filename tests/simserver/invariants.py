@@ -1,19 +1,19 @@
-"""Safety invariants of Raft, checked on every step of a simulation.
+"""Safety invariants of Raft, checked on every durable Ready of every simulated member.
 
-Owns: ``SafetyMonitor`` and ``Violation``.  The monitor sees only what a node
-made durable (its ``MemoryStorage`` after each simulated fsync), what it
-applied, and its role changes, and raises ``Violation`` at the first breach of:
+Owns: ``SafetyMonitor`` and ``Violation``.  The monitor sees only what a member made durable
+(its ``MemoryStorage`` after each Ready it persisted: ``MemberEnvironment.ready_observer``),
+what it handed to apply, and its role, and raises ``Violation`` at the first breach of:
 
 - election safety: at most one leader per term;
 - log matching: the same (index, term) in two durable logs means the same data
   and the same term at index - 1 (hence, by induction, identical prefixes);
 - committed entries never change: a global map index -> (term, data) is fed by
-  every node's durable commit index (crash-aware: only what the node persisted
-  as committed) and by every entry handed to the application as committed;
+  every member's durable commit index and by every entry handed to apply as committed;
 - leader completeness: once a leader of term T has persisted its own first
-  entry, its durable log holds every entry committed in a term below T;
-- state machine safety: every node's state machine has the same digest at the
-  same applied index.
+  entry, its durable log holds every entry committed in a term below T.
+
+State machine safety (equal states at equal indexes) is the guard's and the state hash's, which
+the simulation checks on the members' own digests.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ class SafetyMonitor:
         self.log_entries: dict[tuple[int, int], tuple[bytes, int, int]] = {}
         self.committed: dict[int, tuple[int, bytes]] = {}
         self.committed_by: dict[int, int] = {}
-        self.digests: dict[int, tuple[bytes, int]] = {}
         self.checked_commit: dict[int, int] = {}
         self.completeness_checked: set[tuple[int, int]] = set()
         self.max_commit = 0
@@ -131,13 +130,3 @@ class SafetyMonitor:
                     f"leader completeness: node {node}, leader of term {term}, lacks entry "
                     f"{index} committed in term {cterm} (its log has term {have})"
                 )
-
-    # -- state machine safety ---------------------------------------------
-
-    def on_applied(self, node: int, index: int, digest: bytes) -> None:
-        seen = self.digests.setdefault(index, (digest, node))
-        if seen[0] != digest:
-            raise Violation(
-                f"state machines diverged at applied index {index}: node {node} digest "
-                f"{digest.hex()} vs node {seen[1]} digest {seen[0].hex()}"
-            )

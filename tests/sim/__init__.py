@@ -1,1 +1,0 @@
-"""Deterministic cluster simulator and linearizability checker for the Raft core."""
