@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
 from raftkv.api.gateway import GatewayContext
@@ -71,16 +71,16 @@ class SimClient:
         self.history.append(op)
         self.served_by.append(target.name)
 
-    def full_history(self, distrust: str | None = None) -> list[Operation]:
+    def full_history(self, distrust: Collection[str] = ()) -> list[Operation]:
         """The history, with the writes still unanswered as pending (``ret=None``).
 
-        Answers from the member ``distrust`` (one whose state machine was made to diverge)
+        Answers from the members ``distrust`` (whose state machines were made to diverge)
         are not evidence: its reads are left out and its compare-and-swaps count as
         unanswered (their outcome came from its state); its puts went through Raft as
         anyone's."""
         ops = []
         for op, by in zip(self.history, self.served_by, strict=True):
-            if by == distrust and op.ret is not None:
+            if by in distrust and op.ret is not None:
                 if op.kind == "get":
                     continue
                 if op.kind == "cas":

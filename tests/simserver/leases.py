@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -146,15 +146,15 @@ async def _put(req: pb.PutRequest, s: Services, ctx: Any) -> pb.PutResponse:
 
 
 def check_leases(
-    holders: list[SimLeaseHolder], clock_jumps: list[float], distrust: str | None = None
+    holders: list[SimLeaseHolder], clock_jumps: list[float], distrust: Collection[str] = ()
 ) -> list[str]:
     """Every read that found a live lease's key gone, one line each; reads answered by
-    ``distrust`` (a member whose state machine was made to diverge) are not evidence."""
+    ``distrust`` (members whose state machines were made to diverge) are not evidence."""
     problems = []
     for h in holders:
         for lease in h.leases:
             for call, ret, found, by in lease.probes:
-                if found or by == distrust:
+                if found or by in distrust:
                     continue
                 if lease.revoked_at is not None and lease.revoked_at <= ret:
                     continue

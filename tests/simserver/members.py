@@ -26,7 +26,12 @@ from typing import Any, TypeVar
 
 from raftkv.peer.security import PLAINTEXT, PeerSecurity
 from raftkv.server.config import ServerConfig
-from raftkv.server.environment import MemberEnvironment, MemberTransport, ReadyObserver
+from raftkv.server.environment import (
+    BackendFetcher,
+    MemberEnvironment,
+    MemberTransport,
+    ReadyObserver,
+)
 from raftkv.server.member import Member
 from tests.simserver.loop import Process, SimClock, VirtualLoop
 from tests.simserver.network import SimNetwork, SimTransport
@@ -85,6 +90,12 @@ def _settle(fut: asyncio.Future[Any], value: Any, exc: BaseException | None) -> 
         fut.set_result(value)
 
 
+async def _no_backend_fetch(
+    url: str, path: str, *, config: ServerConfig, token: str | None, timeout: float
+) -> None:
+    raise OSError(f"connect to {url}: no backend fetch in this simulation")
+
+
 class SimMember:
     def __init__(
         self,
@@ -122,6 +133,7 @@ class SimMember:
         # simulation reads what the crash will keep (``Backend.get_durable``).
         self.on_crash: Callable[[SimMember], None] | None = None
         self.ready_observer: ReadyObserver | None = None  # every incarnation's Readies
+        self.fetch_backend: BackendFetcher = _no_backend_fetch  # repair's fetch (the simulation's)
 
     @property
     def up(self) -> bool:
@@ -160,6 +172,7 @@ class SimMember:
             entropy=random.Random(f"{tag}-entropy"),
             peer_transport=transport,
             ready_observer=self.ready_observer,
+            fetch_backend=self.fetch_backend,
             serial_worker=lambda _name: worker,
             fetch_cluster_info=fetch_cluster_info,
         )

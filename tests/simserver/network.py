@@ -64,6 +64,8 @@ class SimNetwork:
         self.loop = loop
         self.rng = rng
         self.params = NetworkParams()
+        # (sender, receiver, index) of each backend copy accepted by its receiver
+        self.on_snapshot_arrived: Callable[[int, int, int], None] | None = None
         self.faults: Counter[str] = Counter()  # messages lost, duplicated, cut in flight
         self._endpoints: dict[int, SimTransport] = {}
         self._cut: set[tuple[int, int]] = set()  # (from, to) pairs that carry nothing
@@ -290,6 +292,8 @@ class SimTransport:
                 net.loop.call_later(net.delay(), self._snapshot_failed, to, context=me)
                 return
             os.replace(tmp, final)
+            if net.on_snapshot_arrived is not None:
+                net.on_snapshot_arrived(self.member_id, to, md.index)
             dst._on_snapshot(decode_message(data), final)
             net.loop.call_later(net.delay(), self._on_snapshot_status, to, True, context=me)
 

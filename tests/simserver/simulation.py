@@ -35,6 +35,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
+import grpc.aio
+from grpc.aio import Metadata
+
+from raftkv.api.gateway import GatewayAbort, GatewayContext
+from raftkv.app.services import build_services
+from raftkv.backup.snapshot_file import SNAPSHOT_FORMAT_LMDB, SNAPSHOT_FORMAT_METADATA, StreamCheck
 from raftkv.mvcc.backend import BUCKET_META, META_CONSISTENT_INDEX
 from raftkv.mvcc.errors import BackendCorruptionError
 from raftkv.proto import rpc_pb2 as pb
@@ -46,7 +53,7 @@ from raftkv.wal import wal as wal_module
 from tests.linearizability import check_history
 from tests.simserver.apply_faults import AT_REST, ApplyFault, scoped_failpoints
 from tests.simserver.apply_faults import KINDS as APPLY_FAULT_KINDS
-from tests.simserver.clients import SimClient, call_member
+from tests.simserver.clients import SimClient, call_member, consume_outcome
 from tests.simserver.invariants import SafetyMonitor, Violation
 from tests.simserver.leases import SimLeaseHolder, check_leases
 from tests.simserver.loop import CURRENT_PROCESS, VirtualLoop
@@ -71,6 +78,8 @@ SMALL_APPENDS_KINDS = ("move the leader",)
 """Added to the draw with ``small_appends`` (a mode of its own, so the older modes' seeds keep
 their faults): the operator moves leadership (``Maintenance.MoveLeader``) to another voter."""
 MOVE_LEADER_TIMEOUT = 5.0
+REPAIR_DEADLINE = 120.0  # virtual seconds the operator keeps asking for a repair
+REPAIR_CALL_TIMEOUT = 30.0
 APPLY_FAULT_MODE_KINDS = (
     "isolate the leader",
     "partition",
@@ -157,6 +166,7 @@ class Simulation:
         self.rng = random.Random(f"{seed}-faults")
         self.loop = VirtualLoop()
         self.network = SimNetwork(self.loop, random.Random(f"{seed}-network"))
+        self.network.on_snapshot_arrived = self._snapshot_arrived
         self.members: list[SimMember] = []
         self.clients: list[SimClient] = []
         self.watchers: list[SimWatcher] = []
@@ -168,6 +178,9 @@ class Simulation:
         self.apply_faults: list[ApplyFault] = []  # at most one, armed in the fault phase
         # (member incarnation, member ID, first index) each crashed member's guard located
         self.located_earlier: list[tuple[str, int, int]] = []
+        self.infected: set[str] = set()  # members a backend copy carried the fault to
+        self._holding: set[str] | None = None  # see ``holding``
+        self._copies: dict[tuple[int, int], int] = {}  # (receiver, index) -> sender
         self.raft_limits = raft_limits(seed, self.params)
         self.monitor = SafetyMonitor()  # Raft's safety properties, on every member's Readies
         self.safety_violation: str | None = None
@@ -310,6 +323,47 @@ class Simulation:
                 return next(m for m in self.members if m.name == f.member)
         return None
 
+    @property
+    def tainted(self) -> set[str]:
+        """The members whose answers, watches and alarms are not evidence against the
+        cluster: the member the fault hit (even if a crash undid it: it may have answered from
+        it) and every member a backend copy ever carried the fault to."""
+        bad = self.faulted
+        return set() if bad is None else {bad.name, *self.infected}
+
+    def holding(self) -> set[str]:
+        """The members whose state holds the fault now: the member it hit (unless a crash
+        undid it) and those a backend copy carried it to, until a clean copy (a snapshot, a
+        repair) replaced their state."""
+        fault = next((f for f in self.apply_faults if f.fired), None)
+        if fault is None or fault.undone:
+            return set()
+        if self._holding is None:
+            self._holding = {fault.member}
+        return self._holding
+
+    def _snapshot_arrived(self, sender: int, receiver: int, index: int) -> None:
+        """A backend copy for the Raft snapshot at ``index`` reached ``receiver``: remember
+        its sender until the receiver installs it (Raft may ignore it)."""
+        self._copies[(receiver, index)] = sender
+
+    def _snapshot_installed(self, receiver: int, index: int) -> None:
+        """``receiver`` installs the Raft snapshot at ``index``: its state is now the copy's,
+        with the fault if the sender held it (a copy sent unconfirmed, when no majority of
+        voters could vouch for it), clean otherwise (also a repair's, from a healthy voter)."""
+        sender = self._copies.pop((receiver, index), None)
+        holding = self.holding()
+        names = {m.known_id: m.name for m in self.members}
+        src, dst = names.get(sender), names.get(receiver)
+        if not holding or dst is None:
+            return
+        if src in holding:
+            holding.add(dst)
+            self.infected.add(dst)
+            self.note(f"{src}'s copy at index {index} carries the fault to {dst}")
+        else:
+            holding.discard(dst)
+
     def _on_crash(self, m: SimMember) -> None:
         """A member is crashing: what its guard located is kept (a later check still sees it);
         a fault of its whose entry's batch is not on disk is undone (the restarted member
@@ -355,6 +409,7 @@ class Simulation:
         m = SimMember(index=i, config=cfg, loop=self.loop, network=self.network, seed=self.seed)
         m.on_crash = self._on_crash
         m.ready_observer = self._observe_ready
+        m.fetch_backend = self._fetch_backend
         return m
 
     def _observe_ready(
@@ -366,6 +421,8 @@ class Simulation:
         if self.safety_violation is not None:
             return
         mon, raft = self.monitor, node.raft
+        if not rd.snapshot.is_empty():
+            self._snapshot_installed(member_id, rd.snapshot.metadata.index)
         try:
             if not rd.snapshot.is_empty():
                 mon.on_snapshot(member_id, rd.snapshot)
@@ -599,7 +656,16 @@ class Simulation:
             await asyncio.sleep(0.05)
             self._check_stops()
         bad = self.diverged
-        healthy = [m for m in self.members if m is not bad and not m.removed]
+        holding = self.holding()
+        healthy = [m for m in self.members if m.name not in holding and not m.removed]
+        if not healthy or len(holding) > len(self.members) // 2:
+            # A leader that could not have its digest confirmed within CONFIRM_TIMEOUT sends
+            # its backend unconfirmed (raftkv.server.guard.Guard.confirm): an apply fault not
+            # yet detected then reaches a majority, which outvotes the healthy member.
+            raise SimulationFailedError(
+                f"the fault reached a majority through unconfirmed backend copies: "
+                f"{sorted(holding)} hold it"
+            )
         self.reference = store_reference(healthy[0])
         hashes = {}
         for m in self.members:
@@ -617,6 +683,7 @@ class Simulation:
             raise SimulationFailedError(f"state hashes differ after healing: {hashes}")
         if bad is not None:
             await self._check_named(bad, hashes, deadline)
+        await self._repair_fenced()
 
     def _disk_full_now(self) -> bool:
         """The ``walNoSpace`` failpoint: fires once for a member armed with ``no_space_next``,
@@ -632,9 +699,10 @@ class Simulation:
 
     def _parked(self) -> SimMember | None:
         """The member whose apply stopped on a corrupt stored value (a disk bit flip): by
-        design it applies nothing more until it is repaired."""
+        design it applies nothing more until it is repaired, or a Raft snapshot replaces its
+        state."""
         bad = self.diverged
-        if bad is not None and bad.member is not None and bad.member.fence.state_broken:
+        if bad is not None and bad.member is not None and bad.member.raft.apply_parked:
             return bad
         return None
 
@@ -698,7 +766,10 @@ class Simulation:
             if self.loop.time() > deadline:
                 break
             await asyncio.sleep(0.05)
-        healthy = next(m for m in self.members if m is not bad)
+        holding = self.holding()
+        healthy = next(
+            m for m in self.members if m.name not in holding and m is not bad and not m.removed
+        )
         if at_rest:
             if alarmed():
                 self.result.faults["bit flip named"] += 1
@@ -725,16 +796,138 @@ class Simulation:
         self.result.faults["apply fault named at its entry"] += 1
         self.note(f"the guard named {bad.name}, first divergent entry {fault.index}")
 
+    async def _repair_fenced(self) -> None:
+        """Every member named diverged (under a CORRUPT alarm, fenced by a verdict, or parked
+        on a corrupt value) must be tainted by the fault, and is repaired as an operator would."""
+        running = [m for m in self.members if m.member is not None and not m.removed]
+        alarmed = {
+            mid
+            for m in running
+            if m.member
+            for mid, a in m.member.applier.alarms
+            if a == pb.CORRUPT
+        }
+        fenced = [
+            m
+            for m in running
+            if m.member is not None
+            and (m.member.fence.self_alarmed() or m.member.member_id in alarmed)
+        ]
+        innocent = [m.name for m in fenced if m.name not in self.tainted]
+        if innocent:
+            raise SimulationFailedError(f"false CORRUPT alarm: {innocent} named, no fault reached")
+        for m in fenced:
+            await self._repair(m)
+
+    async def _repair(self, bad: SimMember) -> None:
+        """The operator runs ``raftkv member repair <ID>`` (the RepairMember call, on the
+        leader) until it succeeds; then the member must be unfenced, its CORRUPT alarm gone from
+        every member, and its state hash the others' at the same applied index."""
+        deadline = self.loop.time() + REPAIR_DEADLINE
+        while True:
+            outcome = await self._ask_repair(bad)
+            self.note(f"  repair of {bad.name}: {outcome}")
+            if outcome == "ok":
+                break
+            if self.loop.time() > deadline:
+                raise SimulationFailedError(f"repair of {bad.name} never succeeded: {outcome}")
+            await asyncio.sleep(1.0)
+            self._check_stops()
+        wanted = (bad.member_id, pb.CORRUPT)
+        while True:
+            running = [m for m in self.members if m.member is not None and not m.removed]
+            applied = {m.member.applier.applied_index() for m in running if m.member}
+            if (
+                len(applied) == 1
+                and bad.member is not None
+                and not bad.member.fence.is_fenced()
+                and all(wanted not in m.member.applier.alarms for m in running if m.member)
+            ):
+                break
+            if self.loop.time() > deadline:
+                raise SimulationFailedError(
+                    f"{bad.name} repaired but not back: applied {applied}, fenced "
+                    f"{bad.member is not None and bad.member.fence.is_fenced()}"
+                )
+            await asyncio.sleep(0.05)
+            self._check_stops()
+        hashes = {
+            m.name: m.member.applier.state_hash_deferred()().value.hex()
+            for m in self.members
+            if m.member is not None and not m.removed
+        }
+        if len(set(hashes.values())) != 1:
+            raise SimulationFailedError(f"state hashes differ after the repair: {hashes}")
+        self.holding().discard(bad.name)
+        self.result.faults["repaired"] += 1
+        self.note(f"{bad.name} repaired: unfenced, no alarm, the others' state hash")
+
+    async def _ask_repair(self, bad: SimMember) -> str:
+        """One ``member repair`` request to the leader; "ok" or what went wrong."""
+        leader = next(
+            (m for m in self.members if m.up and m.member is not None and m.member.raft.is_leader),
+            None,
+        )
+        if leader is None or leader.member is None or leader.process is None:
+            return "no leader"
+        task = leader.process.spawn(self.loop, leader.member.repairer.repair(bad.member_id))
+        done, _ = await asyncio.wait([task], timeout=REPAIR_CALL_TIMEOUT)
+        if not done:
+            task.cancel()
+            task.add_done_callback(consume_outcome)
+            return "no answer"
+        exc = task.exception()
+        return "ok" if exc is None else f"{type(exc).__name__}: {exc}"
+
+    async def _fetch_backend(
+        self, url: str, path: str, *, config: ServerConfig, token: str | None, timeout: float
+    ) -> None:
+        """Repair's fetch (``MemberEnvironment.fetch_backend``): the source member's own
+        Maintenance.Snapshot stream in the LMDB format, run in its process as a gRPC call
+        would, checked against its SHA-256 trailer.  A call the source ends with a status is
+        the RpcError gRPC would raise; a source that is down refuses the connection."""
+        await asyncio.sleep(self.network.delay())
+        source = next(
+            (m for m in self.members if m.up and url in m.config.advertise_client_urls), None
+        )
+        if source is None or source.member is None or source.process is None:
+            raise OSError(f"connect to {url}: connection refused")
+        metadata = [(SNAPSHOT_FORMAT_METADATA, SNAPSHOT_FORMAT_LMDB)]
+        if token:
+            metadata.append(("token", token))
+        services = build_services(source.member)
+
+        async def stream() -> list[bytes]:
+            ctx: Any = GatewayContext(metadata, {}, "repair")  # a servicer context
+            return [r.blob async for r in services.maintenance.Snapshot(pb.SnapshotRequest(), ctx)]
+
+        task = source.process.spawn(self.loop, stream())
+        done, _ = await asyncio.wait([task], timeout=timeout)
+        if not done:
+            task.cancel()
+            task.add_done_callback(consume_outcome)
+            raise TimeoutError(f"snapshot from {url}: no answer in {timeout}s")
+        exc = task.exception()
+        if isinstance(exc, GatewayAbort):
+            raise grpc.aio.AioRpcError(exc.code, Metadata(), Metadata(), details=exc.message)
+        if exc is not None:
+            raise OSError(f"snapshot from {url}: {exc!r}")
+        await asyncio.sleep(self.network.delay())
+        check = StreamCheck()
+        with open(path, "wb") as f:
+            for blob in task.result():
+                f.write(check.feed(blob))
+        check.finish()
+
     def _check_final(self) -> None:
-        bad = self.faulted
+        tainted = self.tainted
+        tainted_ids = {m.known_id for m in self.members if m.name in tainted}
         for m in self.members:
             if m.removed or m.broken:
                 continue
             assert m.member is not None
             corrupt = [
-                a
-                for a in m.member.applier.alarms
-                if a[1] == pb.CORRUPT and (bad is None or a[0] != bad.member_id)
+                a for a in m.member.applier.alarms if a[1] == pb.CORRUPT and a[0] not in tainted_ids
             ]
             if corrupt:
                 raise SimulationFailedError(
@@ -747,13 +940,13 @@ class Simulation:
                 f"{ctx.get('message')} {ctx.get('exception')!r} in {ctx.get('task') or ctx.get('future')}"
             )
         problems = check_watches(
-            [s for w in self.watchers for s in w.streams], self.reference, bad.name if bad else None
+            [s for w in self.watchers for s in w.streams], self.reference, tainted
         )
         if problems:
             raise SimulationFailedError(
                 f"watch guarantees broken ({len(problems)}): " + "; ".join(problems[:3])
             )
-        problems = check_leases(self.lease_holders, self.clock_jumps, bad.name if bad else None)
+        problems = check_leases(self.lease_holders, self.clock_jumps, tainted)
         if problems:
             raise SimulationFailedError(
                 f"leases expired early ({len(problems)}): " + "; ".join(problems[:3])
@@ -764,7 +957,7 @@ class Simulation:
         streams = sum(len(w.streams) for w in self.watchers)
         events = sum(len(s.events) for w in self.watchers for s in w.streams)
         self.note(f"watches: {streams} streams, {events} events, as the store's history")
-        history = [op for c in self.clients for op in c.full_history(bad.name if bad else None)]
+        history = [op for c in self.clients for op in c.full_history(tainted)]
         check = check_history(history)
         if not check.ok:
             raise SimulationFailedError(f"not linearizable: {check.explanation}")

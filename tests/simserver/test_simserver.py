@@ -93,7 +93,8 @@ def test_apply_fault_seeds(start: int) -> None:
     """One apply fault (a corrupted or skipped put) or disk fault (a stored value's bit flipped
     at rest) per seed on one member, under network faults, crashes and restarts: the guard names
     that member (and the entry an apply fault hit first, also after the member restarted), and
-    nobody else; a member that restarts on a flipped value refuses to start, naming it."""
+    nobody else; a member that restarts on a flipped value refuses to start, naming it; every
+    member named is then repaired by ``member repair``."""
     faults = _run_chunk(start, SimParams(apply_fault=True))
     named = (
         faults["apply fault named at its entry"]
@@ -102,6 +103,7 @@ def test_apply_fault_seeds(start: int) -> None:
     )
     assert named >= CHUNK // 2, f"only {named} of {CHUNK} faults were named"
     assert faults["bit flip named"] > 0
+    assert faults["repaired"] > 0  # every member named was repaired (or the seed failed)
 
 
 def test_five_members_small_appends() -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -239,13 +239,13 @@ def _rev_key(e: EventKey) -> tuple[int, bytes]:
 
 
 def check_watches(
-    streams: list[StreamRecord], reference: list[EventKey], distrust: str | None = None
+    streams: list[StreamRecord], reference: list[EventKey], distrust: Collection[str] = ()
 ) -> list[str]:
     """Every violated guarantee, one line each (empty when all hold).  Streams served by the
-    member ``distrust`` (one made to diverge) are not checked."""
+    members ``distrust`` (made to diverge) are not checked."""
     problems: list[str] = []
     for n, s in enumerate(streams):
-        if s.member == distrust:
+        if s.member in distrust:
             continue
         where = f"watcher {s.watcher} stream {n} on {s.member} from revision {s.start_revision}"
         problems += [f"{where}: {p}" for p in s.problems]

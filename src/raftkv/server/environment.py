@@ -9,8 +9,8 @@ Contracts:
 - the member's own code reads time only through ``clock``, draws randomness that decides
   anything (Raft's election jitter, lease IDs, read-index contexts) only from ``entropy``,
   reaches peers only through the transport ``peer_transport`` builds (and, to join a running
-  cluster, ``fetch_cluster_info``), and hands the WAL's fdatasync only to the runner
-  ``serial_worker`` builds;
+  cluster, ``fetch_cluster_info``; to repair itself, ``fetch_backend``), and hands the WAL's
+  fdatasync only to the runner ``serial_worker`` builds;
 - other blocking calls go through the event loop's executor (``asyncio.to_thread``), which is
   the loop's own seam: a simulated loop runs them in place;
 - ``MemberTransport`` is what the server layer uses of a peer transport; ``PeerTransport`` is
@@ -35,6 +35,8 @@ from raftkv.peer.transport import PeerTransport
 from raftkv.raft.rawnode import RawNode
 from raftkv.raft.storage import MemoryStorage
 from raftkv.raft.types import Message, Ready
+from raftkv.server.backend_fetch import fetch_backend
+from raftkv.server.config import ServerConfig
 from raftkv.server.worker import SerialWorker
 
 T = TypeVar("T")
@@ -117,6 +119,15 @@ class ClusterInfoFetcher(Protocol):
     ) -> bytes: ...
 
 
+class BackendFetcher(Protocol):
+    """Streams the backend of the member serving client URL ``url`` into the file ``path``
+    (repair's source; ``raftkv.server.backend_fetch.fetch_backend``'s signature and errors)."""
+
+    async def __call__(
+        self, url: str, path: str, *, config: ServerConfig, token: str | None, timeout: float
+    ) -> None: ...
+
+
 class BlockingRunner(Protocol):
     """Runs blocking calls one at a time, in order, off the event loop (``SerialWorker``)."""
 
@@ -146,6 +157,7 @@ class MemberEnvironment:
     peer_transport: PeerTransportFactory = PeerTransport
     serial_worker: Callable[[str], BlockingRunner] = SerialWorker
     fetch_cluster_info: ClusterInfoFetcher = fetch_cluster_info
+    fetch_backend: BackendFetcher = fetch_backend
     ready_observer: ReadyObserver | None = None
 
 

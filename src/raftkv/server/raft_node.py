@@ -26,7 +26,8 @@ Contracts (the order the Raft contract demands):
   applied entries reach the file within ``--backend-batch-interval``; until then the WAL
   holds them, and a restart re-applies them;
 - a corrupt stored value met while applying parks the apply loop (the batch is kept) and tells
-  ``on_apply_corruption``; ``resume_apply`` retries it once the state was replaced;
+  ``on_apply_corruption``; ``resume_apply`` retries it once the state was replaced; a Raft
+  snapshot received meanwhile replaces the batches queued before it and resumes apply;
 - proposals are queued by ``propose`` and stepped at the top of the next loop iteration as one
   batch (one MsgProp, forwarded as one message by a follower); a proposal the core refuses
   fails its waiter with ``ProposalDroppedError``, so none is silently lost;
@@ -457,6 +458,18 @@ class RaftNode:
             await self._apply_wake.wait()
         self._apply_wake.clear()
 
+    def _supersede_parked_batches(self) -> None:
+        """A snapshot arrived while apply is parked on a corrupt stored value: it replaces the
+        whole state, the corrupt value included, and covers every entry queued before it (a
+        follower is sent one only past its commit index).  Those batches are dropped and apply
+        resumes with the install; otherwise the Ready loop, which waits for a snapshot to be
+        installed, would wait for ever.  The member stays fenced until a repair verifies its
+        state."""
+        while self._apply_queue and self._apply_queue[0][0] is None:
+            self._apply_queue.popleft()
+        log.warning("a snapshot replaces the state apply parked on; apply resumes")
+        self._apply_resume.set()
+
     async def _park(self, exc: BackendCorruptionError) -> None:
         log.error("apply stopped: the backend is corrupt (%s); waiting for a repair", exc)
         self._apply_resume.clear()
@@ -492,6 +505,8 @@ class RaftNode:
         has_snapshot = not rd.snapshot.is_empty()
         if rd.committed_entries or has_snapshot:
             self._apply_queue.append((rd.snapshot if has_snapshot else None, rd.committed_entries))
+            if has_snapshot and self.apply_parked:
+                self._supersede_parked_batches()
             self._apply_idle.clear()
             self._apply_wake.set()
             if has_snapshot or any(e.type == EntryType.CONF_CHANGE for e in rd.committed_entries):

@@ -39,19 +39,14 @@ import logging
 import os
 import secrets
 import shutil
-import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import grpc
 import grpc.aio
 
 from raftkv.backup.snapshot_file import (
-    SNAPSHOT_FORMAT_LMDB,
-    SNAPSHOT_FORMAT_METADATA,
     SnapshotFileError,
-    StreamCheck,
 )
 from raftkv.guard.digest import META_APPLY_DIGEST, ApplyDigest
 from raftkv.mvcc.backend import (
@@ -65,7 +60,6 @@ from raftkv.mvcc.backend import (
 from raftkv.mvcc.errors import BackendCorruptionError
 from raftkv.peer.transport import PeerRequestError
 from raftkv.proto import rpc_pb2 as pb
-from raftkv.proto import rpc_pb2_grpc as pb_grpc
 from raftkv.raft.errors import CompactedError, UnavailableError
 from raftkv.raft.types import (
     ConfState,
@@ -77,9 +71,8 @@ from raftkv.raft.types import (
 )
 from raftkv.server.bootstrap import encode_members
 from raftkv.server.cluster_info import ClusterInfo
-from raftkv.server.config import ServerConfig
 from raftkv.server.requests import RequestKind
-from raftkv.tlsutil import TLSConfigError, read_material
+from raftkv.tlsutil import TLSConfigError
 from raftkv.wal.files import fsync_dir
 
 if TYPE_CHECKING:
@@ -279,21 +272,15 @@ class Repairer:
         info = self.member.applier.members.get(source)
         if info is None or not info.client_urls:
             raise RepairError(f"member {source:x} has published no client URL")
-        url = info.client_urls[0]
-        check = StreamCheck()
-        metadata = [(SNAPSHOT_FORMAT_METADATA, SNAPSHOT_FORMAT_LMDB)]
-        if self._token:
-            metadata.append(("token", self._token))
-        async with await _client_channel(url, self.member.config) as channel:
-            stub = pb_grpc.MaintenanceStub(channel)
-            with open(path, "wb") as f:
-                async with asyncio.timeout(REPAIR_TIMEOUT):
-                    async for resp in stub.Snapshot(pb.SnapshotRequest(), metadata=metadata):
-                        await asyncio.to_thread(f.write, check.feed(resp.blob))
-                await asyncio.to_thread(os.fsync, f.fileno())
         try:
-            check.finish()
-        except SnapshotFileError as exc:
+            await self.member.env.fetch_backend(
+                info.client_urls[0],
+                path,
+                config=self.member.config,
+                token=self._token,
+                timeout=REPAIR_TIMEOUT,
+            )
+        except (SnapshotFileError, TLSConfigError) as exc:
             raise RepairError(f"backend from member {source:x}: {exc}") from None
 
     async def _check_quorum_digest(self, index: int, head: bytes) -> None:
@@ -422,38 +409,6 @@ def _inspect_backend(workdir: str, config: BackendConfig) -> _Fetched:
         return _Fetched(index, int.from_bytes(raw_term, "big"), head, conf, encode_members(members))
     finally:
         backend.close()
-
-
-def _grpc_target(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port}"
-
-
-async def _client_channel(url: str, cfg: ServerConfig) -> grpc.aio.Channel:
-    """A channel to another member's client URL: plaintext for http; for https this member's
-    client certificate (``--client-cert-file`` or ``--cert-file``) and ``--trusted-ca-file``
-    as the trust root, or, with generated certificates (``--auto-tls``), the certificate the
-    peer serves (nobody can vouch for a self-signed one)."""
-    target = _grpc_target(url)
-    options: list[tuple[str, str | int]] = [("grpc.max_receive_message_length", 2**31 - 1)]
-    if urlsplit(url).scheme != "https":
-        return grpc.aio.insecure_channel(target, options=options)
-    info = cfg.client_tls()
-    cert = info.client_cert_file or info.cert_file
-    key = info.client_key_file or info.key_file
-    try:
-        chain = read_material(cert) if cert else None
-        private = read_material(key) if key else None
-        roots = read_material(info.trusted_ca_file) if info.trusted_ca_file else None
-    except TLSConfigError as exc:
-        raise RepairError(str(exc)) from None
-    if roots is None:
-        host, port = urlsplit(url).hostname or "", urlsplit(url).port or 0
-        roots = (await asyncio.to_thread(ssl.get_server_certificate, (host, port))).encode()
-        name_override: tuple[str, str | int] = ("grpc.ssl_target_name_override", host)
-        options.append(name_override)
-    creds = grpc.ssl_channel_credentials(roots, private, chain)
-    return grpc.aio.secure_channel(target, creds, options=options)
 
 
 def _text(exc: BaseException) -> str:
