@@ -46,12 +46,13 @@ from raftkv.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMet
 from raftkv.server.applier import Applier
 from raftkv.server.bootstrap import DataDir, MemberInfo, decode_members, encode_members
 from raftkv.server.cluster_info import K_CLUSTER_VERSION
-from raftkv.server.requests import RequestKind, decode_request, encode_request
+from raftkv.server.requests import RequestKind, decode_request
 from raftkv.snap import Snapshotter, decode_snapshot_file
 from raftkv.wal import WAL, WalSnapshot, encode_metadata
 from raftkv.wal.files import list_segments
 from raftkv.wal.record import RecordType, append_record, encode_u32, scan_segment
 from tests.cluster.harness import REPO, Cluster, require_etcdctl
+from tests.server.entries import put_entries
 
 TIMEOUT = 120
 
@@ -630,16 +631,6 @@ def test_choose_base() -> None:
 MEMBERS = [MemberInfo(1, "m1", ("http://127.0.0.1:2380",))]
 
 
-def _puts(first: int, last: int, term: int) -> list[Entry]:
-    """Puts of ``k<index>`` whose value names the term (entries of two terms differ)."""
-    out = []
-    for index in range(first, last + 1):
-        req = pb.PutRequest(key=f"k{index}".encode(), value=f"term {term}".encode())
-        data = encode_request(RequestKind.PUT, index, req.SerializeToString())
-        out.append(Entry(term, index, data=data))
-    return out
-
-
 def _detached(root: Path) -> Applier:
     applier = Applier.detached(str(root), BackendConfig(map_size=64 << 20), min_lease_ttl=2)
     applier.write_initial_members(MEMBERS)
@@ -666,26 +657,26 @@ def test_member_rebuilt_from_the_snapshot_it_installed(
     w = WAL.create(dd.wal, encode_metadata(1, 0x22))
     try:
         w.save_snapshot(WalSnapshot(1, 1, conf))
-        w.save(HardState(term=2, vote=1, commit=6), _puts(2, 10, term=2))
+        w.save(HardState(term=2, vote=1, commit=6), put_entries(2, 10, term=2))
         w.save_snapshot(WalSnapshot(9, 3, conf))
         w.save(HardState(term=3, vote=0, commit=9), [])
         if after is not None:
-            w.save(HardState(term=3, vote=0, commit=after[1]), _puts(after[0], after[1], 3))
+            w.save(HardState(term=3, vote=0, commit=after[1]), put_entries(after[0], after[1], 3))
     finally:
         w.close()
     sender = _detached(tmp_path / "sender")
     try:
-        sender.apply_entries(_puts(2, 6, term=2) + _puts(7, sender_index, term=3))
+        sender.apply_entries(put_entries(2, 6, term=2) + put_entries(7, sender_index, term=3))
         received = dd.received_backend_path(9, 3)
         assert sender.copy_backend(received) == sender_index
     finally:
         sender.close()
     member = _detached(Path(dd.root))
     try:
-        member.apply_entries(_puts(2, 6, term=2))
+        member.apply_entries(put_entries(2, 6, term=2))
         member.install_snapshot(Snapshot(SnapshotMetadata(9, 3, conf), b""), received)
         if after is not None:
-            member.apply_entries(_puts(after[0], after[1], term=3))
+            member.apply_entries(put_entries(after[0], after[1], term=3))
     finally:
         member.close()
 

@@ -5,18 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from raftkv.mvcc.backend import BackendConfig
-from raftkv.proto import rpc_pb2 as pb
 from raftkv.raft.types import Entry
 from raftkv.server.applier import Applier
 from raftkv.server.bootstrap import MemberInfo
-from raftkv.server.requests import RequestKind, encode_request
+from tests.server.entries import put_entry
 
 CONFIG = BackendConfig(map_size=64 << 20)
 
 
 def _put(index: int) -> Entry:
-    put = pb.PutRequest(key=b"k%d" % (index % 7), value=b"v%d" % index)
-    return Entry(2, index, data=encode_request(RequestKind.PUT, index, put.SerializeToString()))
+    return put_entry(index, 2, b"k%d" % (index % 7), b"v%d" % index)
 
 
 def _digests(applier: Applier, last: int) -> dict[int, bytes | None]:

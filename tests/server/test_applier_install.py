@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 
 from raftkv.mvcc.backend import BackendConfig
-from raftkv.proto import rpc_pb2 as pb
-from raftkv.raft.types import ConfState, Entry, Snapshot, SnapshotMetadata
+from raftkv.raft.types import ConfState, Snapshot, SnapshotMetadata
 from raftkv.server.applier import INSTALL_COPY_NAME, Applier
 from raftkv.server.bootstrap import DataDir, MemberInfo
-from raftkv.server.requests import RequestKind, encode_request
+from tests.server.entries import put_entries
 
 MEMBERS = [MemberInfo(1, "m1", ("http://127.0.0.1:2380",))]
 
@@ -26,15 +25,6 @@ def make_applier(root: Path, *, bootstrap: bool = True) -> Applier:
     return applier
 
 
-def puts(first: int, last: int, term: int = 1) -> list[Entry]:
-    out = []
-    for index in range(first, last + 1):
-        req = pb.PutRequest(key=f"k{index}".encode(), value=f"t{term}".encode())
-        data = encode_request(RequestKind.PUT, index, req.SerializeToString())
-        out.append(Entry(term, index, data=data))
-    return out
-
-
 def snapshot(index: int, term: int) -> Snapshot:
     return Snapshot(SnapshotMetadata(index, term, ConfState(voters=(1,))), b"")
 
@@ -43,7 +33,7 @@ def received(tmp_path: Path, dd: DataDir, index: int, term: int) -> Path:
     """The backend file a leader at ``index`` sends, as the receiver stores it."""
     leader = make_applier(tmp_path / f"leader-{index}")
     try:
-        leader.apply_entries(puts(2, index, term))
+        leader.apply_entries(put_entries(2, index, term))
         path = Path(dd.received_backend_path(index, term))
         path.parent.mkdir(parents=True, exist_ok=True)
         assert leader.copy_backend(str(path)) == index
@@ -59,7 +49,7 @@ def snap_dbs(dd: DataDir) -> list[str]:
 def test_install_keeps_the_file_and_deletes_older_ones(tmp_path: Path) -> None:
     dd = DataDir(str(tmp_path / "member"))
     applier = make_applier(tmp_path / "member")
-    applier.apply_entries(puts(2, 4))
+    applier.apply_entries(put_entries(2, 4))
     kept = received(tmp_path, dd, 9, 2)
     snap = Path(dd.snap)
     restored = snap / "0000000000000001-0000000000000001.snap.db"  # a restore's base
@@ -90,7 +80,7 @@ def test_restart_does_not_install_a_kept_file_again(tmp_path: Path) -> None:
     applier = make_applier(tmp_path / "member")
     kept = received(tmp_path, dd, 9, 2)
     applier.install_snapshot(snapshot(9, 2), str(kept))
-    applier.apply_entries(puts(10, 12, term=2))
+    applier.apply_entries(put_entries(10, 12, term=2))
     applier.close()
 
     again = make_applier(tmp_path / "member", bootstrap=False)
@@ -106,7 +96,7 @@ def test_restart_does_not_install_a_kept_file_again(tmp_path: Path) -> None:
 def test_a_crash_between_copy_and_rename_installs_the_kept_file_at_start(tmp_path: Path) -> None:
     dd = DataDir(str(tmp_path / "member"))
     applier = make_applier(tmp_path / "member")
-    applier.apply_entries(puts(2, 4))
+    applier.apply_entries(put_entries(2, 4))
     applier.close()
     kept = received(tmp_path, dd, 9, 2)
     # what the crash left: the snapshot received and persisted, a partial copy in member/db/,
