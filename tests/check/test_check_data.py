@@ -44,8 +44,9 @@ from raftkv.proto import rpc_pb2 as pb
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
 from raftkv.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
 from raftkv.server.applier import Applier
-from raftkv.server.bootstrap import DataDir, MemberInfo, decode_members, encode_members
+from raftkv.server.bootstrap import MemberInfo, decode_members, encode_members
 from raftkv.server.cluster_info import K_CLUSTER_VERSION
+from raftkv.server.data_dir import DataDir
 from raftkv.server.requests import RequestKind, decode_request
 from raftkv.snap import Snapshotter, decode_snapshot_file
 from raftkv.wal import WAL, WalSnapshot, encode_metadata

@@ -12,7 +12,8 @@ import pytest
 from raftkv.mvcc.backend import BackendConfig
 from raftkv.raft.types import ConfState, Snapshot, SnapshotMetadata
 from raftkv.server.applier import INSTALL_COPY_NAME, Applier
-from raftkv.server.bootstrap import DataDir, MemberInfo
+from raftkv.server.bootstrap import MemberInfo
+from raftkv.server.data_dir import DataDir
 from tests.server.entries import put_entries
 
 MEMBERS = [MemberInfo(1, "m1", ("http://127.0.0.1:2380",))]

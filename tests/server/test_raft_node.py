@@ -30,7 +30,8 @@ from raftkv.raft.types import (
 )
 from raftkv.server import raft_node as rn
 from raftkv.server.applier import Applier
-from raftkv.server.bootstrap import DataDir, MemberInfo
+from raftkv.server.bootstrap import MemberInfo
+from raftkv.server.data_dir import DataDir
 from raftkv.server.requests import RequestKind, encode_request
 from raftkv.snap import Snapshotter
 from raftkv.wal import WAL, WalSnapshot

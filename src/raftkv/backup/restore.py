@@ -59,8 +59,9 @@ from raftkv.mvcc.backend import (
 )
 from raftkv.mvcc.revision import pack, rev_to_bytes
 from raftkv.server.applier import Applier
-from raftkv.server.bootstrap import DataDir, open_raft_side
+from raftkv.server.bootstrap import open_raft_side
 from raftkv.server.config import ServerConfig, build_config
+from raftkv.server.data_dir import DataDir
 from raftkv.wal.files import fsync_dir
 
 _PERSON_RESTORE = b"raftkv/restore"

@@ -25,7 +25,7 @@ from raftkv.check.rebuild import rebuild_and_compare
 from raftkv.guard.check_files import check_snapshots, check_wal, read_lmdb
 from raftkv.guard.check_report import CheckResult, DataReport, Finding, Severity
 from raftkv.lease.lessor import min_lease_ttl
-from raftkv.server.bootstrap import DataDir
+from raftkv.server.data_dir import DataDir
 
 DEFAULT_HEARTBEAT_MS = 100
 DEFAULT_ELECTION_MS = 1000

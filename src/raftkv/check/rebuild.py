@@ -49,7 +49,8 @@ from raftkv.mvcc.backend import BUCKET_KEY, DEFAULT_MAP_SIZE, Backend, BackendCo
 from raftkv.mvcc.revision import SUB_BITS, bytes_to_rev, decode_kv, rev_to_bytes
 from raftkv.raft.types import Snapshot
 from raftkv.server.applier import Applier
-from raftkv.server.bootstrap import DataDir, decode_members
+from raftkv.server.bootstrap import decode_members
+from raftkv.server.data_dir import DataDir
 
 
 @dataclass(frozen=True, slots=True)

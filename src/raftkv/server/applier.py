@@ -80,13 +80,14 @@ from raftkv.raft.codec import decode_conf_change
 from raftkv.raft.types import ConfChange, Entry, EntryType, Snapshot
 from raftkv.server import convert
 from raftkv.server.auth_apply import Check, auth_handlers, request_checks
-from raftkv.server.bootstrap import DataDir, MemberInfo, encode_members
+from raftkv.server.bootstrap import MemberInfo, encode_members
 from raftkv.server.cluster_info import (
     DEFAULT_MAX_LEARNERS,
     ClusterInfo,
     DowngradeInfo,
     MemberChange,
 )
+from raftkv.server.data_dir import DataDir
 from raftkv.server.quota import KV_OVERHEAD, LEASE_OVERHEAD, cost_txn, fits, humanize_bytes
 from raftkv.server.raft_node import FatalStateMachineError
 from raftkv.server.requests import (

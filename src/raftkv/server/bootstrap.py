@@ -1,14 +1,7 @@
 """Opening a member's data directory: a new cluster member, or a restart.
 
-Owns: the data-dir layout and the recovery of the Raft side (snapshot file + WAL) into a
-``MemoryStorage`` and a ``RawNode`` configuration.
-
-Layout (etcd's, with LMDB in place of bbolt)::
-
-    <data-dir>/member/wal/    WAL segments (or --wal-dir)
-    <data-dir>/member/snap/   raft snapshot files and backend files (*.snap.db: received, or
-                              a restore's; the last installed is ``raftkv check data``'s base)
-    <data-dir>/member/db/     the LMDB environment (data.mdb)
+Owns: the recovery of the Raft side (snapshot file + WAL) into a ``MemoryStorage`` and a
+``RawNode`` configuration; the layout is ``raftkv.server.data_dir``'s.
 
 Private, as etcd 3.5's (``raftkv.fileutil``): the data, member and snapshot directories are
 created 0700 (etcd's ``TouchDirAll``), and everything under them 0600 by the parts that create
@@ -35,14 +28,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 
 from raftkv.fileutil import touch_dir_all
-from raftkv.peer.snapshot import parse_snapshot_db_name, snapshot_db_name
 from raftkv.raft.storage import MemoryStorage
 from raftkv.raft.types import ConfState, Entry, HardState, Snapshot, SnapshotMetadata
 from raftkv.server.config import ServerConfig
+from raftkv.server.data_dir import DataDir
 from raftkv.server.ids import cluster_id as make_cluster_id
 from raftkv.server.ids import member_id as make_member_id
 from raftkv.snap import Snapshotter
@@ -120,44 +112,6 @@ class RaftRecovery:
     @property
     def conf_state(self) -> ConfState:
         return self.snapshot.metadata.conf_state
-
-
-class DataDir:
-    """The paths of a member's data directory; ``wal_dir`` (etcd's ``--wal-dir``) keeps the
-    WAL on another disk instead of ``member/wal``."""
-
-    def __init__(self, root: str, wal_dir: str = "") -> None:
-        self.root = root
-        self.member = os.path.join(root, "member")
-        self.wal = wal_dir or os.path.join(self.member, "wal")
-        self.snap = os.path.join(self.member, "snap")
-        self.db = os.path.join(self.member, "db")
-
-    def has_wal(self) -> bool:
-        return os.path.isdir(self.wal) and any(n.endswith(".wal") for n in os.listdir(self.wal))
-
-    def received_backend_path(self, index: int, term: int) -> str:
-        """Where the backend file of the snapshot at (index, term) is kept."""
-        return os.path.join(self.snap, snapshot_db_name(index, term))
-
-    def received_backend(self, index: int, term: int) -> str | None:
-        """A backend file received with the snapshot at (index, term), if it is there."""
-        path = self.received_backend_path(index, term)
-        return path if os.path.exists(path) else None
-
-    def received_backends(self) -> list[tuple[int, str]]:
-        """(snapshot index, path) of every backend file kept in the snapshot directory (the
-        received ones, and the copy a restore writes at index 1), lowest index first."""
-        try:
-            names = os.listdir(self.snap)
-        except FileNotFoundError:
-            return []
-        found = []
-        for name in names:
-            parsed = parse_snapshot_db_name(name)
-            if parsed is not None:
-                found.append((parsed[0], os.path.join(self.snap, name)))
-        return sorted(found)
 
 
 def touch_dirs(dd: DataDir) -> None:

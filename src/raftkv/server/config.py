@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from raftkv.server.compactor import parse_retention
+from raftkv.server.data_dir import DataDir
 from raftkv.tlsutil import TLSConfigError, TLSInfo, TLSPolicy
 
 
@@ -602,8 +603,6 @@ def _validate(cfg: ServerConfig) -> None:
 
 def _has_wal(cfg: ServerConfig) -> bool:
     """The member restarts from a WAL (etcd's ``isMemberInitialized``)."""
-    from raftkv.server.bootstrap import DataDir  # bootstrap imports this module
-
     return DataDir(cfg.resolved_data_dir, cfg.wal_dir).has_wal()
 
 

@@ -34,13 +34,13 @@ from raftkv.server.applier import Applier
 from raftkv.server.auth import Auth
 from raftkv.server.bootstrap import (
     BootstrapError,
-    DataDir,
     ExistingCluster,
     MemberInfo,
     open_raft_side,
 )
 from raftkv.server.compactor import AutoCompactor, parse_retention
 from raftkv.server.config import ServerConfig
+from raftkv.server.data_dir import DataDir
 from raftkv.server.environment import PRODUCTION, MemberEnvironment, MemberTransport
 from raftkv.server.fencing import VERDICT_KIND, Fence
 from raftkv.server.guard import ConsistencyGuard
