@@ -106,19 +106,23 @@ def test_periodic_check_names_the_modified_member(make_cluster: Callable[..., Cl
         text=True,
         env={**os.environ, "ETCDCTL_API": "3"},
     )
-    rewrite_latest_value(c.members[1].data_dir, b"k1", b"flipped-at-rest")
-    named, took = c.wait_corrupt_alarm(c.members[0].endpoint)
-    print(f"periodic state hash check named the member after {took:.2f}s")
-    assert named == {bad_id}
-    logs = "".join(m.log_path.read_text() for m in c.members)
-    assert f"member {bad_id:x} has" in logs and "(keys differ)" in logs
-    res = c.etcdctl("get", "k1", endpoints=c.members[1].endpoint, check=False)
-    assert res.returncode != 0 and "etcdserver: corrupt cluster" in res.stderr
-    c.etcdctl("put", "after", "ok", endpoints=c.members[0].endpoint)  # the others still serve
-    try:  # an open watch on the fenced member ends with the same error
+    try:
+        rewrite_latest_value(c.members[1].data_dir, b"k1", b"flipped-at-rest")
+        named, took = c.wait_corrupt_alarm(c.members[0].endpoint)
+        print(f"periodic state hash check named the member after {took:.2f}s")
+        assert named == {bad_id}
+        logs = "".join(m.log_path.read_text() for m in c.members)
+        assert f"member {bad_id:x} has" in logs and "(keys differ)" in logs
+        res = c.etcdctl("get", "k1", endpoints=c.members[1].endpoint, check=False)
+        assert res.returncode != 0 and "etcdserver: corrupt cluster" in res.stderr
+        # The others still serve, once a healthy member leads (a named leader hands over).
+        c.wait_until(lambda: c.leader_index() not in (None, 1), "a healthy member leads")
+        c.etcdctl("put", "after", "ok", endpoints=c.members[0].endpoint)
+        # An open watch on the fenced member ends with the same error.
         _out, err = watch.communicate(timeout=15)
     finally:
         watch.kill()
+        watch.communicate()  # reap it and close its pipes, also when an assertion failed
     assert watch.returncode != 0 and "etcdserver: corrupt cluster" in err
     snap = c.etcdctl(
         "snapshot", "save", str(c.root / "s.db"), endpoints=c.members[1].endpoint, check=False
