@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from raftkv.mvcc.backend import BackendConfig
+from raftkv.guard.vouch import CopyVouch
+from raftkv.mvcc.backend import BackendConfig, verify_file
 from raftkv.raft.types import ConfState, Snapshot, SnapshotMetadata
 from raftkv.server.applier import INSTALL_COPY_NAME, Applier
 from raftkv.server.bootstrap import MemberInfo
@@ -124,3 +125,51 @@ def test_a_backend_behind_the_snapshot_without_its_file_refuses_to_start(tmp_pat
             applier.install_if_behind(snapshot(9, 2))
     finally:
         applier.close()
+
+
+def test_an_unconfirmed_copy_carries_its_vouch_until_confirmed(tmp_path: Path) -> None:
+    """The sender stamps an unconfirmed copy; the receiver installs the stamp with the state,
+    keeps it over a restart, passes it on in its own copies, and deletes it durably once
+    confirmed; a confirmed copy (stamped None) carries none."""
+    dd = DataDir(str(tmp_path / "member"))
+    kept = received(tmp_path, dd, 9, 2)
+    vouch = CopyVouch(0xA1, 9)
+    sender = make_applier(tmp_path / "sender")
+    sender.stamp_copy(str(kept), vouch)
+    sender.close()
+    verify_file(str(kept))  # the stamp is sealed as every stored value
+
+    applier = make_applier(tmp_path / "member")
+    assert applier.copy_vouch is None
+    applier.install_snapshot(snapshot(9, 2), str(kept))
+    assert applier.copy_vouch == vouch
+    onward = tmp_path / "onward.db"
+    applier.copy_backend(str(onward))  # a snapshot it sends on carries the same origin
+    assert not applier.confirm_copy(CopyVouch(0xB2, 9))  # not the vouch it holds
+    applier.close()
+
+    again = make_applier(tmp_path / "member", bootstrap=False)
+    try:
+        assert again.copy_vouch == vouch
+        assert again.confirm_copy(vouch)
+        assert again.copy_vouch is None
+        again.apply_entries(put_entries(10, 11, 2))
+        again.force_commit()
+    finally:
+        again.close()
+    confirmed = make_applier(tmp_path / "member", bootstrap=False)
+    try:
+        assert confirmed.copy_vouch is None
+        assert confirmed.applied_index() == 11
+    finally:
+        confirmed.close()
+
+    receiver = make_applier(tmp_path / "receiver")
+    try:
+        receiver.install_snapshot(snapshot(9, 2), str(onward))
+        assert receiver.copy_vouch == vouch
+        receiver.stamp_copy(str(onward), None)
+        receiver.install_snapshot(snapshot(9, 2), str(onward))
+        assert receiver.copy_vouch is None
+    finally:
+        receiver.close()

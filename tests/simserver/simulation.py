@@ -658,10 +658,8 @@ class Simulation:
         bad = self.diverged
         holding = self.holding()
         healthy = [m for m in self.members if m.name not in holding and not m.removed]
-        if not healthy or len(holding) > len(self.members) // 2:
-            # A leader that could not have its digest confirmed within CONFIRM_TIMEOUT sends
-            # its backend unconfirmed (raftkv.server.guard.Guard.confirm): an apply fault not
-            # yet detected then reaches a majority, which outvotes the healthy member.
+        tied = bad is not None and bool(healthy) and self._tied_by_copies(holding)
+        if not healthy or (len(holding) > len(self.members) // 2 and not tied):
             raise SimulationFailedError(
                 f"the fault reached a majority through unconfirmed backend copies: "
                 f"{sorted(holding)} hold it"
@@ -681,9 +679,33 @@ class Simulation:
         self.note(f"converged at index {hashes[healthy[0].name][0]}")
         if len({hashes[m.name] for m in healthy}) != 1:
             raise SimulationFailedError(f"state hashes differ after healing: {hashes}")
-        if bad is not None:
+        if tied:
+            self.result.faults["apply fault undecidable, unconfirmed copies"] += 1
+            self.note(f"undecidable: {sorted(holding)} hold the fault; unconfirmed copies tie")
+        elif bad is not None:
             await self._check_named(bad, hashes, deadline)
         await self._repair_fenced()
+
+    def _tied_by_copies(self, holding: set[str]) -> bool:
+        """The outcome of an apply fault when a member's state went to another unconfirmed
+        (no other voter answered in time): its receiver keeps the copy's vouch
+        (``raftkv.guard.vouch``) and speaks with its origin's voice, so when neither the
+        members holding the fault nor the others are a majority of distinct voices, the guard
+        names nobody (the healthy voters included).  With more voters one side keeps a
+        majority of voices and the faulty members are named (``_check_named``)."""
+        voters = [m for m in self.members if not m.removed and m.member is not None]
+
+        def voice(m: SimMember) -> int:
+            assert m.member is not None
+            vouch = m.member.applier.copy_vouch
+            return vouch.origin if vouch is not None else m.member.member_id
+
+        quorum = len(voters) // 2 + 1
+        faulty = [m for m in voters if m.name in holding]
+        others = [m for m in voters if m.name not in holding]
+        if max(len(faulty), len(others)) < quorum:
+            return False  # no side is a majority even counting members
+        return all(len({voice(m) for m in side}) < quorum for side in (faulty, others))
 
     def _disk_full_now(self) -> bool:
         """The ``walNoSpace`` failpoint: fires once for a member armed with ``no_space_next``,

@@ -29,7 +29,8 @@ Families of ``MemberCollector`` (``counter`` unless marked ``gauge``):
   ``raftkv_state_hash_mismatch_total``, ``raftkv_state_hash_compaction_checks_total``,
   ``raftkv_corruption_detected_total``; gauges ``{member_id}``:
   ``raftkv_apply_digest_first_divergent_index``, ``raftkv_apply_digest_pending_mismatch_index``,
-  ``raftkv_state_hash_mismatch_index``.
+  ``raftkv_state_hash_mismatch_index``; ``raftkv_unconfirmed_copy_index{origin}`` while this
+  member holds an unconfirmed copy of another's state (``raftkv.guard.vouch``).
 
 Contracts:
 - a scrape reads counters and sizes already in memory, one ``stat`` of the backend file and
@@ -185,6 +186,16 @@ class MemberCollector(Collector):
             for member_id, index in sorted(by_member.items()):
                 family.add_metric([f"{member_id:x}"], index)
             yield family
+        copy = g(
+            "raftkv_unconfirmed_copy_index",
+            "Index of the unconfirmed copy of another member's state this member holds, until "
+            "a member of another origin confirms it.",
+            labels=["origin"],
+        )
+        vouch = applier.copy_vouch
+        if vouch is not None:
+            copy.add_metric([f"{vouch.origin:x}"], vouch.index)
+        yield copy
         yield from self._network()
 
     def _network(self) -> Iterator[Metric]:

@@ -494,18 +494,20 @@ def comparison_indexes(ranges: Mapping[int, tuple[int, int]], voters: Collection
     return sorted({top, *(last for _, last in ranges.values() if last < top)}, reverse=True)
 
 
-def awaits_voters(reports: Mapping[int, Hashable], voters: Collection[int]) -> bool:
+def awaits_voters(
+    reports: Mapping[int, Hashable],
+    voters: Collection[int],
+    origins: Mapping[int, int] | None = None,
+) -> bool:
     """Whether a round without a majority may still be settled by voters that did not report.
 
     True when some value would reach a majority of ALL voters if every missing voter reported
-    it: naming anyone now could name the healthy side, so the evidence is kept pending.  False
-    means no majority can ever form on these reports (the cluster cannot tell who is right).
+    it (votes counted as ``judge`` counts them): naming anyone now could name the healthy side,
+    so the evidence is kept pending.  False means no majority can ever form on these reports
+    (the cluster cannot tell who is right).
     """
     voter_set = set(voters)
-    votes: dict[Hashable, int] = {}
-    for member, value in reports.items():
-        if member in voter_set:
-            votes[value] = votes.get(value, 0) + 1
+    votes = _votes(reports, voter_set, origins)
     missing = len(voter_set - set(reports))
     quorum = len(voter_set) // 2 + 1
     return missing > 0 and max(votes.values(), default=0) + missing >= quorum
@@ -527,22 +529,48 @@ def bisect_divergence(lo: int, hi: int, same: Callable[[int], bool]) -> int:
 
 
 def judge(
-    reports: Mapping[int, D], voters: Collection[int] | None = None
+    reports: Mapping[int, D],
+    voters: Collection[int] | None = None,
+    origins: Mapping[int, int] | None = None,
 ) -> tuple[D | None, list[int]]:
     """Which value (digest or state hash, all for the same index) is the truth, and who is not.
 
     The truth is the value reported by a majority of ALL voters (default: every reporter is a
-    voter); a voter that did not report counts against every value.  Returns (truth, sorted IDs
-    of reporters holding another value) — learners included — or, without a majority,
-    (None, every reporter sorted): nobody can be trusted.
+    voter); a voter that did not report counts against every value.  ``origins`` (member ->
+    whose independent applies its state stands for, ``raftkv.guard.vouch.origins_of``; default:
+    itself) makes a value's votes the number of distinct origins among the voters holding it:
+    an unconfirmed copy of a member's state is not a second vote for it.  Returns (truth,
+    sorted IDs of reporters holding another value) — learners included — or, without a
+    majority, (None, every reporter sorted): nobody can be trusted.
     """
     voter_set = set(reports) if voters is None else set(voters)
-    votes: dict[D, int] = {}
-    for member, value in reports.items():
-        if member in voter_set:
-            votes[value] = votes.get(value, 0) + 1
+    votes = _votes(reports, voter_set, origins)
     quorum = len(voter_set) // 2 + 1
     truth = next((v for v, n in votes.items() if n >= quorum), None)
     if truth is None:
         return None, sorted(reports)
     return truth, sorted(m for m, v in reports.items() if v != truth)
+
+
+def tied_by_copies(
+    reports: Mapping[int, Hashable], voters: Collection[int], origins: Mapping[int, int]
+) -> bool:
+    """Whether these reports lack a majority only because unconfirmed copies do not count as
+    votes of their own (``judge`` with ``origins`` finds none, without it one value has a
+    majority): the copies' origin and the others are two sides no vote can settle, and nobody
+    is named on them (an operator compares the members' files with ``raftkv check data``)."""
+    if judge(reports, voters, origins)[0] is not None:
+        return False
+    return judge(reports, voters)[0] is not None
+
+
+def _votes(
+    reports: Mapping[int, D], voter_set: set[int], origins: Mapping[int, int] | None
+) -> dict[D, int]:
+    """value -> the number of distinct origins among the voters that reported it."""
+    holders: dict[D, set[int]] = {}
+    for member, value in reports.items():
+        if member in voter_set:
+            origin = origins.get(member, member) if origins is not None else member
+            holders.setdefault(value, set()).add(origin)
+    return {value: len(who) for value, who in holders.items()}

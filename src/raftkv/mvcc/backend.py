@@ -193,6 +193,34 @@ def verify_file(path: str) -> None:
         env.close()
 
 
+def rewrite_file_value(path: str, bucket: str, key: bytes, payload: bytes | None) -> None:
+    """Put ``payload`` under ``key`` in ``bucket`` of the single-file LMDB copy ``path`` (delete
+    the key when ``payload`` is None), sealed as the backend seals it, and fsync the file.
+
+    For a copy this member wrote and nobody else has open yet (``Applier.copy_backend``'s
+    output, before it is sent); no lock file is created next to it.  The bucket must exist in
+    the copy."""
+    size = os.path.getsize(path)
+    env: Any = lmdb.open(
+        path,
+        subdir=False,
+        lock=False,
+        max_dbs=64,
+        readahead=False,
+        map_size=size + (1 << 20),  # room for a page or two more than the copy holds
+    )
+    try:
+        db = env.open_db(bucket.encode(), create=False)
+        with env.begin(write=True, db=db) as txn:
+            if payload is None:
+                txn.delete(key)
+            else:
+                txn.put(key, seal(key, payload))
+        env.sync(True)
+    finally:
+        env.close()
+
+
 def flip_last_byte(stored: bytes) -> bytes:
     """``stored`` with its last byte inverted (the ``backendBitFlip`` failpoint's damage)."""
     return stored[:-1] + bytes((stored[-1] ^ 0xFF,))

@@ -48,6 +48,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
+import lmdb
+
 from raftkv import errors, failpoints
 from raftkv.auth.store import AuthStore
 from raftkv.auth.tokens import AuthInfo, TokenProvider
@@ -56,6 +58,7 @@ from raftkv.clock import Clock
 from raftkv.fileutil import PRIVATE_FILE_MODE, copy_file
 from raftkv.guard.digest import META_APPLY_DIGEST, ApplyDigest
 from raftkv.guard.state_hash import StateHash, compute_state_hash
+from raftkv.guard.vouch import META_COPY_VOUCH, CopyVouch
 from raftkv.lease import errors as lease_errors
 from raftkv.lease.lessor import Lessor
 from raftkv.mvcc import types as m
@@ -70,6 +73,7 @@ from raftkv.mvcc.backend import (
     Backend,
     BackendConfig,
     ReadTxn,
+    rewrite_file_value,
 )
 from raftkv.mvcc.errors import MVCCRequestError
 from raftkv.mvcc.kvstore import KVStore
@@ -271,6 +275,35 @@ class Applier:
             self.backend.items(BUCKET_APPLY_DIGEST),
             fallback_index=self.store.consistent_index,
         )
+        raw = self.backend.get(BUCKET_META, META_COPY_VOUCH)
+        try:
+            self.copy_vouch = CopyVouch.decode(raw) if raw is not None else None
+        except ValueError as exc:
+            # Not trusted either way: counted as a copy of this member's own state.
+            log.error("ignoring the backend's copy vouch record: %s", exc)
+            self.copy_vouch = None
+        self._vouch_cleared_unwritten = False
+
+    def confirm_copy(self, vouch: CopyVouch) -> bool:
+        """A member of another origin confirmed the unconfirmed copy this state came from
+        (``raftkv.guard.vouch``): the state is this member's own from now on.  Only if
+        ``vouch`` is still the one held (an install may have replaced it meanwhile); the
+        record is deleted with the next apply batch.  From the event loop."""
+        if self.copy_vouch != vouch:
+            return False
+        self.copy_vouch = None
+        self._vouch_cleared_unwritten = True
+        return True
+
+    def stamp_copy(self, path: str, vouch: CopyVouch | None) -> None:
+        """Record in the backend copy ``path`` (``copy_backend``'s, not yet sent) whose
+        unconfirmed state it is, or that it is confirmed (None: no record).  Blocking; raises
+        OSError when the copy cannot be written."""
+        payload = vouch.encode() if vouch is not None else None
+        try:
+            rewrite_file_value(path, BUCKET_META, META_COPY_VOUCH, payload)
+        except lmdb.Error as exc:
+            raise OSError(f"cannot stamp backend copy {path}: {exc}") from exc
 
     def storage_version(self) -> Version | None:
         """The storage version recorded in the backend (None: raftkv 0.1 recorded none)."""
@@ -607,6 +640,9 @@ class Applier:
                         revision_at[index] = batch.revision
                     self._answer_wanted = True
                     self.digest.persist(batch.tx)
+                    vouch_cleared = self._vouch_cleared_unwritten
+                    if vouch_cleared:
+                        batch.tx.delete(BUCKET_META, META_COPY_VOUCH)
                     if failpoints.ENABLED and failpoints.hit("crashBeforeConsistentIndex"):
                         log.warning("failpoint crashBeforeConsistentIndex")
                 finally:
@@ -615,6 +651,8 @@ class Applier:
             self.digest.rollback()
             raise
         self.digest.commit()
+        if vouch_cleared and self.copy_vouch is None:
+            self._vouch_cleared_unwritten = False
         if len(revision_at) > 2 * REVISIONS_KEPT:
             for index in list(itertools.islice(revision_at, len(revision_at) - REVISIONS_KEPT)):
                 del revision_at[index]

@@ -18,6 +18,15 @@ Contracts (the round's rules live in ``raftkv.guard.digest`` and are shared with
   kept in ``GuardCounters.pending`` until a later round (of this leader or the next: every
   member keeps its own digest history, so the evidence is found again) settles it; only when no
   majority can ever form on the reports is every reporter named (the cluster stops writes);
+- votes are counted by distinct origins (``raftkv.guard.vouch``): a member holding an
+  unconfirmed copy of another's state speaks with that member's voice, unless the dispute is
+  about entries it applied itself (``_origins_at``); a member already under a CORRUPT alarm is
+  no witness (it is still located); when only copies keep a majority from forming nobody is
+  named (``tied_by_copies``), the log says why;
+- a backend copy for a lagging member goes only behind ``confirm``: confirmed by a majority of
+  origins, or unconfirmed (stamped) when voters are silent, never when one disagrees; a member
+  holding a stamped copy clears it once a voter of another origin confirms it
+  (``seek_confirmation``, on every member);
 - the first diverging index is found by binary search against the member holding the truth
   with the longest history, never against the leader's own chain (the leader may be the one
   that diverged);
@@ -43,7 +52,9 @@ import struct
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
-from raftkv.guard.digest import awaits_voters, comparison_indexes, judge
+from raftkv.guard.digest import awaits_voters, comparison_indexes, judge, tied_by_copies
+from raftkv.guard.vouch import CONFIRMED, REFUSED, CopyDecision, CopyVouch, origins_of
+from raftkv.guard.vouch import ENCODED_SIZE as _VOUCH_SIZE
 from raftkv.peer.transport import PeerRequestError
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.server.applier import Applier
@@ -56,8 +67,30 @@ CONFIRM_TIMEOUT = 2.0
 CONFIRM_RETRY = 0.1
 
 _LATEST = struct.Struct(">QQ16s")  # oldest kept index, latest index, latest digest
+# A digest-latest request with this payload is also answered with the member's copy vouch
+# (``CopyVouch.encode_optional``) after ``_LATEST``; an empty payload (a member of a version
+# before vouches asks so) gets ``_LATEST`` alone, and such a member's answer has no vouch.
+_WITH_VOUCH = b"\x01"
 _INDEX = struct.Struct(">Q")
 REQUEST_TIMEOUT = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class DigestRange:
+    """What a member reports of its digest history: the oldest and latest index it keeps,
+    the latest digest, and the vouch of the unconfirmed copy its state is (None: its own)."""
+
+    oldest: int
+    latest: int
+    digest: bytes
+    vouch: CopyVouch | None
+
+    @classmethod
+    def decode(cls, raw: bytes) -> DigestRange:
+        oldest, latest, digest = _LATEST.unpack_from(raw)
+        rest = raw[_LATEST.size :]
+        vouch = CopyVouch.decode_optional(rest) if len(rest) == _VOUCH_SIZE else None
+        return cls(oldest, latest, digest, vouch)
 
 
 @dataclass
@@ -80,6 +113,10 @@ class _Evidence:
     at: int
     digest: bytes
     firsts: dict[bytes, int]
+
+
+class _CopyDisputedError(Exception):
+    """A voter holds another apply digest than this member at the index given."""
 
 
 class _HistoryMovedOnError(Exception):
@@ -240,6 +277,7 @@ class ConsistencyGuard:
         self.interval = interval
         self.counters = GuardCounters()
         self._evidence: dict[int, _Evidence] = {}
+        self._split_logged: tuple[str, bool] | None = None
         self.verdicts = VerdictSender(
             member_id=member_id,
             transport=transport,
@@ -256,7 +294,28 @@ class ConsistencyGuard:
     async def _handle_latest(self, peer: int, payload: bytes) -> bytes:
         digest = self.applier.digest
         index, value = digest.latest()
-        return _LATEST.pack(digest.oldest_index(), index, value)
+        answer = _LATEST.pack(digest.oldest_index(), index, value)
+        if payload == _WITH_VOUCH:
+            answer += CopyVouch.encode_optional(self.applier.copy_vouch)
+        return answer
+
+    def own_range(self) -> DigestRange:
+        digest = self.applier.digest
+        index, value = digest.latest()
+        return DigestRange(digest.oldest_index(), index, value, self.applier.copy_vouch)
+
+    async def range_of(self, member: int, timeout: float = REQUEST_TIMEOUT) -> DigestRange:
+        """``member``'s digest range and vouch (this member's own without a request).  Raises
+        ``PeerRequestError`` when the peer does not answer."""
+        if member == self.member_id:
+            return self.own_range()
+        raw = await self.transport.request(member, "digest-latest", _WITH_VOUCH, timeout)
+        return DigestRange.decode(raw)
+
+    def origin(self) -> int:
+        """Whose independent applies this member's state stands for (``raftkv.guard.vouch``)."""
+        vouch = self.applier.copy_vouch
+        return vouch.origin if vouch is not None else self.member_id
 
     async def _handle_at(self, peer: int, payload: bytes) -> bytes:
         (index,) = _INDEX.unpack(payload)
@@ -268,6 +327,8 @@ class ConsistencyGuard:
         try:
             while True:
                 await asyncio.sleep(self.interval)
+                if self.applier.copy_vouch is not None:
+                    await self.seek_confirmation()
                 if not self.is_leader():
                     if self.verdicts.pending or self.verdicts.answered:
                         self.verdicts.stand_down()
@@ -280,20 +341,60 @@ class ConsistencyGuard:
         finally:
             await self.verdicts.stop()
 
+    async def seek_confirmation(self) -> bool:
+        """This member holds an unconfirmed copy of another's state: ask the voters of other
+        origins whether they hold its digest at the copy's index (or, when they no longer keep
+        it, at a later one), and clear the vouch when one does (``raftkv.guard.vouch``).  True
+        when it was confirmed now."""
+        vouch = self.applier.copy_vouch
+        if vouch is None:
+            return False
+        for peer in self.voters():
+            if peer in (self.member_id, vouch.origin):
+                continue
+            try:
+                reported = await self.range_of(peer)
+                if reported.vouch is not None and reported.vouch.origin == vouch.origin:
+                    continue  # another copy of the same state
+                if reported.oldest <= vouch.index <= reported.latest:
+                    at = vouch.index  # the copy's own state: a fault after it is not its
+                else:  # it no longer keeps that index: any later one covers it
+                    at = min(reported.latest, self.applier.digest.latest()[0])
+                    if at < max(vouch.index, reported.oldest):
+                        continue  # it has not applied the copy's index yet
+                mine = self.applier.digest.digest_at(at)
+                theirs = await self.digest_at(peer, at)
+            except PeerRequestError:
+                continue
+            if mine is None or theirs != mine:
+                continue  # a mismatch is the leader's comparison to settle
+            if self.applier.confirm_copy(vouch):
+                log.info(
+                    "the copy of member %x's state at index %d this member holds is confirmed: "
+                    "member %x holds the same apply digest at index %d",
+                    vouch.origin,
+                    vouch.index,
+                    peer,
+                    at,
+                )
+                return True
+        return False
+
     async def check_once(self) -> list[int]:
         """One comparison round over every voter that answers; returns the members named."""
         voters = self.voters()
-        digest = self.applier.digest
-        ranges = {self.member_id: (digest.oldest_index(), digest.latest()[0])}
+        own = self.own_range()
+        ranges = {self.member_id: (own.oldest, own.latest)}
+        vouches = {self.member_id: own.vouch}
         for peer in (*voters, *self.learners()):
             if peer == self.member_id:
                 continue
             try:
-                raw = await self.transport.request(peer, "digest-latest", b"", REQUEST_TIMEOUT)
+                reported = await self.range_of(peer)
             except PeerRequestError:
                 continue  # unreachable: judged as not reporting
-            oldest, latest, _value = _LATEST.unpack(raw)
-            ranges[peer] = (oldest, latest)
+            ranges[peer] = (reported.oldest, reported.latest)
+            vouches[peer] = reported.vouch
         indexes = comparison_indexes(ranges, voters)
         if len(ranges) < 2 or not indexes or indexes[0] == 0:
             return []
@@ -307,27 +408,90 @@ class ConsistencyGuard:
                     value = await rnd.at(member, at)
                     if value is not None:
                         reports[member] = value
-            truth, outliers = judge(reports, voters)
+            # A member already named is no witness: its chain differs from its first
+            # divergence on, whoever else diverged.  It is still located (``_decided``).
+            witnesses = {m: v for m, v in reports.items() if not self._already_alarmed(m)}
+            origins = await self._origins_at(rnd, witnesses, vouches)
+            truth, _outliers = judge(witnesses, voters, origins)
             if truth is not None:
+                self._split_logged = None
+                outliers = sorted(m for m, v in reports.items() if v != truth)
                 return await self._decided(rnd, at, truth, outliers, reports, split)
-            if len(set(reports.values())) < 2:
+            if len(set(witnesses.values())) < 2:
                 continue
             if not split:
                 self.counters.apply_digest_mismatch += 1
-            if not awaits_voters(reports, voters):
-                return await self._name_all(reports, at)
+            awaiting = awaits_voters(witnesses, voters, origins)
+            if not awaiting and not tied_by_copies(witnesses, voters, origins):
+                return await self._name_all(witnesses, at)
             if not split:
                 split = True
-                missing = sorted(set(voters) - set(reports))
-                await self._hold(rnd, reports, at)
-                log.warning(
-                    "apply digest mismatch at raft index %d among %s with no majority of "
-                    "voters: nobody named until voters %s report",
-                    at,
-                    ", ".join(f"{m:x}" for m in sorted(reports)),
-                    ", ".join(f"{m:x}" for m in missing),
-                )
+                await self._hold(rnd, witnesses, at)
+                self._log_split(at, witnesses, voters, origins, awaiting)
+        if not split:
+            self._split_logged = None
         return []
+
+    async def _origins_at(
+        self, rnd: _Round, reports: dict[int, bytes], vouches: dict[int, CopyVouch | None]
+    ) -> dict[int, int]:
+        """Whose voice each report is in this comparison (``judge``'s ``origins``).
+
+        A member holding an unconfirmed copy (``raftkv.guard.vouch``) speaks for the copy's
+        origin, unless a member reporting another digest here held the copy's own digest at
+        the copy's index: then the two sides agreed on everything the copy carried, the
+        dispute is about entries the member applied itself, and its report is its own."""
+        origins = origins_of({m: vouches.get(m) for m in reports})
+        if len(set(reports.values())) < 2:
+            return origins
+        for member, origin in origins.items():
+            vouch = vouches.get(member)
+            if origin == member or vouch is None or not rnd.covers(member, vouch.index):
+                continue
+            carried = await rnd.at(member, vouch.index)
+            for other, value in reports.items():
+                if value == reports[member] or not rnd.covers(other, vouch.index):
+                    continue
+                if carried is not None and await rnd.at(other, vouch.index) == carried:
+                    origins[member] = member
+                    break
+        return origins
+
+    def _log_split(
+        self,
+        at: int,
+        reports: dict[int, bytes],
+        voters: tuple[int, ...],
+        origins: dict[int, int],
+        awaiting: bool,
+    ) -> None:
+        parties = ", ".join(f"{m:x}" for m in sorted(reports))
+        if (parties, awaiting) == self._split_logged:
+            return  # said once per dispute, not every round
+        self._split_logged = (parties, awaiting)
+        if awaiting:
+            missing = ", ".join(f"{m:x}" for m in sorted(set(voters) - set(reports)))
+            log.warning(
+                "apply digest mismatch at raft index %d among %s with no majority of "
+                "voters: nobody named until voters %s report",
+                at,
+                parties,
+                missing,
+            )
+            return
+        copies = "; ".join(
+            f"{m:x} holds an unconfirmed copy of {o:x}'s state"
+            for m, o in sorted(origins.items())
+            if o != m
+        )
+        log.error(
+            "apply digest mismatch at raft index %d among %s that no vote can settle: %s, "
+            "so no majority of independent voters holds one digest; nobody named: compare "
+            "the members' data with `raftkv check data` and repair the diverged one",
+            at,
+            parties,
+            copies,
+        )
 
     async def _hold(self, rnd: _Round, reports: dict[int, bytes], at: int) -> None:
         """Keep each party's side of a mismatch at ``at`` until a majority settles it."""
@@ -476,49 +640,114 @@ class ConsistencyGuard:
         known = {*self.voters(), *self.learners()}
         return [m for m, alarm in self.applier.alarms if alarm == pb.CORRUPT and m in known]
 
-    async def confirm(self, index: int, receiver: int, timeout: float = CONFIRM_TIMEOUT) -> bool:
-        """Whether this member's state at ``index`` may be copied to ``receiver`` (which does
-        not count): False as soon as a voter holds another apply digest at ``index`` (the
-        guard must settle who diverged first; Raft asks again later); True once a majority of
-        voters holds this member's digest there.  Voters that have not applied ``index`` yet
-        or do not answer are asked again until ``timeout``; then the copy goes unconfirmed (as
-        etcd sends it), with a warning: a member down or lagging must not keep another from
-        catching up."""
+    async def confirm(
+        self, index: int, receiver: int, timeout: float = CONFIRM_TIMEOUT
+    ) -> CopyDecision:
+        """Whether this member's state at ``index`` may be copied to ``receiver``.
+
+        ``CONFIRMED`` once voters of a majority of distinct origins hold this member's digest
+        at ``index`` (an unconfirmed copy of this member's state is not a second vote for it;
+        the receiver does not count): a voter holding another digest is then outvoted, and
+        the guard names it.  Without that majority, a voter that holds another digest at
+        ``index``, or at its own latest index when it is behind (the receiver's own history
+        too: a copy must not overwrite a witness against it), makes it ``REFUSED`` (the guard
+        must settle who diverged first; Raft asks again later), and so does this member being
+        a party to a mismatch no majority settled yet (``_evidence``).  Voters that have not
+        applied ``index`` or do not answer are asked again until ``timeout``; then, with
+        nobody disagreeing, the copy is sent all the same (as etcd sends it: a member down or
+        lagging must not keep another from catching up), stamped with a ``CopyVouch`` of this
+        member's origin."""
+        if self.member_id in self._evidence:
+            log.warning(
+                "not sending %x this member's state: it is a party to an apply digest mismatch "
+                "at index %d that no majority of voters settled yet",
+                receiver,
+                self._evidence[self.member_id].at,
+            )
+            return REFUSED
         mine = self.applier.digest.digest_at(index)
         voters = self.voters()
         quorum = len(voters) // 2 + 1
-        others = [v for v in voters if v not in (self.member_id, receiver)]
-        agreed: set[int] = {self.member_id} if self.member_id in voters else set()
-        if mine is None or len(agreed) >= quorum:
-            return mine is not None or not others
+        own_origin = self.origin()
+        agreed: set[int] = {own_origin} if self.member_id in voters else set()
+        if mine is None:  # history moved on (another install): asked again later
+            return CONFIRMED if len(agreed) >= quorum else REFUSED
+        # A member already named is no witness (its chain differs from its divergence on).
+        asked = [v for v in voters if v != self.member_id and not self._already_alarmed(v)]
+        answered: dict[int, int | None] = {}  # final answers: origin, or None for a dispute
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            for peer in others:
-                if peer in agreed:
+            for peer in asked:
+                if peer in answered:
                     continue
                 try:
-                    theirs = await self.digest_at(
-                        peer, index, timeout=max(0.1, deadline - loop.time())
-                    )
+                    origin = await self._compare_for_copy(peer, index, mine, deadline)
                 except PeerRequestError:
                     continue
-                if theirs == mine:
-                    agreed.add(peer)
-                elif theirs is not None:
-                    return False
+                except _CopyDisputedError as exc:
+                    answered[peer] = None
+                    log.warning(
+                        "member %x holds another apply digest than this member at index %d",
+                        peer,
+                        exc.args[0],
+                    )
+                    continue
+                if origin is not None:
+                    answered[peer] = origin
+                    if peer != receiver:
+                        agreed.add(origin)
             if len(agreed) >= quorum:
-                return True
+                return CONFIRMED
+            disputed = [p for p, origin in answered.items() if origin is None]
+            undecided = len(asked) - len(answered)
+            if disputed and (len(agreed) + undecided < quorum or loop.time() >= deadline):
+                log.warning(
+                    "not sending %x this member's state at index %d: disputed by %s, and no "
+                    "majority of independent voters confirms it",
+                    receiver,
+                    index,
+                    ", ".join(f"{p:x}" for p in sorted(disputed)),
+                )
+                return REFUSED
             if loop.time() >= deadline:
                 log.warning(
                     "sending %x this member's state at index %d unconfirmed: no majority of "
-                    "voters could confirm its apply digest within %.1fs",
+                    "independent voters could confirm its apply digest within %.1fs; the copy "
+                    "counts as %x's state until a member of another origin confirms it",
                     receiver,
                     index,
                     timeout,
+                    own_origin,
                 )
-                return True
+                return CopyDecision(send=True, vouch=CopyVouch(own_origin, index))
             await asyncio.sleep(CONFIRM_RETRY)
+
+    async def _compare_for_copy(
+        self, peer: int, index: int, mine: bytes, deadline: float
+    ) -> int | None:
+        """``peer``'s word on this member's digest ``mine`` at ``index``: its origin when it
+        holds ``mine`` there; None when it has nothing to say yet (behind without disagreeing,
+        or it no longer keeps ``index``).  Raises ``_CopyDisputedError`` when it holds another
+        digest there, or at its own latest index when it is behind (and this member still
+        keeps that one); ``PeerRequestError`` when it does not answer."""
+        loop = asyncio.get_running_loop()
+        remaining = max(0.1, deadline - loop.time())
+        reported = await self.range_of(peer, timeout=remaining)
+        at = min(reported.latest, index)
+        if at < reported.oldest:
+            return None
+        ours = mine if at == index else self.applier.digest.digest_at(at)
+        if ours is None:
+            return None  # older than this member keeps: nothing to compare
+        theirs = await self.digest_at(peer, at, timeout=remaining)
+        if theirs is None:
+            return None
+        if theirs != ours:
+            raise _CopyDisputedError(at)
+        if at < index:
+            return None  # agrees so far; asked again once it applied ``index``
+        return reported.vouch.origin if reported.vouch is not None else peer
 
     async def digest_at(
         self, member: int, index: int, timeout: float = REQUEST_TIMEOUT

@@ -33,12 +33,14 @@ import struct
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from raftkv.errors import EtcdError
-from raftkv.guard.digest import judge
+from raftkv.guard.digest import judge, tied_by_copies
 from raftkv.guard.state_hash import StateHash
 from raftkv.mvcc.errors import BackendCorruptionError
 from raftkv.peer.transport import PeerRequestError
+from raftkv.proto import rpc_pb2 as pb
 from raftkv.server.applier import Applier
 from raftkv.server.environment import MemberTransport
 from raftkv.server.fencing import EVIDENCE_STATE_HASH
@@ -74,10 +76,13 @@ class CheckResult:
     truth: bytes | None
     named: tuple[int, ...]
     missing: tuple[int, ...]  # voters that did not report
+    # When only unconfirmed copies kept a majority from forming (``tied_by_copies``): each
+    # such member -> whose state it is a copy of.  Nobody is named on such a result.
+    tied_copies: dict[int, int] = field(default_factory=dict)
 
     @property
     def decided(self) -> bool:
-        return self.truth is not None or not self.missing
+        return self.truth is not None or not (self.missing or self.tied_copies)
 
 
 class StateHashChecker:
@@ -162,7 +167,20 @@ class StateHashChecker:
             sh = await self.local_hash(index)
         except BackendCorruptionError as exc:
             return json.dumps({"error": str(exc)}).encode()
-        return b"" if sh is None else json.dumps(sh.to_dict()).encode()
+        if sh is None:
+            return b""
+        answer: dict[str, Any] = dict(sh.to_dict())
+        origin = self._origin_at(index)
+        if origin != self.member_id:
+            answer["copy_of"] = origin
+        return json.dumps(answer).encode()
+
+    def _origin_at(self, index: int) -> int:
+        """Whose independent applies this member's state hash at ``index`` stands for: the
+        origin of the unconfirmed copy it installed at or before ``index``, else itself
+        (``raftkv.guard.vouch``; hashes taken before the copy are its own)."""
+        vouch = self.applier.copy_vouch
+        return vouch.origin if vouch is not None and vouch.index <= index else self.member_id
 
     async def _handle_checkpoint(self, peer: int, payload: bytes) -> bytes:
         if not self.is_leader():
@@ -183,7 +201,8 @@ class StateHashChecker:
             raise PeerRequestError(f"member {leader:x} is no longer the leader")
         return int(_INDEX.unpack(raw)[0])
 
-    async def _peer_hash(self, peer: int, index: int) -> StateHash | None:
+    async def _peer_hash(self, peer: int, index: int) -> tuple[StateHash, int] | None:
+        """``peer``'s state hash at ``index`` and its origin there, None when it has none."""
         try:
             raw = await self.transport.request(
                 peer, "state-hash-at", _INDEX.pack(index), self.request_timeout * 2
@@ -194,10 +213,11 @@ class StateHashChecker:
         if not raw:
             return None
         obj = json.loads(raw)
+        origin = int(obj.get("copy_of", peer))
         if "error" in obj:
             log.error("member %x could not hash its state: %s", peer, obj["error"])
-            return _unreadable(index)
-        return StateHash.from_dict(obj)
+            return _unreadable(index), origin
+        return StateHash.from_dict(obj), origin
 
     async def compare(self, index: int) -> CheckResult:
         """Gather every member's state hash at checkpoint ``index`` (learners' too) and judge
@@ -212,21 +232,46 @@ class StateHashChecker:
             own = _unreadable(index)
         peers = [p for p in (*voters, *self.learners()) if p != self.member_id]
         answers = await asyncio.gather(*(self._peer_hash(p, index) for p in peers))
-        reports = {m: sh for m, sh in zip(peers, answers, strict=True) if sh is not None}
+        reports = {m: a[0] for m, a in zip(peers, answers, strict=True) if a is not None}
+        origins = {m: a[1] for m, a in zip(peers, answers, strict=True) if a is not None}
         if own is not None:
             reports[self.member_id] = own
+            origins[self.member_id] = self._origin_at(index)
         missing = tuple(sorted(set(voters) - set(reports)))
-        truth, outliers = judge({m: sh.value for m, sh in reports.items()}, voters)
+        # A member already named is no witness (its state differs until it is repaired).
+        alarmed = {m for m, alarm in self.applier.alarms if alarm == pb.CORRUPT}
+        values = {m: sh.value for m, sh in reports.items() if m not in alarmed}
+        # Unconfirmed copies are their origin's voice only in a dispute (``tied_by_copies``);
+        # where every witness agrees there is nothing they could outvote.
+        unanimous = len(set(values.values())) == 1
+        truth, outliers = judge(values, voters, None if unanimous else origins)
         named: tuple[int, ...] = ()
-        if truth is not None or not missing:
+        tied = truth is None and not missing and tied_by_copies(values, voters, origins)
+        if truth is not None:
+            named = tuple(sorted(m for m, sh in reports.items() if sh.value != truth))
+        elif not (missing or tied):
             named = tuple(outliers)
         self.counters.checks += 1
         self.counters.last_check_index = index
-        result = CheckResult(index, reports, truth, named, missing)
+        copies = {m: o for m, o in origins.items() if o != m}
+        result = CheckResult(index, reports, truth, named, missing, copies if tied else {})
         self._log(result)
         return result
 
     def _log(self, result: CheckResult) -> None:
+        if result.tied_copies:
+            self.counters.undecided += 1
+            log.error(
+                "state hashes at raft index %d disagree and no majority of independent voters "
+                "holds one (%s); nobody named: compare the members' data with `raftkv check "
+                "data` and repair the diverged one",
+                result.index,
+                "; ".join(
+                    f"{m:x} holds an unconfirmed copy of {o:x}'s state"
+                    for m, o in sorted(result.tied_copies.items())
+                ),
+            )
+            return
         if not result.decided and len({sh.value for sh in result.reports.values()}) > 1:
             self.counters.undecided += 1
             log.warning(

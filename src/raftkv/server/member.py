@@ -63,6 +63,7 @@ log = logging.getLogger("raftkv.member")
 COMPACTION_STEP_PAUSE = 0.01
 HASH_CHECK_REQUEST_TIMEOUT = 2.0
 FENCED_LEADER_CHECK_INTERVAL = 0.2
+PARKED_ALARM_RETRY = 2.0  # seconds between a parked member's proposals of its own alarm
 
 
 class MemberStoppedError(FatalStateMachineError):
@@ -100,6 +101,7 @@ class Member:
         self.versions: Versions
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
+        self._alarming_while_parked = False
         self.stopped = asyncio.Event()
         self.fatal_error: BaseException | None = None
         self._leaving = False  # this member was removed; it stops shortly
@@ -473,6 +475,22 @@ class Member:
         (it cannot apply here until the state is repaired)."""
         self.fence.state_broken = True
         self.report_backend_corruption(exc)
+        if not self._alarming_while_parked:
+            self._alarming_while_parked = True
+            self._spawn(self._alarm_while_parked())
+
+    async def _alarm_while_parked(self) -> None:
+        """Apply is parked on a corrupt value, so this member cannot apply its own CORRUPT
+        alarm and cannot see whether the proposal committed (a leader change loses it): it
+        proposes it again every ``PARKED_ALARM_RETRY`` seconds until its state is replaced (a
+        repair, a snapshot).  Activating an active alarm changes nothing."""
+        try:
+            while self.raft.apply_parked:
+                await asyncio.sleep(PARKED_ALARM_RETRY)
+                if self.raft.apply_parked:
+                    await self._raise_corrupt_alarm(self.member_id)
+        finally:
+            self._alarming_while_parked = False
 
     async def _fenced_leader_loop(self) -> None:
         """A leader named diverged hands leadership to a healthy voter: its state must not be

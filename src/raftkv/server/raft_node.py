@@ -50,6 +50,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from raftkv.clock import SYSTEM_CLOCK, Clock
+from raftkv.guard.vouch import REFUSED, CopyDecision, CopyVouch
 from raftkv.mvcc.errors import BackendCorruptionError
 from raftkv.raft import RawNode
 from raftkv.raft.errors import ProposalDroppedError, RaftError
@@ -116,6 +117,8 @@ class StateMachine(Protocol):
     def commit_deadline(self) -> float | None: ...
 
     def copy_backend(self, path: str) -> int: ...
+
+    def stamp_copy(self, path: str, vouch: CopyVouch | None) -> None: ...
 
     def install_snapshot(self, snap: Snapshot, db_path: str | None) -> None: ...
 
@@ -187,9 +190,9 @@ class RaftNode:
         self.on_fatal: Callable[[BaseException], None] | None = None
         # False while this member's state must not be copied to others (named diverged).
         self.may_send_snapshot: Callable[[], bool] = lambda: True
-        # Whether a majority of voters confirms this member's state at a backend copy's index
-        # (its apply digest there), asked before the copy goes to member ``to``.
-        self.confirm_snapshot: Callable[[int, int], Awaitable[bool]] | None = None
+        # Whether this member's state at a backend copy's index (its apply digest there) may
+        # go to member ``to``, and how the copy is stamped (``raftkv.guard.vouch``).
+        self.confirm_snapshot: Callable[[int, int], Awaitable[CopyDecision]] | None = None
         # Told when apply met a corrupt stored value and parked (see ``_apply_loop``).
         self.on_apply_corruption: Callable[[BackendCorruptionError], None] | None = None
         # Told when a backend copy for a follower met a corrupt stored value (not sent).
@@ -575,19 +578,22 @@ class RaftNode:
                 self.on_backend_corruption(exc)
             self.report_snapshot(m.to, False)
             return
-        if self.confirm_snapshot is not None and not await self.confirm_snapshot(index, m.to):
-            # Unconfirmed state must not become another member's (an apply fault here not yet
-            # detected would spread): Raft asks again later.
-            log.warning(
-                "not sending a snapshot to %x yet: the apply digest at index %d is not "
-                "confirmed by a majority of voters",
-                m.to,
-                index,
-            )
-            with contextlib.suppress(OSError):
-                os.remove(path)
-            self.report_snapshot(m.to, False)
-            return
+        if self.confirm_snapshot is not None:
+            decision = await self.confirm_snapshot(index, m.to)
+            if decision.send:
+                try:
+                    await asyncio.to_thread(self.state_machine.stamp_copy, path, decision.vouch)
+                except OSError as exc:
+                    log.error("cannot stamp the backend copy for a snapshot to %x: %s", m.to, exc)
+                    decision = REFUSED
+            if not decision.send:
+                # A disputed state must not become another member's (an apply fault here not
+                # yet detected would spread): Raft asks again later.
+                log.warning("not sending a snapshot to %x yet (index %d)", m.to, index)
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+                self.report_snapshot(m.to, False)
+                return
         self.transport.send_snapshot(m, path)
 
     def _update_leader(self, lead: int, is_leader: bool) -> None:
