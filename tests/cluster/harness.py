@@ -378,6 +378,14 @@ class Cluster:
         if pending:
             raise AssertionError(f"members {sorted(pending)} not ready\n" + self.dump_logs())
 
+    def listen_metrics(self) -> list[int]:
+        """Give every member a /metrics listener on a free port (call before they start);
+        returns the ports, by member."""
+        ports = free_ports(len(self.members))
+        for m, port in zip(self.members, ports, strict=True):
+            m.extra_args += ["--listen-metrics-urls", f"http://127.0.0.1:{port}"]
+        return ports
+
     def member_id(self, i: int) -> int:
         st = self.status(i)
         assert st is not None, f"{self.members[i].name} does not answer status"

@@ -217,9 +217,8 @@ def start_cluster(
     member binds it): a cluster whose member could not bind is given up for a new one."""
     for attempt in range(attempts):
         c = make_cluster(3, FAST, start=False)
-        ports = free_ports(3)
-        for m, port in zip(c.members, ports, strict=True):
-            m.extra_args += ["--listen-metrics-urls", f"http://127.0.0.1:{port}"]
+        ports = c.listen_metrics()
+        for m in c.members:
             m.python, m.src = base.python, base.src
         try:
             c.start_all()

@@ -17,7 +17,7 @@ import lmdb
 
 from raftkv.mvcc.backend import BUCKET_KEY, seal, unseal
 from raftkv.mvcc.revision import decode_kv, encode_kv
-from tests.cluster.harness import Cluster, free_ports, require_etcdctl
+from tests.cluster.harness import Cluster, require_etcdctl
 from tests.prom_text import parse
 
 
@@ -91,9 +91,7 @@ def test_member_with_modified_backend_refuses_to_start(
 
 def test_periodic_check_names_the_modified_member(make_cluster: Callable[..., Cluster]) -> None:
     c = make_cluster(3, extra_args=["--experimental-corrupt-check-time=500ms"], start=False)
-    metrics_urls = [f"http://127.0.0.1:{p}" for p in free_ports(3)]
-    for m, url in zip(c.members, metrics_urls, strict=True):
-        m.extra_args += ["--listen-metrics-urls", url]
+    metrics_urls = [f"http://127.0.0.1:{p}" for p in c.listen_metrics()]
     c.start_all()
     c.wait_ready()
     fill(c)

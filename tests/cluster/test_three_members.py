@@ -110,12 +110,8 @@ def test_a_member_without_quorum_refuses_writes_and_counts_them(
     ``etcd_server_proposals_failed_total``."""
     import urllib.request
 
-    from tests.cluster.harness import free_ports
-
     c = make_cluster(3, start=False)
-    ports = free_ports(3)
-    for m, port in zip(c.members, ports, strict=True):
-        m.extra_args += ["--listen-metrics-urls", f"http://127.0.0.1:{port}"]
+    ports = c.listen_metrics()
     c.start_all()
     c.etcdctl("put", "before", "1")
     leader = c.leader_index()

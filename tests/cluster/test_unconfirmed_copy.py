@@ -14,7 +14,7 @@ import grpc
 
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.proto import rpc_pb2_grpc as pb_grpc
-from tests.cluster.harness import Cluster, free_ports
+from tests.cluster.harness import Cluster
 from tests.prom_text import parse
 
 
@@ -38,9 +38,7 @@ def test_a_copy_sent_unconfirmed_is_stamped_until_a_third_voter_confirms_it(
         extra_args=["--snapshot-count", "20", "--experimental-snapshot-catchup-entries", "5"],
         start=False,
     )
-    ports = free_ports(3)
-    for m, port in zip(c.members, ports, strict=True):
-        m.extra_args += ["--listen-metrics-urls", f"http://127.0.0.1:{port}"]
+    ports = c.listen_metrics()
     c.start_all()
     c.etcdctl("put", "before", "1")
     leader = c.leader_index()
