@@ -278,6 +278,7 @@ class ConsistencyGuard:
         self.counters = GuardCounters()
         self._evidence: dict[int, _Evidence] = {}
         self._split_logged: tuple[str, bool] | None = None
+        self._refusals: dict[int, str] = {}  # receiver -> why its copy was last refused
         self.verdicts = VerdictSender(
             member_id=member_id,
             transport=transport,
@@ -658,13 +659,11 @@ class ConsistencyGuard:
         lagging must not keep another from catching up), stamped with a ``CopyVouch`` of this
         member's origin."""
         if self.member_id in self._evidence:
-            log.warning(
-                "not sending %x this member's state: it is a party to an apply digest mismatch "
-                "at index %d that no majority of voters settled yet",
+            return self._refuse(
                 receiver,
-                self._evidence[self.member_id].at,
+                "it is a party to an apply digest mismatch at index "
+                f"{self._evidence[self.member_id].at} that no majority of voters settled yet",
             )
-            return REFUSED
         mine = self.applier.digest.digest_at(index)
         voters = self.voters()
         quorum = len(voters) // 2 + 1
@@ -687,30 +686,25 @@ class ConsistencyGuard:
                     continue
                 except _CopyDisputedError as exc:
                     answered[peer] = None
-                    log.warning(
-                        "member %x holds another apply digest than this member at index %d",
-                        peer,
-                        exc.args[0],
-                    )
+                    log.debug("member %x holds another apply digest at index %d", peer, exc.args[0])
                     continue
                 if origin is not None:
                     answered[peer] = origin
                     if peer != receiver:
                         agreed.add(origin)
             if len(agreed) >= quorum:
+                self._refusals.pop(receiver, None)
                 return CONFIRMED
             disputed = [p for p, origin in answered.items() if origin is None]
             undecided = len(asked) - len(answered)
             if disputed and (len(agreed) + undecided < quorum or loop.time() >= deadline):
-                log.warning(
-                    "not sending %x this member's state at index %d: disputed by %s, and no "
-                    "majority of independent voters confirms it",
+                return self._refuse(
                     receiver,
-                    index,
-                    ", ".join(f"{p:x}" for p in sorted(disputed)),
+                    f"members {', '.join(f'{p:x}' for p in sorted(disputed))} hold another "
+                    "apply digest and no majority of independent voters confirms this one",
                 )
-                return REFUSED
             if loop.time() >= deadline:
+                self._refusals.pop(receiver, None)
                 log.warning(
                     "sending %x this member's state at index %d unconfirmed: no majority of "
                     "independent voters could confirm its apply digest within %.1fs; the copy "
@@ -722,6 +716,14 @@ class ConsistencyGuard:
                 )
                 return CopyDecision(send=True, vouch=CopyVouch(own_origin, index))
             await asyncio.sleep(CONFIRM_RETRY)
+
+    def _refuse(self, receiver: int, why: str) -> CopyDecision:
+        """Say why this member's state is not copied to ``receiver``: once per reason, not at
+        each of Raft's retries of the snapshot."""
+        if self._refusals.get(receiver) != why:
+            self._refusals[receiver] = why
+            log.warning("not sending %x this member's state yet: %s", receiver, why)
+        return REFUSED
 
     async def _compare_for_copy(
         self, peer: int, index: int, mine: bytes, deadline: float

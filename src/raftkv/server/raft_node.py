@@ -588,8 +588,8 @@ class RaftNode:
                     decision = REFUSED
             if not decision.send:
                 # A disputed state must not become another member's (an apply fault here not
-                # yet detected would spread): Raft asks again later.
-                log.warning("not sending a snapshot to %x yet (index %d)", m.to, index)
+                # yet detected would spread): Raft asks again later.  The guard logged why.
+                log.debug("not sending a snapshot to %x yet (index %d)", m.to, index)
                 with contextlib.suppress(OSError):
                     os.remove(path)
                 self.report_snapshot(m.to, False)
