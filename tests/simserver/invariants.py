@@ -44,7 +44,7 @@ class SafetyMonitor:
     def on_leader(self, node: int, term: int) -> None:
         prev = self.leaders.setdefault(term, node)
         if prev != node:
-            raise Violation(f"election safety: nodes {prev} and {node} both leader in term {term}")
+            raise Violation(f"election safety: nodes {prev:x} and {node:x} both leader in term {term}")
 
     # -- log matching -----------------------------------------------------
 
@@ -63,8 +63,8 @@ class SafetyMonitor:
             seen = self.log_entries.setdefault((e.index, e.term), (e.data, prev_term, node))
             if seen[0] != e.data or seen[1] != prev_term:
                 raise Violation(
-                    f"log matching: entry ({e.index}, term {e.term}) on node {node} has "
-                    f"data={e.data[:40]!r} prev_term={prev_term}, node {seen[2]} has "
+                    f"log matching: entry ({e.index}, term {e.term}) on node {node:x} has "
+                    f"data={e.data[:40]!r} prev_term={prev_term}, node {seen[2]:x} has "
                     f"data={seen[0][:40]!r} prev_term={seen[1]}"
                 )
 
@@ -79,7 +79,7 @@ class SafetyMonitor:
         elif seen != (term, data):
             raise Violation(
                 f"committed entry changed: index {index} committed as term {seen[0]} "
-                f"data={seen[1][:40]!r} by node {self.committed_by[index]}, but node {node} "
+                f"data={seen[1][:40]!r} by node {self.committed_by[index]:x}, but node {node:x} "
                 f"{how} term {term} data={data[:40]!r}"
             )
 
@@ -90,7 +90,7 @@ class SafetyMonitor:
             return
         if commit > storage.last_index():
             raise Violation(
-                f"node {node} persisted commit index {commit} beyond its durable log "
+                f"node {node:x} persisted commit index {commit} beyond its durable log "
                 f"(last index {storage.last_index()})"
             )
         for e in storage.entries(start + 1, commit + 1):
@@ -106,7 +106,7 @@ class SafetyMonitor:
         seen = self.committed.get(meta.index)
         if seen is not None and seen[0] != meta.term:
             raise Violation(
-                f"node {node} got snapshot at index {meta.index} term {meta.term}, "
+                f"node {node:x} got snapshot at index {meta.index} term {meta.term}, "
                 f"but that index was committed in term {seen[0]}"
             )
 
@@ -127,6 +127,6 @@ class SafetyMonitor:
             have = storage.term(index) if index <= last else None
             if have != cterm:
                 raise Violation(
-                    f"leader completeness: node {node}, leader of term {term}, lacks entry "
+                    f"leader completeness: node {node:x}, leader of term {term}, lacks entry "
                     f"{index} committed in term {cterm} (its log has term {have})"
                 )

@@ -431,7 +431,9 @@ class Simulation:
             if rd.hard_state is not None:
                 mon.on_durable_commit(member_id, rd.hard_state.commit, storage)
             if rd.soft_state is not None and rd.soft_state.raft_state == StateType.LEADER:
-                mon.on_leader(member_id, raft.term)
+                # The term of this Ready (just persisted), not the node's: messages stepped
+                # while the Ready was being persisted may have moved it on already.
+                mon.on_leader(member_id, storage.hard_state().term)
             if raft.state == StateType.LEADER:
                 mon.on_leader_persisted(member_id, raft.term, storage)
             if rd.committed_entries:

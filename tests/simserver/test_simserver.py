@@ -39,6 +39,8 @@ REGRESSION_SEEDS = (
     3247,  # a leader cut off from the others revoked a lease its successor kept alive
     3281,  # the same
     3344,  # the same
+    7728,  # the safety monitor read a leader's term after persisting, not the Ready's (a
+    # message stepped meanwhile had moved it on): a false "two leaders in one term"
 )
 APPLY_FAULT_REGRESSION_SEEDS = (
     88,  # a copy's receiver could never be confirmed: only a named member was left to do it
