@@ -44,7 +44,9 @@ class SafetyMonitor:
     def on_leader(self, node: int, term: int) -> None:
         prev = self.leaders.setdefault(term, node)
         if prev != node:
-            raise Violation(f"election safety: nodes {prev:x} and {node:x} both leader in term {term}")
+            raise Violation(
+                f"election safety: nodes {prev:x} and {node:x} both leader in term {term}"
+            )
 
     # -- log matching -----------------------------------------------------
 

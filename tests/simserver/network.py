@@ -65,7 +65,8 @@ class SimNetwork:
         self.rng = rng
         self.params = NetworkParams()
         # (sender, receiver, index) of each backend copy accepted by its receiver
-        self.on_snapshot_arrived: Callable[[int, int, int], None] | None = None
+        # (sender, receiver, Raft snapshot index, the received backend file's path)
+        self.on_snapshot_arrived: Callable[[int, int, int, str], None] | None = None
         self.faults: Counter[str] = Counter()  # messages lost, duplicated, cut in flight
         self._endpoints: dict[int, SimTransport] = {}
         self._cut: set[tuple[int, int]] = set()  # (from, to) pairs that carry nothing
@@ -293,7 +294,7 @@ class SimTransport:
                 return
             os.replace(tmp, final)
             if net.on_snapshot_arrived is not None:
-                net.on_snapshot_arrived(self.member_id, to, md.index)
+                net.on_snapshot_arrived(self.member_id, to, md.index, final)
             dst._on_snapshot(decode_message(data), final)
             net.loop.call_later(net.delay(), self._on_snapshot_status, to, True, context=me)
 

@@ -30,6 +30,7 @@ import random
 import shutil
 import tempfile
 import time
+import traceback
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,12 +38,13 @@ from typing import Any
 
 import grpc
 import grpc.aio
+import lmdb
 from grpc.aio import Metadata
 
 from raftkv.api.gateway import GatewayAbort, GatewayContext
 from raftkv.app.services import build_services
 from raftkv.backup.snapshot_file import SNAPSHOT_FORMAT_LMDB, SNAPSHOT_FORMAT_METADATA, StreamCheck
-from raftkv.mvcc.backend import BUCKET_META, META_CONSISTENT_INDEX
+from raftkv.mvcc.backend import BUCKET_META, META_CONSISTENT_INDEX, unseal
 from raftkv.mvcc.errors import BackendCorruptionError
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.raft.rawnode import RawNode
@@ -180,7 +182,8 @@ class Simulation:
         self.located_earlier: list[tuple[str, int, int]] = []
         self.infected: set[str] = set()  # members a backend copy carried the fault to
         self._holding: set[str] | None = None  # see ``holding``
-        self._copies: dict[tuple[int, int], int] = {}  # (receiver, index) -> sender
+        # (receiver, snapshot index) -> (sender, index of the state the copy holds)
+        self._copies: dict[tuple[int, int], tuple[int, int]] = {}
         self.raft_limits = raft_limits(seed, self.params)
         self.monitor = SafetyMonitor()  # Raft's safety properties, on every member's Readies
         self.safety_violation: str | None = None
@@ -203,7 +206,13 @@ class Simulation:
         except SimulationFailedError as exc:
             self.result.failure = str(exc)
         except Exception as exc:
-            self.result.failure = f"the simulation raised {exc!r}"
+            frames = traceback.extract_tb(exc.__traceback__)
+            ours = [f for f in frames if "raftkv" in f.filename or "tests" in f.filename]
+            where = (ours or frames)[-1]
+            self.result.failure = (
+                f"the simulation raised {exc!r} at {os.path.basename(where.filename)}:"
+                f"{where.lineno} ({where.name})"
+            )
         finally:
             logging.disable(logging.CRITICAL)  # what closing the killed processes logs
             self.result.virtual_seconds = self.loop.time()
@@ -298,7 +307,12 @@ class Simulation:
         self._check_final()
 
     def _arm_apply_fault(self) -> None:
-        m = self.rng.choice([m for m in self.members if m.up])
+        """Arm the seed's one apply fault on a running member (none running: at the next
+        fault step)."""
+        running = [m for m in self.members if m.up]
+        if not running:
+            return
+        m = self.rng.choice(running)
         assert m.process is not None
         fault = ApplyFault(self.rng.choice(APPLY_FAULT_KINDS), m.name, m.process)
         self.apply_faults.append(fault)
@@ -342,22 +356,25 @@ class Simulation:
             self._holding = {fault.member}
         return self._holding
 
-    def _snapshot_arrived(self, sender: int, receiver: int, index: int) -> None:
+    def _snapshot_arrived(self, sender: int, receiver: int, index: int, path: str) -> None:
         """A backend copy for the Raft snapshot at ``index`` reached ``receiver``: remember
-        its sender until the receiver installs it (Raft may ignore it)."""
-        self._copies[(receiver, index)] = sender
+        its sender and the index of the state it holds until the receiver installs it (Raft
+        may ignore it)."""
+        self._copies[(receiver, index)] = (sender, _copy_index(path))
 
     def _snapshot_installed(self, receiver: int, index: int) -> None:
         """``receiver`` installs the Raft snapshot at ``index``: its state is now the copy's,
-        with the fault if the sender held it (a copy sent unconfirmed, when no majority of
-        voters could vouch for it), clean otherwise (also a repair's, from a healthy voter)."""
-        sender = self._copies.pop((receiver, index), None)
+        with the fault if the sender held it when it made the copy (a copy sent unconfirmed,
+        when no majority of voters could vouch for it), clean otherwise (also a repair's, from
+        a healthy voter; or a copy of a state from before the faulted entry)."""
+        sender, copied = self._copies.pop((receiver, index), (None, 0))
         holding = self.holding()
         names = {m.known_id: m.name for m in self.members}
         src, dst = names.get(sender), names.get(receiver)
         if not holding or dst is None:
             return
-        if src in holding:
+        fault = next(f for f in self.apply_faults if f.fired)
+        if src in holding and (fault.index is None or copied >= fault.index):
             holding.add(dst)
             self.infected.add(dst)
             self.note(f"{src}'s copy at index {index} carries the fault to {dst}")
@@ -696,18 +713,12 @@ class Simulation:
         names nobody (the healthy voters included).  With more voters one side keeps a
         majority of voices and the faulty members are named (``_check_named``)."""
         voters = [m for m in self.members if not m.removed and m.member is not None]
-
-        def voice(m: SimMember) -> int:
-            assert m.member is not None
-            vouch = m.member.applier.copy_vouch
-            return vouch.origin if vouch is not None else m.member.member_id
-
         quorum = len(voters) // 2 + 1
         faulty = [m for m in voters if m.name in holding]
         others = [m for m in voters if m.name not in holding]
         if max(len(faulty), len(others)) < quorum:
             return False  # no side is a majority even counting members
-        return all(len({voice(m) for m in side}) < quorum for side in (faulty, others))
+        return all(len({_voice(m) for m in side}) < quorum for side in (faulty, others))
 
     def _disk_full_now(self) -> bool:
         """The ``walNoSpace`` failpoint: fires once for a member armed with ``no_space_next``,
@@ -731,23 +742,33 @@ class Simulation:
         return None
 
     def _undecidable(self, applied: dict[str, int]) -> bool:
-        """The one outcome of an apply fault where members may stay apart: two voters at the
-        head disagree (one of them the faulty member) while the third lags and needs a
-        snapshot.  No majority can tell which state is right, so no snapshot is shipped (it
-        could spread the fault) and nobody is named; the lagging member waits for an operator.
-        Anything else that keeps members apart is a liveness failure."""
+        """The outcomes of an apply fault where members may stay apart: of three voters, one
+        lags and needs a snapshot while no majority of independent voices can tell which state
+        is right, so no snapshot is shipped (it could spread the fault, or overwrite the one
+        witness against it) and nobody is named; the lagging member waits for an operator.
+        Either the two at the head disagree (one of them the faulty member), or the faulty
+        member lags and the two at the head are one voice (one holds an unconfirmed copy of
+        the other's state, ``raftkv.guard.vouch``).  Anything else that keeps members apart
+        is a liveness failure."""
         bad = self.diverged
         if bad is None:
             return False
         head = max(applied.values())
         lagging = [name for name, index in applied.items() if index < head]
-        if len(lagging) != 1 or bad.name in lagging or len(applied) != 3:
+        if len(lagging) != 1 or len(applied) != 3:
             return False
-        self.result.faults["apply fault undecidable, a voter lagging"] += 1
-        self.note(f"undecidable: {bad.name} diverged while {lagging[0]} lags; nothing shipped")
-        self.reference = store_reference(
-            next(m for m in self.members if m.name not in (bad.name, lagging[0]))
-        )
+        if bad.name not in lagging:
+            self.result.faults["apply fault undecidable, a voter lagging"] += 1
+            self.note(f"undecidable: {bad.name} diverged while {lagging[0]} lags; nothing shipped")
+            healthy = next(m for m in self.members if m.name not in (bad.name, lagging[0]))
+        else:
+            at_head = [m for m in self.members if m.name in applied and m.name not in lagging]
+            if len({_voice(m) for m in at_head}) != 1:
+                return False
+            self.result.faults["apply fault undecidable, unconfirmed copies"] += 1
+            self.note(f"undecidable: {bad.name} lags, the head is one voice; nothing shipped")
+            healthy = at_head[0]
+        self.reference = store_reference(healthy)
         return True
 
     async def _check_named(
@@ -986,3 +1007,25 @@ class Simulation:
         if not check.ok:
             raise SimulationFailedError(f"not linearizable: {check.explanation}")
         self.note(f"linearizable: {len(history)} operations")
+
+
+def _copy_index(path: str) -> int:
+    """The consistent index of a backend copy (the Raft index whose state it holds)."""
+    env = lmdb.open(path, subdir=False, readonly=True, lock=False, max_dbs=64)
+    try:
+        db = env.open_db(BUCKET_META.encode(), create=False)
+        with env.begin(db=db) as txn:
+            stored = txn.get(META_CONSISTENT_INDEX)
+    finally:
+        env.close()
+    if stored is None:
+        return 0
+    return int.from_bytes(unseal(BUCKET_META, META_CONSISTENT_INDEX, stored), "big")
+
+
+def _voice(m: SimMember) -> int:
+    """Whose applies a running member's state stands for: its own, or the origin of the
+    unconfirmed copy it holds (``raftkv.guard.vouch``)."""
+    assert m.member is not None
+    vouch = m.member.applier.copy_vouch
+    return vouch.origin if vouch is not None else m.member.member_id
