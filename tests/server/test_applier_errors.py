@@ -86,3 +86,31 @@ def test_a_clean_backend_is_copied_with_its_consistent_index(tmp_path: Path) -> 
         assert applier.copy_backend(str(tmp_path / "copy.mdb")) == 2
     finally:
         applier.close()
+
+
+def test_a_backend_that_cannot_be_loaded_is_closed_again(tmp_path: Path) -> None:
+    """Opening an applier over a value corrupted at rest fails naming it, and leaves no LMDB
+    environment open behind: the same process can open the data dir again (a restart of a
+    member in the simulator, ``raftkv check data``)."""
+    config = BackendConfig(map_size=64 << 20)
+    applier = Applier.detached(str(tmp_path), config, min_lease_ttl=1)
+    try:
+        applier.write_initial_members([MemberInfo(1, "m1", ("http://127.0.0.1:2380",))])
+        grant = pb.LeaseGrantRequest(ID=7, TTL=60)
+        put = pb.PutRequest(key=b"k", value=b"v", lease=7)
+        entries = [
+            Entry(1, 2, data=encode_request(RequestKind.LEASE_GRANT, 2, grant.SerializeToString())),
+            Entry(1, 3, data=encode_request(RequestKind.PUT, 3, put.SerializeToString())),
+        ]
+        applier.apply_entries(entries[:1])
+        failpoints.configure("backendBitFlip=1*on")
+        try:
+            applier.apply_entries(entries[1:])
+            applier.force_commit()
+        finally:
+            failpoints.configure(None)
+    finally:
+        applier.close()
+    for _attempt in range(2):  # the second would meet the first's environment, if left open
+        with pytest.raises(BackendCorruptionError, match="bucket 'key'"):
+            Applier.detached(str(tmp_path), config, min_lease_ttl=1)

@@ -46,6 +46,7 @@ APPLY_FAULT_REGRESSION_SEEDS = (
     88,  # a copy's receiver could never be confirmed: only a named member was left to do it
     106,  # an unconfirmed copy of the faulty leader's state outvoted the healthy voter
     115,  # a tie between a healthy copy and the faulty voter (nobody may be named)
+    147,  # an applier that could not load a flipped value left its LMDB environment open
     1078,  # a lease's key read from the faulted member counted as an early expiry
 )
 # Where a mutation is caught when the first twenty seeds (default parameters) do not catch it:

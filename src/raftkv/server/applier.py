@@ -247,13 +247,19 @@ class Applier:
         with contextlib.suppress(FileNotFoundError):
             os.remove(self._install_copy_path())
         self.backend = Backend(self.data_dir.db, self.backend_config)
-        check_storage_version(self.backend, self.data_dir.db)
-        self.store = KVStore(
-            self.backend, lease_exists=lambda lid: self.lessor.lookup(lid) is not None
-        )
-        self.watchable = WatchableStore(self.store)
-        self._load_side_state()
-        self._load_digest()
+        try:
+            check_storage_version(self.backend, self.data_dir.db)
+            self.store = KVStore(
+                self.backend, lease_exists=lambda lid: self.lessor.lookup(lid) is not None
+            )
+            self.watchable = WatchableStore(self.store)
+            self._load_side_state()
+            self._load_digest()
+        except BaseException:
+            # A backend this applier cannot load (a newer layout, a value corrupted at rest)
+            # is closed again: a tool or a restart in the same process can open it.
+            self.backend.close()
+            raise
 
     def _load_side_state(self) -> None:
         """Lessor, member list and alarms from the current backend (start-up, snapshot)."""
