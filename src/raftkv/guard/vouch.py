@@ -84,12 +84,6 @@ class CopyDecision:
     send: bool
     vouch: CopyVouch | None = None
 
-    @property
-    def label(self) -> str:
-        if not self.send:
-            return "refused"
-        return "confirmed" if self.vouch is None else "unconfirmed"
-
 
 REFUSED = CopyDecision(send=False)
 """A voter holds another digest, or the sender is party to an unsettled mismatch."""

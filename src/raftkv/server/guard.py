@@ -364,7 +364,7 @@ class ConsistencyGuard:
                     if at < max(vouch.index, reported.oldest):
                         continue  # it has not applied the copy's index yet
                 mine = self.applier.digest.digest_at(at)
-                theirs = await self.digest_at(peer, at)
+                theirs = await self._peer_digest(peer, reported, at)
             except PeerRequestError:
                 continue
             if mine is None or theirs != mine:
@@ -742,7 +742,7 @@ class ConsistencyGuard:
         ours = mine if at == index else self.applier.digest.digest_at(at)
         if ours is None:
             return None  # older than this member keeps: nothing to compare
-        theirs = await self.digest_at(peer, at, timeout=remaining)
+        theirs = await self._peer_digest(peer, reported, at, timeout=remaining)
         if theirs is None:
             return None
         if theirs != ours:
@@ -750,6 +750,15 @@ class ConsistencyGuard:
         if at < index:
             return None  # agrees so far; asked again once it applied ``index``
         return reported.vouch.origin if reported.vouch is not None else peer
+
+    async def _peer_digest(
+        self, peer: int, reported: DigestRange, index: int, timeout: float = REQUEST_TIMEOUT
+    ) -> bytes | None:
+        """``peer``'s digest at ``index``: the one its range ``reported`` already carries when
+        ``index`` is its latest, else asked for (``digest_at``)."""
+        if index == reported.latest:
+            return reported.digest
+        return await self.digest_at(peer, index, timeout=timeout)
 
     async def digest_at(
         self, member: int, index: int, timeout: float = REQUEST_TIMEOUT
