@@ -170,7 +170,8 @@ class MemberCollector(Collector):
             yield info
         # Per member: the first Raft index where its apply digest left the quorum's, the index
         # of a mismatch still waiting for a voter to settle it, and the checkpoint index where
-        # its state hash was found to differ (leader only; kept until restart).
+        # its state hash was found to differ (leader only, but a member an install found
+        # diverged reports its own first index; kept until restart).
         for name, help_text, by_member in (
             ("raftkv_apply_digest_first_divergent_index",
              "First Raft index where the member's apply digest left the quorum's.",

@@ -205,6 +205,9 @@ class Applier:
         # Called after the in-memory state was reloaded from the backend outside a swap the
         # caller made (the LMDB map grew under a batch): a leader's lessor is promoted again.
         self.on_state_reloaded: Callable[[], None] | None = None
+        # Called when a swap replaced this member's apply digest history with the one the new
+        # backend carries (an installed snapshot, a repair): (the history replaced, the new).
+        self.on_history_replaced: Callable[[ApplyDigest, ApplyDigest], None] | None = None
         # MVCC revision after each recently applied Raft index (for the guard's reports).
         self.revision_at: dict[int, int] = {}
         # False while applying an entry nobody on this member waits for: no response is built.
@@ -524,7 +527,10 @@ class Applier:
         check_storage_version(self.backend, self.data_dir.db)
         self.watchable.restore(self.backend)  # keeps the watchers; they catch up
         self._load_side_state()
+        replaced = self.digest
         self._load_digest()  # the sender's chain head travels in its backend
+        if self.on_history_replaced is not None:
+            self.on_history_replaced(replaced, self.digest)
 
     def defragment(self) -> None:
         """Rewrite the backend file compactly (etcd's defrag).

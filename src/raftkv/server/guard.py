@@ -52,7 +52,15 @@ import struct
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
-from raftkv.guard.digest import awaits_voters, comparison_indexes, judge, tied_by_copies
+from raftkv.guard.digest import (
+    ApplyDigest,
+    NoOverlapError,
+    awaits_voters,
+    comparison_indexes,
+    first_divergence,
+    judge,
+    tied_by_copies,
+)
 from raftkv.guard.vouch import CONFIRMED, REFUSED, CopyDecision, CopyVouch, origins_of
 from raftkv.guard.vouch import ENCODED_SIZE as _VOUCH_SIZE
 from raftkv.peer.transport import PeerRequestError
@@ -287,6 +295,7 @@ class ConsistencyGuard:
             applied_index=applier.applied_index,
             first_index=lambda m: self.counters.last_divergence.get(m, 0),
         )
+        applier.on_history_replaced = self._history_replaced
         transport.register_handler("digest-latest", self._handle_latest)
         transport.register_handler("digest-at", self._handle_at)
 
@@ -633,6 +642,36 @@ class ConsistencyGuard:
             revision if revision is not None else "unknown",
         )
 
+    def _history_replaced(self, replaced: ApplyDigest, installed: ApplyDigest) -> None:
+        """A backend swap (an installed snapshot, a repair) replaced this member's digest
+        history with the one the new backend carries.  When the new state names this member
+        diverged (its CORRUPT alarm) and nobody located it yet (a state hash check named it, or
+        it was out of reach until its history was replaced), the replaced history is the last
+        evidence of where it left the chain: compared here with the installed one, locally,
+        before it is gone.  Only an exact answer is kept (the chains agree at the first index
+        both keep and differ at the latest)."""
+        me = self.member_id
+        if not self._already_alarmed(me) or me in self.counters.last_divergence:
+            return
+        try:
+            first = first_divergence(
+                replaced, installed.digest_at, (installed.oldest_index(), installed.latest()[0])
+            )
+        except NoOverlapError:
+            return
+        if first is None or first == max(replaced.oldest_index(), installed.oldest_index()):
+            return
+        self.counters.last_divergence[me] = first
+        revision = self.applier.revision_at.get(first)
+        log.error(
+            "this member (%x), named diverged, first left the apply digests of the state it "
+            "installed at raft index %d (revision %s), found by comparing the history the "
+            "install replaced",
+            me,
+            first,
+            revision if revision is not None else "unknown",
+        )
+
     def _already_alarmed(self, member: int) -> bool:
         return (member, int(pb.CORRUPT)) in self.applier.alarms
 
@@ -772,11 +811,16 @@ class ConsistencyGuard:
 
     async def _first_divergence(self, rnd: _Round, member: int, source: int, hi: int) -> int | None:
         """The first index in (lo, hi] where ``member`` left ``source``'s chain (the truth's),
-        lo being the oldest index both keep; lo itself when they differ there already.  None
-        when one of them no longer keeps an index the search needs (its history was reset by
+        lo being the oldest index both keep; lo itself when they differ there already; None
+        when they agree at ``hi``.  None when one of them no longer keeps an index the search needs (its history was reset by
         a snapshot, or evicted, since the round gathered the ranges): a digest it lacks says
-        nothing about where it left the chain."""
+        nothing about where it left the chain.  None too when either history was replaced
+        during the search (an installed copy brings its sender's history, which may cover the
+        same indexes: mixing two histories places the divergence anywhere).  A chain's digest
+        at ``hi`` commits to every digest before it, so the same digests at ``hi`` before and
+        after the search show that each member's lookups read one history."""
         lo = max(rnd.ranges[member][0], rnd.ranges[source][0])
+        top = hi
 
         async def same(i: int) -> bool:
             mine, theirs = await rnd.at(member, i), await rnd.at(source, i)
@@ -785,8 +829,10 @@ class ConsistencyGuard:
             return mine == theirs
 
         try:
+            if await same(top):
+                return None
             if not await same(lo):
-                return lo
+                hi = lo
             while hi - lo > 1:  # invariant: same at lo, different at hi
                 mid = (lo + hi) // 2
                 if await same(mid):
@@ -795,4 +841,7 @@ class ConsistencyGuard:
                     hi = mid
         except _HistoryMovedOnError:
             return None
+        for m in (member, source):
+            if await self.digest_at(m, top) != await rnd.at(m, top):
+                return None  # replaced meanwhile: located again by a later round
         return hi
