@@ -189,6 +189,7 @@ class Simulation:
         self.safety_violation: str | None = None
         self.verbose = False
         self._trace = hashlib.sha256()
+        self.workdir = ""  # the run's temporary directory, once ``_main`` has it
 
     # -- running ----------------------------------------------------------------------------
 
@@ -235,7 +236,9 @@ class Simulation:
 
     def note(self, what: str) -> None:
         line = f"{self.loop.time():9.3f} {what}"
-        self._trace.update(line.encode())
+        # The run's temporary directory (in a stopped member's error) is not the seed's.
+        traced = line.replace(self.workdir, "<workdir>") if self.workdir else line
+        self._trace.update(traced.encode())
         if self.verbose:
             print(line)
 
