@@ -2,10 +2,52 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 import pytest
 
+from raftkv import build_info
 from tests.cluster import upgrade_install
 from tests.cluster.upgrade_install import Installation
+
+PURE_PYTHON = bool(os.environ.get(build_info.PURE_PYTHON_ENV))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite runs the build the checkout holds: the Raft core compiled when
+    ``pip install -e .`` could compile it, pure Python under ``RAFTKV_PURE_PYTHON``.  A
+    compiled module older than its source would test stale code: stop at once."""
+    if PURE_PYTHON:
+        if build_info.core_compiled():
+            pytest.exit(f"{build_info.PURE_PYTHON_ENV} is set but the Raft core runs compiled", 2)
+        return
+    for name in build_info.compiled_modules():
+        module = sys.modules[name]
+        compiled = Path(module.__file__ or "")
+        source = compiled.parent / (compiled.name.split(".")[0] + ".py")
+        if source.exists() and source.stat().st_mtime > compiled.stat().st_mtime:
+            pytest.exit(
+                f"{compiled} is older than {source}: rebuild it (pip install -e .) or run the "
+                f"tests with {build_info.PURE_PYTHON_ENV}=1",
+                2,
+            )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``pure_python`` patch modules that may run compiled (a compiled module's
+    calls do not go through the attributes a patch replaces): skipped while the Raft core
+    runs compiled; ``scripts/test`` runs them in a second, pure-Python pass."""
+    if PURE_PYTHON or not build_info.core_compiled():
+        return
+    skip = pytest.mark.skip(
+        reason=f"patches the Raft core, which runs compiled here: run with "
+        f"{build_info.PURE_PYTHON_ENV}=1 (scripts/test does)"
+    )
+    for item in items:
+        if "pure_python" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

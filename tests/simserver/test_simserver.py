@@ -11,13 +11,18 @@ run in their own chunks; seeds beyond CI's ranges that once failed run every tim
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import subprocess
+import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import lmdb
 import pytest
 
+from raftkv import build_info
 from raftkv.mvcc.backend import BUCKET_KEY, flip_last_byte
 from raftkv.raft.types import Message
 from tests.raft import test_paper
@@ -163,6 +168,7 @@ def test_same_seed_same_trace() -> None:
     assert Simulation(8).run().trace != first.trace
 
 
+@pytest.mark.pure_python
 def test_a_mutation_is_undone_on_exit() -> None:
     from raftkv.raft.log import RaftLog
 
@@ -172,14 +178,27 @@ def test_a_mutation_is_undone_on_exit() -> None:
     assert RaftLog.__dict__["maybe_commit"] is before
 
 
-@pytest.mark.parametrize("name", sorted(NOT_SIMULATED))
+def _mutation_params(names: Iterable[str]) -> list[Any]:
+    """``names`` as parameters, marked ``pure_python`` where the mutation patches a module
+    that may run compiled (``raftkv.build_info.may_be_compiled``)."""
+
+    def patches_compiled(name: str) -> bool:
+        return any(build_info.may_be_compiled(owner) for owner, _a, _v in MUTATIONS[name].patch())
+
+    return [
+        pytest.param(n, marks=pytest.mark.pure_python) if patches_compiled(n) else n
+        for n in sorted(names)
+    ]
+
+
+@pytest.mark.parametrize("name", _mutation_params(NOT_SIMULATED))
 def test_unsimulated_mutations_are_caught_by_their_unit_test(name: str) -> None:
     with mutation(name), pytest.raises(AssertionError):
         NOT_SIMULATED[name]()
     NOT_SIMULATED[name]()  # and it passes without
 
 
-@pytest.mark.parametrize("name", sorted(set(MUTATIONS) - set(NOT_SIMULATED)))
+@pytest.mark.parametrize("name", _mutation_params(set(MUTATIONS) - set(NOT_SIMULATED)))
 def test_every_mutation_is_caught(name: str) -> None:
     """Some seed among the first twenty (or those ``MUTATION_RUNS`` names) fails under each
     deliberate bug of the server or the Raft core."""
@@ -267,3 +286,15 @@ def test_a_stuck_simulation_says_so() -> None:
     with pytest.raises(SimulationStuckError, match="nothing is ready and no timer is set"):
         loop.run_until_complete(forever())
     loop.close()
+
+
+@pytest.mark.skipif(not build_info.core_compiled(), reason="the Raft core runs pure Python here")
+def test_the_compiled_core_runs_each_seed_as_the_pure_one() -> None:
+    """mypyc's build of the Raft core (``setup.py``) must not change what any seed does: the
+    same traces as the pure-Python core, run in a process with ``RAFTKV_PURE_PYTHON``."""
+    seeds = range(1, 7)
+    compiled = [Simulation(seed).run().trace for seed in seeds]
+    env = {**os.environ, build_info.PURE_PYTHON_ENV: "1"}
+    argv = [sys.executable, "-m", "tests.simserver", "--seeds", str(len(seeds)), "--start", "1"]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=False).stdout
+    assert re.findall(r"trace ([0-9a-f]{16})", out) == compiled, out

@@ -1,0 +1,71 @@
+"""Build of raftkv: pure Python, with the hot modules compiled by mypyc where it can.
+
+Everything else (metadata, dependencies, packages) is in ``pyproject.toml``; this file only
+adds the compiled modules.
+
+Contracts:
+- ``COMPILED`` lists the modules compiled with mypyc, every module of
+  ``raftkv.build_info.COMPILED_PACKAGES`` (they are ``mypy --strict`` clean, import
+  nothing outside the standard library and their own group, and nothing patches them at run
+  time outside the tests that say so); their ``.py`` sources are installed too;
+- the build falls back to pure Python, with one warning, when mypyc cannot be imported, when
+  ``RAFTKV_PURE_PYTHON`` is set to a non-empty value, or when compiling fails (no C
+  compiler): all or nothing, so a half-compiled group never ships;
+- ``raftkv.build_info.compiled_modules()`` tells at run time which modules were compiled.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import runpy
+import sys
+from typing import Any
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+# raftkv.build_info.COMPILED_PACKAGES (read from its file: raftkv itself is not importable
+# here): the Raft core so far, its pure state machine and codec.
+_BUILD_INFO = runpy.run_path(os.path.join("src", "raftkv", "build_info.py"))
+COMPILED = tuple(
+    os.path.join("src", *package.split("."), "*.py") for package in _BUILD_INFO["COMPILED_PACKAGES"]
+)
+
+
+def _warn(message: str) -> None:
+    print(f"raftkv build: {message}; building pure Python", file=sys.stderr)
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that leaves raftkv pure Python when any compiled module fails to build."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # a missing compiler, a failing one: no compiled module
+            _warn(f"compiling with mypyc failed ({exc})")
+            for path in self.get_outputs():
+                if os.path.exists(path):
+                    os.remove(path)
+            self.extensions: list[Any] = []
+
+
+def _compiled_extensions() -> list[Any]:
+    if os.environ.get("RAFTKV_PURE_PYTHON"):
+        _warn("RAFTKV_PURE_PYTHON is set")
+        return []
+    try:
+        from mypyc.build import mypycify
+    except ImportError:
+        _warn("mypyc is not installed")
+        return []
+    sources = sorted(path for pattern in COMPILED for path in glob.glob(pattern))
+    try:
+        return list(mypycify(sources, opt_level="3", debug_level="1", group_name="raftkv"))
+    except BaseException as exc:  # mypyc's type check exits with SystemExit on errors
+        _warn(f"mypyc could not translate {', '.join(COMPILED)} ({exc!r})")
+        return []
+
+
+setup(ext_modules=_compiled_extensions(), cmdclass={"build_ext": OptionalBuildExt})
