@@ -69,6 +69,13 @@ def scenarios(val_size: int) -> list[Scenario]:
             seq_total=True,
         ),
         Scenario(
+            "put-10",
+            "10 clients, puts",
+            10,
+            10,
+            Workload("put", 8, val_size, key_space_size=100000, sequential=True),
+        ),
+        Scenario(
             "put-100",
             "100 clients, puts",
             100,

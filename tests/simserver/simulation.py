@@ -750,8 +750,10 @@ class Simulation:
         is right, so no snapshot is shipped (it could spread the fault, or overwrite the one
         witness against it) and nobody is named; the lagging member waits for an operator.
         Either the two at the head disagree (one of them the faulty member), or the faulty
-        member lags and the two at the head are one voice (one holds an unconfirmed copy of
-        the other's state, ``raftkv.guard.vouch``).  Anything else that keeps members apart
+        member lags and neither the members holding the fault nor the others are a majority
+        of voices (the two at the head are one voice, one holding an unconfirmed copy of the
+        other's state, ``raftkv.guard.vouch``; or one of them holds a copy of the faulty
+        member's state).  Anything else that keeps members apart
         is a liveness failure."""
         bad = self.diverged
         if bad is None:
@@ -765,12 +767,15 @@ class Simulation:
             self.note(f"undecidable: {bad.name} diverged while {lagging[0]} lags; nothing shipped")
             healthy = next(m for m in self.members if m.name not in (bad.name, lagging[0]))
         else:
-            at_head = [m for m in self.members if m.name in applied and m.name not in lagging]
-            if len({_voice(m) for m in at_head}) != 1:
+            # The faulty member lags; the members holding the fault (it and the receivers of
+            # its unconfirmed copies) and the others are no majority of voices either way.
+            holding = self.holding()
+            if not self._tied_by_copies(holding):
                 return False
+            at_head = [m for m in self.members if m.name in applied and m.name not in lagging]
             self.result.faults["apply fault undecidable, unconfirmed copies"] += 1
-            self.note(f"undecidable: {bad.name} lags, the head is one voice; nothing shipped")
-            healthy = at_head[0]
+            self.note(f"undecidable: {bad.name} lags, no side is a majority of voices")
+            healthy = next(m for m in at_head if m.name not in holding)
         self.reference = store_reference(healthy)
         return True
 

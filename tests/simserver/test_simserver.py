@@ -62,7 +62,7 @@ APPLY_FAULT_REGRESSION_SEEDS = (
 MUTATION_RUNS: dict[str, tuple[SimParams, tuple[int, ...]]] = {
     "digest-history-forgotten": (SimParams(apply_fault=True), (1,)),
     "lease-revoke-unconfirmed": (SimParams(), REGRESSION_SEEDS),
-    "read-index-before-commit": (SimParams(), (24,)),  # a lease revoked on a stale read index
+    "read-index-before-commit": (SimParams(), (370,)),  # a stale linearizable read
 }
 # Core mutations no seed of either simulator has caught (the window needs a leader cut off
 # right after its election and the old one re-elected: Raft's figure 8), and the unit test

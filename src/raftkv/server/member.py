@@ -169,6 +169,7 @@ class Member:
             cluster_version=lambda: self.applier.cluster.cluster_version,
             first_request_ms=self.clock.wall_ns() // 1_000_000,
         )
+        raft.waiting = self.proposer.waiters.__len__
         self.applier = applier = Applier(
             data_dir=self.data_dir,
             backend_config=BackendConfig(
