@@ -38,9 +38,10 @@ def test_parse_passed_check_perf() -> None:
     assert parse_check_perf("Error: context deadline exceeded\n") == {}
 
 
-def test_scenarios_are_the_issue_s_four() -> None:
+def test_scenarios_are_the_issue_s_four_and_ten_clients() -> None:
     sc = {s.name: s for s in scenarios(256)}
-    assert list(sc) == ["put-1", "put-100", "range-l", "range-s"]
+    assert list(sc) == ["put-1", "put-10", "put-100", "range-l", "range-s"]
     assert (sc["put-1"].clients, sc["put-100"].clients, sc["put-100"].conns) == (1, 100, 10)
+    assert (sc["put-10"].clients, sc["put-10"].conns) == (10, 10)
     assert not sc["range-l"].workload.serializable and sc["range-s"].workload.serializable
     assert sc["put-100"].workload.val_size == 256

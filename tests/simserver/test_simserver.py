@@ -53,8 +53,11 @@ APPLY_FAULT_REGRESSION_SEEDS = (
     115,  # a tie between a healthy copy and the faulty voter (nobody may be named)
     147,  # an applier that could not load a flipped value left its LMDB environment open
     191,  # named by a state hash check, then its history replaced by a snapshot: never located
+    248,  # a leader under a CORRUPT alarm kept handing leadership to a voter that needed a
+    # snapshot it would not send (it is fenced), so no leader served; 441 the same
     440,  # a search for the first divergence mixed a member's history with the one an
-    454,  # install brought mid-search, and placed the divergence late
+    441,
+    454,  # install brought mid-search, and placed the divergence late (440 and 454)
     1078,  # a lease's key read from the faulted member counted as an early expiry
 )
 # Where a mutation is caught when the first twenty seeds (default parameters) do not catch it:

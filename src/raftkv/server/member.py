@@ -506,8 +506,12 @@ class Member:
             ]
             if not healthy:
                 continue
-            log.warning("this leader is under a CORRUPT alarm: transferring to %x", healthy[0])
-            self.raft.transfer_leader(healthy[0])
+            # The most caught-up one: a voter that needs a snapshot cannot get one from this
+            # fenced leader, so it could never take over (--apply-faults seed 248).
+            progress = self.raft.node.status().progress
+            target = max(healthy, key=lambda v: (p.match if (p := progress.get(v)) else -1, -v))
+            log.warning("this leader is under a CORRUPT alarm: transferring to %x", target)
+            self.raft.transfer_leader(target)
             await asyncio.sleep(self.config.election_timeout_ms / 1000)
 
     async def _propose_checkpoint(self) -> int:
