@@ -13,7 +13,9 @@ Contracts, as etcd's robustness tests state them, checked per stream against the
   saw, and is checked from there like any other;
 - bookmarkable: a progress response at revision R comes after every event at or below R;
 - prev_kv and is_create are right (equal to the reference's, which has them from the
-  ranges at the previous revision).
+  ranges at the previous revision);
+- filters are honoured: every other watcher asks for ``NODELETE`` (``filters_of``), and its
+  streams are checked against the reference without deletions.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class StreamRecord:
     watcher: int
     member: str
     start_revision: int
+    filters: tuple[int, ...] = ()  # WatchCreateRequest.FilterType values the stream asked for
     events: list[EventKey] = field(default_factory=list)
     # (revision of a progress response, events delivered before it)
     progress: list[tuple[int, int]] = field(default_factory=list)
@@ -86,6 +89,7 @@ class SimWatcher:
         self.streams: list[StreamRecord] = []
         self.next_revision = 1
         self.stopping = False
+        self.filters = filters_of(index)
 
     def start(self) -> asyncio.Task[None]:
         return self.process.spawn(self.loop, self._run())
@@ -107,10 +111,10 @@ class SimWatcher:
         if member is None or proc is None:
             return
         services = build_services(member)
-        record = StreamRecord(self.index, target.name, self.next_revision)
+        record = StreamRecord(self.index, target.name, self.next_revision, self.filters)
         self.streams.append(record)
         requests: asyncio.Queue[pb.WatchRequest | None] = asyncio.Queue()
-        requests.put_nowait(watch_request(self.next_revision))
+        requests.put_nowait(watch_request(self.next_revision, self.filters))
         responses: asyncio.Queue[pb.WatchResponse | BaseException | None] = asyncio.Queue()
 
         async def request_iterator() -> AsyncIterator[pb.WatchRequest]:
@@ -165,11 +169,28 @@ class SimWatcher:
             self.next_revision = max(self.next_revision, after + 1)
 
 
-def watch_request(start_revision: int) -> pb.WatchRequest:
-    """The watch every watcher opens: the watched keys from ``start_revision``, with prev_kv."""
+def filters_of(index: int) -> tuple[int, ...]:
+    """The filters watcher ``index`` asks for: ``NODELETE`` for every other one."""
+    return (pb.WatchCreateRequest.NODELETE,) if index % 2 else ()
+
+
+# The event type each filter leaves out (etcd's FilterType: NOPUT drops puts, NODELETE deletes).
+_FILTERED_TYPE: dict[int, int] = {
+    pb.WatchCreateRequest.NOPUT: kv_pb2.Event.PUT,
+    pb.WatchCreateRequest.NODELETE: kv_pb2.Event.DELETE,
+}
+
+
+def watch_request(start_revision: int, filters: tuple[int, ...] = ()) -> pb.WatchRequest:
+    """The watch every watcher opens: the watched keys from ``start_revision``, with prev_kv
+    and ``filters``."""
     return pb.WatchRequest(
         create_request=pb.WatchCreateRequest(
-            key=PREFIX, range_end=PREFIX_END, start_revision=start_revision, prev_kv=True
+            key=PREFIX,
+            range_end=PREFIX_END,
+            start_revision=start_revision,
+            prev_kv=True,
+            filters=filters,  # type: ignore[arg-type]
         )
     )
 
@@ -250,7 +271,11 @@ def check_watches(
         where = f"watcher {s.watcher} stream {n} on {s.member} from revision {s.start_revision}"
         problems += [f"{where}: {p}" for p in s.problems]
         # Within a revision the order of its events is not part of the guarantee.
-        want = sorted((e for e in reference if e[1] >= s.start_revision), key=_rev_key)
+        dropped = {_FILTERED_TYPE[f] for f in s.filters}
+        want = sorted(
+            (e for e in reference if e[1] >= s.start_revision and e[0] not in dropped),
+            key=_rev_key,
+        )
         got = sorted(s.events, key=_rev_key)
         if got != want[: len(got)]:
             first = next(i for i, e in enumerate(got) if i >= len(want) or e != want[i])
