@@ -52,8 +52,9 @@ class OptionalBuildExt(build_ext):
 
 
 def _compiled_extensions() -> list[Any]:
-    if os.environ.get("RAFTKV_PURE_PYTHON"):
-        _warn("RAFTKV_PURE_PYTHON is set")
+    pure_env = _BUILD_INFO["PURE_PYTHON_ENV"]
+    if os.environ.get(pure_env):
+        _warn(f"{pure_env} is set")
         return []
     try:
         from mypyc.build import mypycify

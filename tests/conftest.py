@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -23,16 +21,12 @@ def pytest_configure(config: pytest.Config) -> None:
         if build_info.core_compiled():
             pytest.exit(f"{build_info.PURE_PYTHON_ENV} is set but the Raft core runs compiled", 2)
         return
-    for name in build_info.compiled_modules():
-        module = sys.modules[name]
-        compiled = Path(module.__file__ or "")
-        source = compiled.parent / (compiled.name.split(".")[0] + ".py")
-        if source.exists() and source.stat().st_mtime > compiled.stat().st_mtime:
-            pytest.exit(
-                f"{compiled} is older than {source}: rebuild it (pip install -e .) or run the "
-                f"tests with {build_info.PURE_PYTHON_ENV}=1",
-                2,
-            )
+    for compiled, source in build_info.stale_compiled_modules():
+        pytest.exit(
+            f"{compiled} is older than {source}: rebuild it (pip install -e .) or run the "
+            f"tests with {build_info.PURE_PYTHON_ENV}=1",
+            2,
+        )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

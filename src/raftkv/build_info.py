@@ -3,6 +3,7 @@ that runs them as pure Python.
 
 Contracts:
 - ``compiled_modules()`` names the imported raftkv modules loaded from a compiled extension;
+  ``stale_compiled_modules()`` the compiled files older than their sources;
 - with ``RAFTKV_PURE_PYTHON`` set to a non-empty value when ``raftkv`` is first imported,
   every raftkv module is loaded from its ``.py`` source even where a compiled one sits beside
   it (``install_source_finder``): for tests that patch a compiled module at run time, and
@@ -15,6 +16,7 @@ import importlib.abc
 import importlib.machinery
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 
 PURE_PYTHON_ENV = "RAFTKV_PURE_PYTHON"
@@ -38,6 +40,23 @@ def compiled_modules() -> list[str]:
         for name, module in list(sys.modules.items())
         if name.startswith("raftkv.") and _is_extension(module)
     )
+
+
+def stale_compiled_modules() -> list[tuple[str, str]]:
+    """(compiled file, source) of every compiled module of ``COMPILED_PACKAGES`` older than its
+    source (an editable install whose sources were edited since it was built), whether or not
+    the module is imported yet."""
+    import importlib
+
+    stale = []
+    for package in COMPILED_PACKAGES:
+        for directory in importlib.import_module(package).__path__:
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+                for compiled in sorted(Path(directory).glob(f"*{suffix}")):
+                    source = compiled.with_name(compiled.name[: -len(suffix)] + ".py")
+                    if source.exists() and source.stat().st_mtime > compiled.stat().st_mtime:
+                        stale.append((str(compiled), str(source)))
+    return stale
 
 
 def core_compiled() -> bool:

@@ -753,8 +753,7 @@ class Simulation:
         member lags and neither the members holding the fault nor the others are a majority
         of voices (the two at the head are one voice, one holding an unconfirmed copy of the
         other's state, ``raftkv.guard.vouch``; or one of them holds a copy of the faulty
-        member's state).  Anything else that keeps members apart
-        is a liveness failure."""
+        member's state).  Anything else that keeps members apart is a liveness failure."""
         bad = self.diverged
         if bad is None:
             return False

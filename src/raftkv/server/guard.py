@@ -812,9 +812,9 @@ class ConsistencyGuard:
     async def _first_divergence(self, rnd: _Round, member: int, source: int, hi: int) -> int | None:
         """The first index in (lo, hi] where ``member`` left ``source``'s chain (the truth's),
         lo being the oldest index both keep; lo itself when they differ there already; None
-        when they agree at ``hi``.  None when one of them no longer keeps an index the search needs (its history was reset by
-        a snapshot, or evicted, since the round gathered the ranges): a digest it lacks says
-        nothing about where it left the chain.  None too when either history was replaced
+        when they agree at ``hi``.  None when one of them no longer keeps an index the search
+        needs (its history was reset by a snapshot, or evicted, since the round gathered the
+        ranges): a digest it lacks says nothing about where it left the chain.  None too when either history was replaced
         during the search (an installed copy brings its sender's history, which may cover the
         same indexes: mixing two histories places the divergence anywhere).  A chain's digest
         at ``hi`` commits to every digest before it, so the same digests at ``hi`` before and
