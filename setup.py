@@ -4,10 +4,9 @@ Everything else (metadata, dependencies, packages) is in ``pyproject.toml``; thi
 adds the compiled modules.
 
 Contracts:
-- ``COMPILED`` lists the modules compiled with mypyc, every module of
-  ``raftkv.build_info.COMPILED_PACKAGES`` (they are ``mypy --strict`` clean, import
-  nothing outside the standard library and their own group, and nothing patches them at run
-  time outside the tests that say so); their ``.py`` sources are installed too;
+- the modules compiled with mypyc are ``raftkv.build_info.COMPILED``'s (``compiled_sources``:
+  they are ``mypy --strict`` clean, and nothing patches them at run time outside the tests
+  that say so); their ``.py`` sources are installed too;
 - the build falls back to pure Python, with one warning, when mypyc cannot be imported, when
   ``RAFTKV_PURE_PYTHON`` is set to a non-empty value, or when compiling fails (no C
   compiler): all or nothing, so a half-compiled group never ships;
@@ -16,7 +15,6 @@ Contracts:
 
 from __future__ import annotations
 
-import glob
 import os
 import runpy
 import sys
@@ -25,12 +23,8 @@ from typing import Any
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-# raftkv.build_info.COMPILED_PACKAGES (read from its file: raftkv itself is not importable
-# here): the Raft core so far, its pure state machine and codec.
+# raftkv.build_info, read from its file: raftkv itself is not importable here.
 _BUILD_INFO = runpy.run_path(os.path.join("src", "raftkv", "build_info.py"))
-COMPILED = tuple(
-    os.path.join("src", *package.split("."), "*.py") for package in _BUILD_INFO["COMPILED_PACKAGES"]
-)
 
 
 def _warn(message: str) -> None:
@@ -61,11 +55,11 @@ def _compiled_extensions() -> list[Any]:
     except ImportError:
         _warn("mypyc is not installed")
         return []
-    sources = sorted(path for pattern in COMPILED for path in glob.glob(pattern))
+    sources = [os.path.relpath(path) for path in _BUILD_INFO["compiled_sources"]("src")]
     try:
         return list(mypycify(sources, opt_level="3", debug_level="1", group_name="raftkv"))
     except BaseException as exc:  # mypyc's type check exits with SystemExit on errors
-        _warn(f"mypyc could not translate {', '.join(COMPILED)} ({exc!r})")
+        _warn(f"mypyc could not translate {', '.join(_BUILD_INFO['COMPILED'])} ({exc!r})")
         return []
 
 

@@ -31,12 +31,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``pure_python`` patch modules that may run compiled (a compiled module's
-    calls do not go through the attributes a patch replaces): skipped while the Raft core
-    runs compiled; ``scripts/test`` runs them in a second, pure-Python pass."""
+    calls do not go through the attributes a patch replaces): skipped while the build runs
+    compiled; ``scripts/test`` runs them in a second, pure-Python pass."""
     if PURE_PYTHON or not build_info.core_compiled():
         return
     skip = pytest.mark.skip(
-        reason=f"patches the Raft core, which runs compiled here: run with "
+        reason=f"patches a module that runs compiled here: run with "
         f"{build_info.PURE_PYTHON_ENV}=1 (scripts/test does)"
     )
     for item in items:

@@ -1,7 +1,9 @@
-"""Which of raftkv's modules run compiled (mypyc, ``setup.py``'s ``COMPILED``), and the switch
-that runs them as pure Python.
+"""Which of raftkv's modules run compiled (mypyc, ``setup.py``), and the switch that runs them
+as pure Python.
 
 Contracts:
+- ``COMPILED`` names what setup.py compiles when it can: a package (all its modules) or one
+  module; ``compiled_sources`` lists their source files;
 - ``compiled_modules()`` names the imported raftkv modules loaded from a compiled extension;
   ``stale_compiled_modules()`` the compiled files older than their sources;
 - with ``RAFTKV_PURE_PYTHON`` set to a non-empty value when ``raftkv`` is first imported,
@@ -20,17 +22,29 @@ from pathlib import Path
 from types import ModuleType
 
 PURE_PYTHON_ENV = "RAFTKV_PURE_PYTHON"
-# The packages setup.py compiles (every module in them), when it can.  A module of theirs may
-# run compiled: patching its classes or functions at run time changes nothing its own
-# compiled callers do.
-COMPILED_PACKAGES = ("raftkv.raft",)
+# What setup.py compiles, when it can: packages (every module in them) and single modules, the
+# hot path of a put: the Raft core, the MVCC store, and the applier with its entry decoding.
+# A compiled module may not be patched at run time (its compiled callers would not see the
+# patch), its classes not subclassed in Python, and it may not define a subclass of a built-in
+# exception other than Exception (mypyc cannot).
+COMPILED = ("raftkv.raft", "raftkv.mvcc", "raftkv.server.requests", "raftkv.server.applier")
+
+
+def compiled_sources(src_root: str | Path) -> list[Path]:
+    """The source files of ``COMPILED`` under ``src_root`` (the directory holding ``raftkv``),
+    sorted."""
+    sources: list[Path] = []
+    for name in COMPILED:
+        path = Path(src_root, *name.split("."))
+        sources += sorted(path.glob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
+    return sorted(sources)
 
 
 def may_be_compiled(obj: object) -> bool:
-    """Whether ``obj`` (a module, or a class or function of one) belongs to a package setup.py
+    """Whether ``obj`` (a module, or a class or function of one) belongs to what setup.py
     compiles, whether or not this install could compile it."""
     name = obj.__name__ if isinstance(obj, ModuleType) else getattr(obj, "__module__", "")
-    return any(name == p or name.startswith(p + ".") for p in COMPILED_PACKAGES)
+    return any(name == c or name.startswith(c + ".") for c in COMPILED)
 
 
 def compiled_modules() -> list[str]:
@@ -43,19 +57,15 @@ def compiled_modules() -> list[str]:
 
 
 def stale_compiled_modules() -> list[tuple[str, str]]:
-    """(compiled file, source) of every compiled module of ``COMPILED_PACKAGES`` older than its
-    source (an editable install whose sources were edited since it was built), whether or not
-    the module is imported yet."""
-    import importlib
-
+    """(compiled file, source) of every compiled module of ``COMPILED`` older than its source
+    (an editable install whose sources were edited since it was built), whether or not the
+    module is imported yet."""
     stale = []
-    for package in COMPILED_PACKAGES:
-        for directory in importlib.import_module(package).__path__:
-            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-                for compiled in sorted(Path(directory).glob(f"*{suffix}")):
-                    source = compiled.with_name(compiled.name[: -len(suffix)] + ".py")
-                    if source.exists() and source.stat().st_mtime > compiled.stat().st_mtime:
-                        stale.append((str(compiled), str(source)))
+    for source in compiled_sources(Path(__file__).parent.parent):
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            compiled = source.with_suffix(suffix)
+            if compiled.exists() and source.stat().st_mtime > compiled.stat().st_mtime:
+                stale.append((str(compiled), str(source)))
     return stale
 
 

@@ -24,6 +24,7 @@ Contracts:
 
 from __future__ import annotations
 
+import importlib.machinery
 import re
 import shutil
 import subprocess
@@ -126,15 +127,15 @@ def _patch_new_kind(src: Path, version: Version) -> None:
     )
 
 
-def _copy_tree(source: Path, dest: Path) -> Path:
-    """``source``'s ``src/`` (without bytecode or build metadata), ``pyproject.toml`` and
-    ``README.md`` into ``dest``; returns the copied ``src``."""
+def _copy_tree(source: Path, dest: Path, *, compiled: bool) -> Path:
+    """``source``'s ``src/`` (without bytecode or build metadata, and without its compiled
+    modules unless ``compiled``), ``pyproject.toml`` and ``README.md`` into ``dest``; returns
+    the copied ``src``."""
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(
-        source / "src",
-        dest / "src",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"),
-    )
+    skipped = ["__pycache__", "*.pyc", "*.egg-info"]
+    if not compiled:
+        skipped += [f"*{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES]
+    shutil.copytree(source / "src", dest / "src", ignore=shutil.ignore_patterns(*skipped))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(source / name, dest / name)
     return dest / "src"
@@ -160,8 +161,13 @@ def _probe(python: str, src: Path) -> str:
         "from raftkv.server import applier, kv\n"
         "from raftkv.server.requests import KIND_SINCE, RequestKind\n"
         "kind = getattr(RequestKind, 'PUT_V3', None)\n"
-        "# the apply table covers every kind (it raises otherwise); no backend is opened\n"
-        "table = applier.Applier._handler_table(applier.Applier.__new__(applier.Applier))\n"
+        "# the apply table covers every kind (it raises otherwise)\n"
+        "import tempfile\n"
+        "from raftkv.mvcc.backend import BackendConfig\n"
+        "with tempfile.TemporaryDirectory() as tmp:\n"
+        "    a = applier.Applier.detached(tmp, BackendConfig(map_size=1 << 24), 1)\n"
+        "    table = a._handler_table()\n"
+        "    a.close()\n"
         "assert set(table) == set(RequestKind), sorted(set(RequestKind) - set(table))\n"
         "since = KIND_SINCE[kind].short() if kind is not None else '-'\n"
         "print(raftkv.__version__, raftkv.__file__, since)\n"
@@ -192,7 +198,7 @@ def snapshot(dest: Path) -> Installation:
     """This tree as it is now, copied to ``dest`` and run by this interpreter: every member of
     a test runs the same code even while the working tree is being edited, and the newer
     releases are built from exactly this code."""
-    src = _copy_tree(REPO, dest / "tree")
+    src = _copy_tree(REPO, dest / "tree", compiled=True)
     version = base_version()
     _check_imports(sys.executable, src, version, "-")
     return Installation(version=version, python=sys.executable, src=src, root=dest)
@@ -203,7 +209,9 @@ def build(dest: Path, minors_up: int, *, with_new_kind: bool, source: Installati
     own interpreter; raises ``PatchError`` when a pattern is missing, AssertionError when the
     interpreter does not import the copy."""
     version = bumped(minors_up)
-    src = _copy_tree(source.src.parent, dest / "tree")
+    # Pure Python: the patched modules may be compiled ones, whose extensions would shadow the
+    # patched sources.
+    src = _copy_tree(source.src.parent, dest / "tree", compiled=False)
     _patch_version(src, version)
     if with_new_kind:
         _patch_new_kind(src, version)

@@ -18,11 +18,11 @@ from raftkv.mvcc.backend import BUCKET_META, META_STORAGE_VERSION, BackendConfig
 from raftkv.proto import rpc_pb2 as pb
 from raftkv.raft.codec import encode_conf_change
 from raftkv.raft.types import ConfChange, ConfChangeType, Entry, EntryType
-from raftkv.server.applier import Applier, StorageVersionError
+from raftkv.server.applier import Applier
 from raftkv.server.bootstrap import MemberInfo
 from raftkv.server.cluster_info import MemberChange
 from raftkv.server.data_dir import DataDir
-from raftkv.server.raft_node import FatalStateMachineError
+from raftkv.server.raft_node import FatalStateMachineError, StorageVersionError
 from raftkv.server.requests import (
     KIND_SINCE,
     RequestDecodeError,

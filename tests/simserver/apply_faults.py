@@ -8,11 +8,10 @@ Contracts:
 - a fault fires once, in the process of the incarnation it was armed on, on a put: the
   ``applyCorruptValue`` failpoint (the member stores a changed value) or ``applySkipEntry``
   (the member skips the entry's effects); ``ApplyFault.index`` is then the entry's Raft index,
-  read from the applier's own frame (the failpoint does not pass it);
+  read from the member's applier (``Applier.applying``: the failpoint does not pass it);
 - or ``backendBitFlip``: a bit of a stored value flips at rest, after its checksum was
   computed (the disk's fault, not apply's: the apply digests agree, the value's checksum and
-  the state hash tell); ``index`` is the entry whose put wrote the value (from the applier's
-  frame up the stack);
+  the state hash tell); ``index`` is the entry whose put wrote the value;
 - a fault reaches the disk with the batch holding its entry: a crash before that batch
   committed undoes it (the restarted member applies the entry again, without a fault); the
   simulation sets ``undone`` then;
@@ -22,14 +21,12 @@ Contracts:
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from raftkv import failpoints
-from raftkv.raft.types import EntryType
+from raftkv.raft.types import Entry, EntryType
 from raftkv.server.requests import RequestKind, decode_request
 from tests.simserver.loop import CURRENT_PROCESS, Process
 
@@ -42,31 +39,20 @@ class ApplyFault:
     kind: str
     member: str
     process: Process
+    applying: Callable[[], Entry | None]  # the entry that incarnation's applier is applying
     fired: bool = False
     index: int | None = None  # the Raft index of the entry it hit
     undone: bool = False  # a crash came before the entry's batch reached the disk
     durable: bool = False  # the entry's batch reached the disk: no crash undoes it now
 
 
-def _on_a_put(frame: object) -> bool:
-    """Whether the applier's frame that hit ``applySkipEntry`` holds a put entry."""
-    e = frame.f_locals.get("e")  # type: ignore[attr-defined]
-    if e is None or e.type is not EntryType.NORMAL or not e.data:
+def _is_put(e: Entry) -> bool:
+    if e.type is not EntryType.NORMAL or not e.data:
         return False
     try:
         return decode_request(e.data).kind is RequestKind.PUT
     except Exception:
         return False
-
-
-def _applied_index(frame: Any) -> int:
-    """The Raft index of the entry the applier is applying, from its frame up the stack (the
-    apply failpoints are hit in it; a bit flip deeper, in the backend's put)."""
-    while frame is not None:
-        if frame.f_code.co_name == "_apply_batch" and "index" in frame.f_locals:
-            return int(frame.f_locals["index"])
-        frame = frame.f_back
-    raise AssertionError("an apply fault fired outside the applier's batch")
 
 
 @contextmanager
@@ -83,11 +69,13 @@ def scoped_failpoints(
         for f in faults:
             if f.fired or f.kind != name or CURRENT_PROCESS.get() is not f.process:
                 continue
-            frame = sys._getframe(1)
-            if name == "applySkipEntry" and not _on_a_put(frame):
+            e = f.applying()
+            if e is None:
+                raise AssertionError(f"the apply fault {name} fired outside the applier's batch")
+            if name == "applySkipEntry" and not _is_put(e):
                 return False
             f.fired = True
-            f.index = _applied_index(frame)
+            f.index = e.index
             return True
         return False
 

@@ -316,8 +316,11 @@ class Simulation:
         if not running:
             return
         m = self.rng.choice(running)
-        assert m.process is not None
-        fault = ApplyFault(self.rng.choice(APPLY_FAULT_KINDS), m.name, m.process)
+        assert m.process is not None and m.member is not None
+        applier = m.member.applier
+        fault = ApplyFault(
+            self.rng.choice(APPLY_FAULT_KINDS), m.name, m.process, lambda: applier.applying
+        )
         self.apply_faults.append(fault)
         self.result.faults[fault.kind] += 1
         self.note(f"apply fault {fault.kind} armed on {m.name}")

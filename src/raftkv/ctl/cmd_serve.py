@@ -55,7 +55,10 @@ def _run(args: argparse.Namespace) -> int:
     run_log = logging.getLogger("raftkv.run")
     if experiments:
         run_log.info("gRPC runtime: GRPC_EXPERIMENTS=%s", experiments)
-    from raftkv.build_info import core_compiled
+    from raftkv.build_info import COMPILED, core_compiled
 
-    run_log.info("Raft core: %s", "compiled (mypyc)" if core_compiled() else "pure Python")
+    if core_compiled():
+        run_log.info("hot path compiled (mypyc): %s", ", ".join(COMPILED))
+    else:
+        run_log.info("hot path: pure Python")
     return run(cfg)

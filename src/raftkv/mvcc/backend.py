@@ -481,8 +481,8 @@ class Backend:
         except lmdb.MapFullError as exc:
             self._commit_failed = exc
             raise BackendSpaceExceededError() from exc
-        except BaseException as exc:
-            self._commit_failed = exc
+        except BaseException as other:  # its own name: a compiled function types each once
+            self._commit_failed = other
             raise
         self._note_size()
         if self.on_commit is not None:

@@ -93,7 +93,7 @@ from raftkv.server.cluster_info import (
 )
 from raftkv.server.data_dir import DataDir
 from raftkv.server.quota import KV_OVERHEAD, LEASE_OVERHEAD, cost_txn, fits, humanize_bytes
-from raftkv.server.raft_node import FatalStateMachineError
+from raftkv.server.raft_node import FatalStateMachineError, StorageVersionError
 from raftkv.server.requests import (
     CHECKPOINT_KINDS,
     FIRST_VERSION,
@@ -214,6 +214,9 @@ class Applier:
         self._answer_wanted = True
         # The user and auth revision of the entry being applied (format 2; None: nobody).
         self._who: AuthInfo | None = None
+        # The entry being applied while a batch applies, else None: for failpoints that need to
+        # know where they fired (the simulator's apply faults; compiled code has no frames).
+        self.applying: Entry | None = None
         # Member-local tokens of the auth store (they survive backend swaps).
         self._auth_tokens = auth_tokens
         # Held by a state hash reading the backend in a worker thread, and by whoever closes
@@ -620,6 +623,7 @@ class Applier:
                 try:
                     for e in entries:
                         index = e.index
+                        self.applying = e
                         if not begin_entry(index, e.term):
                             if e.type == _CONF_CHANGE:
                                 self._replay_conf_change(e)
@@ -639,10 +643,11 @@ class Applier:
                             try:
                                 # Looked up per entry: an ALARM entry may cap the next ones.
                                 answer = self._handlers[kind](batch, body, index)
-                            except MVCCRequestError as exc:
-                                answer = convert.error_to_etcd(exc)
-                            except lease_errors.LeaseError as exc:
-                                mapped = _LEASE_ERRORS.get(type(exc))
+                            # One name per handler: a compiled function types each name once.
+                            except MVCCRequestError as mvcc_exc:
+                                answer = convert.error_to_etcd(mvcc_exc)
+                            except lease_errors.LeaseError as lease_exc:
+                                mapped = _LEASE_ERRORS.get(type(lease_exc))
                                 if mapped is None:
                                     raise
                                 answer = mapped()
@@ -659,6 +664,7 @@ class Applier:
                         log.warning("failpoint crashBeforeConsistentIndex")
                 finally:
                     self.lease_bucket.tx = None
+                    self.applying = None
         except BaseException:
             self.digest.rollback()
             raise
@@ -735,8 +741,8 @@ class Applier:
                 f"entry {e.index} holds {exc}, which raftkv {SERVER_VERSION} cannot apply at "
                 f"cluster version {cv.short()}: upgrade this member to the cluster's version"
             ) from None
-        except RequestDecodeError as exc:
-            raise FatalStateMachineError(f"entry {e.index} does not decode: {exc}") from None
+        except RequestDecodeError as decode_exc:
+            raise FatalStateMachineError(f"entry {e.index} does not decode: {decode_exc}") from None
 
     # -- the handler table: one handler per request kind, cross-cutting checks as wrappers --
 
@@ -1064,10 +1070,6 @@ def check_storage_version(backend: Backend, path: str) -> None:
             f"raftkv {SERVER_VERSION} supports ({STORAGE_VERSION.short()}); run raftkv "
             f"{stored.short()} or later, or downgrade the cluster first"
         )
-
-
-class StorageVersionError(FatalStateMachineError):
-    """The data dir was written by a newer raftkv; the message names both versions."""
 
 
 def _json_obj(data: bytes) -> dict[str, Any]:

@@ -111,6 +111,10 @@ class FatalStateMachineError(RuntimeError):
     traceback."""
 
 
+class StorageVersionError(FatalStateMachineError):
+    """The data dir was written by a newer raftkv; the message names both versions."""
+
+
 class StateMachine(Protocol):
     """What the Ready loop needs from the member's applied state."""
 
