@@ -1,4 +1,5 @@
-"""CPU per request of each member of a 3-member cluster under one ``compare_etcd`` scenario.
+"""CPU per request of each member of a cluster under one ``compare_etcd`` scenario or under
+``etcdctl check perf``.
 
 Owns: starting a cluster (raftkv or etcd, ``compare_etcd.LocalCluster``), running one scenario
 with the same client and parameters as ``compare_etcd.py``, and reporting what each process
@@ -14,6 +15,12 @@ less sensitive to other work on the machine than requests/s.
     python bench/cpu_per_request.py --system etcd --scenario range-l --total 10000
     python bench/cpu_per_request.py --py-spy /tmp/prof       # leader.txt, follower.txt
     python bench/cpu_per_request.py --py-spy /tmp/prof --gil --rate 200  # Python CPU only
+    python bench/cpu_per_request.py --members 1 --check-perf l   # etcdctl's Go client
+
+``--members`` sets the cluster's size (3 by default).  ``--check-perf LOAD`` drives it with
+``etcdctl check perf --load=LOAD`` (60 s, a Go client that costs little CPU) instead of the
+Python load: requests are its throughput times the run's length, and the client's CPU is
+etcdctl's.
 
 Profiles are py-spy's ``raw`` (collapsed stack) format; ``--native`` adds C frames.
 """
@@ -22,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -72,10 +81,40 @@ def start_profilers(
     return procs
 
 
+def check_perf(cluster: ce.LocalCluster, load: str) -> tuple[int, float, str, float]:
+    """Run ``etcdctl check perf --load=load``: (requests, requests/s, its verdicts, etcdctl's
+    CPU seconds).  Requests are the reported throughput times the run's length."""
+    argv = [ce.ETCDCTL_BIN, "--endpoints", ",".join(cluster.endpoints), "check", "perf"]
+    reaped_cpu = sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [*argv, f"--load={load}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "ETCDCTL_API": "3"},
+    )
+    out, _ = proc.communicate(timeout=600)
+    elapsed = time.monotonic() - t0
+    # etcdctl was reaped by communicate(): its CPU is what the reaped children's total grew by.
+    client_cpu = sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2]) - reaped_cpu
+    lines = ce.parse_check_perf(out)
+    m = re.search(r"Throughput is (\d+) writes/s", out)
+    if m is None:
+        raise RuntimeError(f"etcdctl check perf printed no throughput:\n{out}")
+    rps = float(m.group(1))
+    verdicts = ", ".join(lines.get(k, "?") for k in ("throughput", "slowest", "stddev"))
+    return max(1, round(rps * elapsed)), rps, verdicts, client_cpu
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--system", choices=("raftkv", "etcd"), default="raftkv")
     ap.add_argument("--scenario", default="put-100", help="one of compare_etcd's scenarios")
+    ap.add_argument("--members", type=int, default=3, help="cluster size")
+    ap.add_argument(
+        "--check-perf", default="", metavar="LOAD", help="etcdctl check perf --load=LOAD instead"
+    )
     ap.add_argument("--total", type=int, default=5000, help="requests in the run")
     ap.add_argument("--val-size", type=int, default=256)
     ap.add_argument("--procs", type=int, default=0, help="load processes (0 = cpu count)")
@@ -96,17 +135,17 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("py-spy is not installed (pip install py-spy)")
 
     root = Path(tempfile.mkdtemp(prefix=f"cpu-{args.system}-"))
-    cluster = ce.LocalCluster(args.system, root)
+    cluster = ce.LocalCluster(args.system, root, size=args.members)
     try:
         cluster.start()
         ce.etcdctl(",".join(cluster.endpoints), "put", ce.RANGE_KEY.decode(), "x" * args.val_size)
         leader = cluster.leader_pid()
         pids = cluster.pids()
-        follower = next(p for p in pids if p != leader)
+        follower = next((p for p in pids if p != leader), None)
         spies = []
         if args.py_spy:
             assert leader is not None
-            targets = {"leader": leader, "follower": follower}
+            targets = {"leader": leader} | ({"follower": follower} if follower else {})
             spies = start_profilers(
                 targets, Path(args.py_spy), native=args.native, gil=args.gil, rate=args.rate
             )
@@ -121,7 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         before = {p: process_cpu(p) for p in pids}
         idle0 = machine_ticks()
-        stats = runner.run(cfg)
+        if args.check_perf:
+            n, rps, p99, client_cpu = check_perf(cluster, args.check_perf)
+        else:
+            stats = runner.run(cfg)
+            n, rps, client_cpu = args.total, stats.rps, stats.client_cpu
+            p99 = f"p99 {stats.percentile_map()['p99'] * 1e3:.1f} ms"
         idle1 = machine_ticks()
         spent = {p: process_cpu(p) - before[p] for p in pids}
         for spy in spies:
@@ -132,15 +176,13 @@ def main(argv: list[str] | None = None) -> int:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
 
-    n = args.total
     idle = (idle1[0] - idle0[0]) / max(1, idle1[1] - idle0[1])
-    print(
-        f"{args.system} {sc.title}: {stats.rps:.0f} req/s, p99 {stats.percentile_map()['p99'] * 1e3:.1f} ms"
-    )
+    title = f"etcdctl check perf --load={args.check_perf}" if args.check_perf else sc.title
+    print(f"{args.system} ({args.members} members) {title}: {rps:.0f} req/s, {p99}")
     members = " ".join(f"{'L' if p == leader else 'F'}:{spent[p] / n * 1e3:.3f}" for p in pids)
     total = sum(spent.values()) / n * 1e3
     print(f"member CPU ms/request: {members} (sum {total:.3f})")
-    print(f"client CPU ms/request: {stats.client_cpu / n * 1e3:.3f}")
+    print(f"client CPU ms/request: {client_cpu / n * 1e3:.3f}")
     print(f"machine idle during the load (includes the client start-up): {idle:.0%}")
     if args.py_spy:
         print(f"profiles: {args.py_spy}/leader.txt, {args.py_spy}/follower.txt")

@@ -52,7 +52,9 @@ def entries(n: int, value_size: int) -> list[Entry]:
 
 
 def run_once(root: Path, work: list[Entry], batch: int, digest: bool) -> float:
-    applier = Applier.detached(str(root), BackendConfig(map_size=1 << 30), min_lease_ttl=1)
+    applier = Applier.detached(
+        str(root), BackendConfig(map_size=1 << 30, batch_interval=0.1), min_lease_ttl=1
+    )
     applier.write_initial_members([MemberInfo(1, "m1", ("http://127.0.0.1:2380",))])
     if not digest:
         applier.digest.recorder = NullRecorder()  # type: ignore[assignment]

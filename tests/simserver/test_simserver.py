@@ -55,6 +55,9 @@ APPLY_FAULT_REGRESSION_SEEDS = (
     191,  # named by a state hash check, then its history replaced by a snapshot: never located
     248,  # a leader under a CORRUPT alarm kept handing leadership to a voter that needed a
     # snapshot it would not send (it is fenced), so no leader served; 441 the same
+    386,  # a fenced leader whose apply had stopped (a corrupt backend) renewed, for a
+    # follower, a lease committed entries had revoked: the lease's key was gone while the
+    # holder's keepalive had been answered
     440,  # a search for the first divergence mixed a member's history with the one an
     441,
     454,  # install brought mid-search, and placed the divergence late (440 and 454)

@@ -166,7 +166,14 @@ class Leases:
         return resp
 
     async def _handle_remote_renew(self, peer: int, payload: bytes) -> bytes:
+        """A follower's forwarded keepalive, served as a local one: this member's fence is
+        checked and its applied state catches up with a read-index round first (etcd's
+        waitAppliedIndex), so a leader whose apply lags or stopped (a corrupt backend) never
+        renews a lease that committed entries already revoked.  A refusal reaches the
+        follower as the request's failure."""
         req = pb.LeaseKeepAliveRequest.FromString(payload)
+        self.fence.check_voter()
+        await self.barrier.wait()
         try:
             ttl = self._renew_local(req.ID)
         except errors.ERR_LEASE_NOT_FOUND:
@@ -174,7 +181,11 @@ class Leases:
         return pb.LeaseKeepAliveResponse(ID=req.ID, TTL=ttl).SerializeToString()
 
     async def _handle_remote_ttl(self, peer: int, payload: bytes) -> bytes:
-        return self._ttl_local(pb.LeaseTimeToLiveRequest.FromString(payload)).SerializeToString()
+        """A follower's forwarded TimeToLive, served as a local one (see the keepalive's)."""
+        req = pb.LeaseTimeToLiveRequest.FromString(payload)
+        self.fence.check_voter()
+        await self.barrier.wait()
+        return self._ttl_local(req).SerializeToString()
 
     async def _ask_leader(self, kind: str, req: Any) -> bytes:
         try:
