@@ -123,6 +123,34 @@ def test_put_flags(tmp_path: Path) -> None:
     s.backend.close()
 
 
+def test_leased_keys_after_a_restore_match_a_scan_of_every_live_key(tmp_path: Path) -> None:
+    """The restore gathers each live key's lease from its latest record; once a batch writes,
+    every live key is read again.  Both answers agree."""
+    path = tmp_path / "db"
+    s = KVStore(open_store(path).backend, lease_exists=lambda lid: lid in (7, 8))
+    _apply(
+        s,
+        PutRequest(b"a", b"1", lease=7),
+        PutRequest(b"b", b"1", lease=7),
+        PutRequest(b"c", b"1", lease=8),
+        PutRequest(b"d", b"1"),
+        PutRequest(b"b", b"2"),  # its lease dropped by a plain put
+        DeleteRangeRequest(b"c"),  # deleted
+        PutRequest(b"d", b"2", lease=8),  # a lease attached later
+        PutRequest(b"e", b"1", lease=8),
+        DeleteRangeRequest(b"e"),
+        PutRequest(b"e", b"2", lease=7),  # deleted, then put again with another lease
+    )
+    expected = {b"a": 7, b"d": 8, b"e": 7}
+    assert s.leased_keys() == expected  # read from every live key
+    s.backend.close()
+    reopened = KVStore(open_store(path).backend, lease_exists=lambda lid: lid in (7, 8))
+    assert reopened.leased_keys() == expected  # gathered by the restore
+    _apply(reopened, PutRequest(b"a", b"3"))
+    assert reopened.leased_keys() == {b"d": 8, b"e": 7}  # after a write: read again
+    reopened.backend.close()
+
+
 def test_delete_range(store: KVStore) -> None:
     _apply(store, PutRequest(b"a"), PutRequest(b"b"), PutRequest(b"c"))
     [r] = _apply(store, DeleteRangeRequest(b"a", b"c", prev_kv=True))

@@ -126,6 +126,8 @@ class KVStore:
         self.compaction_batch = compaction_batch
         self._listeners: list[tuple[CommitListener, ListenerWanted]] = []
         self._in_batch = False
+        # Live key -> lease as the last restore found them; None once a batch wrote.
+        self._restored_leases: dict[bytes, int] | None = None
         self._restore()
 
     # -- start-up ---------------------------------------------------------
@@ -144,6 +146,7 @@ class KVStore:
     def _restore_index(self) -> None:
         index = TreeIndex()
         by_key: dict[bytes, KeyIndex] = {}
+        leases: dict[bytes, int] = {}  # live key -> lease, from each key's latest record
         current = 1
         compact = -1
         scheduled = 0
@@ -158,8 +161,12 @@ class KVStore:
                 scheduled = bytes_to_rev(sched) >> SUB_BITS
             for raw, payload in tx.iterate(BUCKET_KEY):
                 rev = bytes_to_rev(raw)
-                key, create, version = decode_kv_meta(payload)
+                key, create, version, lease = decode_kv_meta(payload)
                 current = rev >> SUB_BITS
+                if lease and not is_tombstone(raw):
+                    leases[key] = lease
+                elif leases:
+                    leases.pop(key, None)
                 ki = by_key.get(key)
                 if ki is not None:
                     if is_tombstone(raw):
@@ -178,6 +185,7 @@ class KVStore:
         index.rebuild_order()
         with self.lock:
             self._index = index
+            self._restored_leases = leases
             self._consistent_index = _U64.unpack(ci)[0] if ci else 0
             self._term = _U64.unpack(term)[0] if term else 0
             # A scheduled compaction names a revision that existed, even when no record of it
@@ -309,6 +317,7 @@ class KVStore:
             raise RuntimeError("write batches do not nest")
         tx, raw = self.backend.begin_batch()
         self._in_batch = True
+        self._restored_leases = None  # only the key bucket's writes change a key's lease
         batch = WriteBatch(self, tx)
         try:
             yield batch
@@ -444,7 +453,13 @@ class KVStore:
     # -- derived state ----------------------------------------------------
 
     def leased_keys(self) -> dict[bytes, int]:
-        """Live key -> lease ID for every key attached to a lease (for the lessor)."""
+        """Live key -> lease ID for every key attached to a lease (for the lessor).
+
+        Until the first write batch after a restore (start-up, a new backend) the answer is
+        the one the restore's pass over every record gathered; after it, every live key is
+        read again."""
+        if self._restored_leases is not None:
+            return dict(self._restored_leases)
         out: dict[bytes, int] = {}
         with self.read() as view:
             kvs, _count, _rev = view.range_keys(b"\x00", b"", 0, 0, False)

@@ -89,11 +89,11 @@ def decode_kv(payload: bytes) -> KeyValue:
     )
 
 
-def decode_kv_meta(payload: bytes) -> tuple[bytes, int, int]:
-    """(key, create_revision, version) without materialising the value."""
-    create, _mod, version, _lease, klen = _KV_HEADER.unpack_from(payload)
+def decode_kv_meta(payload: bytes) -> tuple[bytes, int, int, int]:
+    """(key, create_revision, version, lease) without materialising the value."""
+    create, _mod, version, lease, klen = _KV_HEADER.unpack_from(payload)
     start = _KV_HEADER.size
-    return payload[start : start + klen], create, version
+    return payload[start : start + klen], create, version, lease
 
 
 def payload_to_proto(payload: bytes) -> bytes:
