@@ -17,6 +17,9 @@ manager that monkeypatches this process only and restores everything on exit.  N
 - ``lease-revoke-unconfirmed``: the leader proposes the revokes of expired leases without a
   read-index round confirming it still leads (etcd issue 15247: a cut-off leader revokes
   leases its successor kept alive);
+- ``leader-renews-unchecked`` (with ``--apply-faults``): the leader renews a lease for a
+  follower without checking its fence or catching its applied state up (a fenced leader whose
+  apply stopped renews a lease committed entries revoked);
 - ``digest-history-forgotten`` (with ``--apply-faults``): a restarted member keeps only its
   apply digest's head, not the persisted history before it (the guard's first version: a
   member that diverged and restarted before it was compared is named at the wrong entry);
@@ -36,6 +39,7 @@ import contextlib
 from collections.abc import Iterable
 from typing import Any
 
+from raftkv import errors
 from raftkv.guard.digest import DEFAULT_HISTORY, ApplyDigest
 from raftkv.mvcc.watchable import WatchableStore
 from raftkv.mvcc.write_batch import WriteBatch
@@ -105,6 +109,19 @@ def _lease_revoke_unconfirmed() -> Patch:
     return [(Leases, "run", run)]
 
 
+def _leader_renews_unchecked() -> Patch:
+    async def renew(self: Leases, peer: int, payload: bytes) -> bytes:
+        # A follower's forwarded keepalive renewed at once: no fence, no catching up.
+        req = pb.LeaseKeepAliveRequest.FromString(payload)
+        try:
+            ttl = self._renew_local(req.ID)
+        except errors.ERR_LEASE_NOT_FOUND:
+            ttl = -1
+        return pb.LeaseKeepAliveResponse(ID=req.ID, TTL=ttl).SerializeToString()
+
+    return [(Leases, "_handle_remote_renew", renew)]
+
+
 def _digest_history_forgotten() -> Patch:
     def load(
         cls: type[ApplyDigest],
@@ -156,6 +173,11 @@ MUTATIONS: dict[str, Mutation] = {
     "lease-revoke-unconfirmed": Mutation(
         "expired leases revoked by a leader that did not confirm it still leads",
         _lease_revoke_unconfirmed,
+    ),
+    "leader-renews-unchecked": Mutation(
+        "the leader renews a lease a follower forwards without its fence checked or its "
+        "applied state caught up",
+        _leader_renews_unchecked,
     ),
     "digest-history-forgotten": Mutation(
         "a restarted member keeps only its apply digest's head", _digest_history_forgotten

@@ -67,6 +67,7 @@ APPLY_FAULT_REGRESSION_SEEDS = (
 # the parameters and the seeds that do.
 MUTATION_RUNS: dict[str, tuple[SimParams, tuple[int, ...]]] = {
     "digest-history-forgotten": (SimParams(apply_fault=True), (1,)),
+    "leader-renews-unchecked": (SimParams(apply_fault=True), (386,)),
     "lease-revoke-unconfirmed": (SimParams(), REGRESSION_SEEDS),
     "read-index-before-commit": (SimParams(), (370,)),  # a stale linearizable read
 }
