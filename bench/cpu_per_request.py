@@ -161,11 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         before = {p: process_cpu(p) for p in pids}
         idle0 = machine_ticks()
         if args.check_perf:
-            n, rps, p99, client_cpu = check_perf(cluster, args.check_perf)
+            n, rps, detail, client_cpu = check_perf(cluster, args.check_perf)
         else:
             stats = runner.run(cfg)
             n, rps, client_cpu = args.total, stats.rps, stats.client_cpu
-            p99 = f"p99 {stats.percentile_map()['p99'] * 1e3:.1f} ms"
+            detail = f"p99 {stats.percentile_map()['p99'] * 1e3:.1f} ms"
         idle1 = machine_ticks()
         spent = {p: process_cpu(p) - before[p] for p in pids}
         for spy in spies:
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
 
     idle = (idle1[0] - idle0[0]) / max(1, idle1[1] - idle0[1])
     title = f"etcdctl check perf --load={args.check_perf}" if args.check_perf else sc.title
-    print(f"{args.system} ({args.members} members) {title}: {rps:.0f} req/s, {p99}")
+    print(f"{args.system} ({args.members} members) {title}: {rps:.0f} req/s, {detail}")
     members = " ".join(f"{'L' if p == leader else 'F'}:{spent[p] / n * 1e3:.3f}" for p in pids)
     total = sum(spent.values()) / n * 1e3
     print(f"member CPU ms/request: {members} (sum {total:.3f})")
