@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from raftkv import failpoints
 from raftkv.raft.types import Entry, EntryType
-from raftkv.server.requests import RequestKind, decode_request
+from raftkv.server.requests import RequestKind, request_kind
 from tests.simserver.loop import CURRENT_PROCESS, Process
 
 KINDS = ("applyCorruptValue", "applySkipEntry", "backendBitFlip")
@@ -47,12 +47,7 @@ class ApplyFault:
 
 
 def _is_put(e: Entry) -> bool:
-    if e.type is not EntryType.NORMAL or not e.data:
-        return False
-    try:
-        return decode_request(e.data).kind is RequestKind.PUT
-    except Exception:
-        return False
+    return e.type is EntryType.NORMAL and request_kind(e.data) == RequestKind.PUT
 
 
 @contextmanager

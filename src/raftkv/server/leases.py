@@ -110,8 +110,7 @@ class Leases:
 
     async def renew(self, lease_id: int) -> int:
         """Keepalive: answered by the leader (forwarded there from a follower)."""
-        self.fence.check_voter()
-        await self.barrier.wait()
+        await self._caught_up()
         if self.raft.is_leader:
             return self._renew_local(lease_id)
         reply = pb.LeaseKeepAliveResponse.FromString(
@@ -122,8 +121,7 @@ class Leases:
         return reply.TTL
 
     async def time_to_live(self, req: pb.LeaseTimeToLiveRequest) -> pb.LeaseTimeToLiveResponse:
-        self.fence.check_voter()
-        await self.barrier.wait()
+        await self._caught_up()
         if self.raft.is_leader:
             resp = self._ttl_local(req)
         else:
@@ -133,8 +131,7 @@ class Leases:
         return resp
 
     async def leases(self) -> pb.LeaseLeasesResponse:
-        self.fence.check_voter()
-        await self.barrier.wait()
+        await self._caught_up()
         # etcd lists leases by expiry (soonest first); followers have none, so ID order.
         leases = sorted(
             self.applier.lessor.leases(),
@@ -143,6 +140,14 @@ class Leases:
         return pb.LeaseLeasesResponse(
             header=self.header(), leases=[pb.LeaseStatus(ID=lease.id) for lease in leases]
         )
+
+    async def _caught_up(self) -> None:
+        """What every lease read and renewal passes first, local or forwarded by a follower:
+        this member's fence (a voter not fenced), then a read-index round that brings its
+        applied state up to the leader's commit index (etcd's waitAppliedIndex), so no lease
+        a committed entry revoked is renewed or reported alive."""
+        self.fence.check_voter()
+        await self.barrier.wait()
 
     # -- answered on the leader -------------------------------------------------------------
 
@@ -166,14 +171,12 @@ class Leases:
         return resp
 
     async def _handle_remote_renew(self, peer: int, payload: bytes) -> bytes:
-        """A follower's forwarded keepalive, served as a local one: this member's fence is
-        checked and its applied state catches up with a read-index round first (etcd's
-        waitAppliedIndex), so a leader whose apply lags or stopped (a corrupt backend) never
-        renews a lease that committed entries already revoked.  A refusal reaches the
-        follower as the request's failure."""
+        """A follower's forwarded keepalive, served as a local one (``_caught_up`` first): a
+        leader whose apply lags or stopped (a corrupt backend) never renews a lease that
+        committed entries already revoked.  A refusal reaches the follower as the request's
+        failure."""
         req = pb.LeaseKeepAliveRequest.FromString(payload)
-        self.fence.check_voter()
-        await self.barrier.wait()
+        await self._caught_up()
         try:
             ttl = self._renew_local(req.ID)
         except errors.ERR_LEASE_NOT_FOUND:
@@ -183,8 +186,7 @@ class Leases:
     async def _handle_remote_ttl(self, peer: int, payload: bytes) -> bytes:
         """A follower's forwarded TimeToLive, served as a local one (see the keepalive's)."""
         req = pb.LeaseTimeToLiveRequest.FromString(payload)
-        self.fence.check_voter()
-        await self.barrier.wait()
+        await self._caught_up()
         return self._ttl_local(req).SerializeToString()
 
     async def _ask_leader(self, kind: str, req: Any) -> bytes:
