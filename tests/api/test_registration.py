@@ -1,4 +1,5 @@
-"""Malformed gRPC payloads against a real member: INVALID_ARGUMENT with a short etcd-like
+"""Malformed gRPC payloads against a real member (serving gRPC itself, and behind front
+processes): INVALID_ARGUMENT with a short etcd-like
 message, for unary, server-streaming and bidirectional methods, and nothing in the member's log
 at ERROR (no traceback); well-formed requests keep working."""
 
@@ -30,11 +31,15 @@ def _truncated(message: pb.PutRequest) -> bytes:
     return data[:-10]
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+@pytest.fixture(scope="module", params=[0, 2], ids=["member", "fronts"])
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Cluster]:
+    """One member serving gRPC itself, and one behind two front processes (the fronts pass
+    payloads through undecoded: the member's answer must reach the client unchanged)."""
     require_etcdctl()
     root: Path = tmp_path_factory.mktemp("registration")
-    c = Cluster(root, 1)
+    c = Cluster(root, 1, ["--grpc-front-processes", str(request.param)])
     try:
         c.start_all()
         yield c

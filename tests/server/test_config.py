@@ -59,6 +59,16 @@ def test_experimental_aliases() -> None:
         (["--log-level", "loud"], "--log-level"),
         (["--backend-batch-interval=-1"], "--backend-batch-interval: must not be negative"),
         (["--backend-batch-limit", "0"], "--backend-batch-limit"),
+        (["--grpc-front-processes=-1"], "--grpc-front-processes: must not be negative"),
+        (
+            [
+                "--grpc-front-processes=2",
+                "--auto-tls",
+                "--listen-client-urls=https://127.0.0.1:2379",
+                "--advertise-client-urls=https://127.0.0.1:2379",
+            ],
+            "front processes do not terminate TLS yet",
+        ),
     ],
 )
 def test_bad_values_name_the_flag(argv: list[str], needle: str) -> None:
@@ -176,3 +186,9 @@ def test_go_duration(seconds: float, text: str) -> None:
 
     assert go_duration(seconds) == text
     assert parse_duration(text) == pytest.approx(seconds)
+
+
+def test_grpc_front_processes_from_the_flag_or_the_environment() -> None:
+    assert parse([]).grpc_front_processes == 0
+    assert parse(["--grpc-front-processes", "3"]).grpc_front_processes == 3
+    assert parse([], {"RAFTKV_GRPC_FRONT_PROCESSES": "2"}).grpc_front_processes == 2

@@ -24,6 +24,7 @@ from raftkv.api.common import set_corruption_reporter
 from raftkv.api.registration import add_servicer
 from raftkv.api.repair import add_repair_service
 from raftkv.app.client_tls import CertificateChecks, server_credentials
+from raftkv.app.fronts import GrpcFronts
 from raftkv.app.http import HttpListeners
 from raftkv.app.services import build_services
 from raftkv.app.startup import check_dirs, check_listen_urls, report
@@ -109,7 +110,18 @@ async def serve(cfg: ServerConfig) -> int:
     add_servicer(server, pb_grpc.add_MaintenanceServicer_to_server, services.maintenance)
     add_servicer(server, pb_grpc.add_AuthServicer_to_server, services.auth)
     add_repair_service(server, member.repairer, member.auth)
-    for url in cfg.listen_client_urls:
+    fronts = (
+        GrpcFronts(
+            cfg.grpc_front_processes,
+            [grpc_address(url) for url in cfg.listen_client_urls],
+            cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
+        )
+        if cfg.grpc_front_processes
+        else None
+    )
+    if fronts is not None:  # the fronts listen on the client URLs, the member privately
+        server.add_insecure_port("unix:" + fronts.grpc_socket)
+    for url in cfg.listen_client_urls if fronts is None else ():
         try:
             if credentials is not None and urlsplit(url).scheme == "https":
                 server.add_secure_port(grpc_address(url), credentials)
@@ -122,9 +134,13 @@ async def serve(cfg: ServerConfig) -> int:
     await server.start()
     http = HttpListeners(member, cfg, services, client_tls, checks)
     try:
+        if fronts is not None:
+            await fronts.start(services.kv)
         await http.start()
-    except OSError as exc:
+    except Exception as exc:  # a front or an HTTP listener could not start: one line
         report(log, exc)
+        if fronts is not None:
+            await fronts.close()
         await server.stop(grace=None)
         await stop_member(member, failed=True)
         return 1
@@ -140,6 +156,8 @@ async def serve(cfg: ServerConfig) -> int:
     for task in (stopped, requested):
         task.cancel()
     log.info("shutting down")
+    if fronts is not None:
+        await fronts.close()
     await server.stop(grace=1.0)
     await http.close()
     if member.fatal_error is not None:

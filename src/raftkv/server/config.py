@@ -97,6 +97,9 @@ class ServerConfig:
     # small appends make (a log repaired one entry per round).
     raft_max_size_per_msg: int = 1 << 20
     raft_max_inflight_msgs: int = 512
+    # raftkv's own: processes that serve the client URLs' gRPC for the member (0: none, the
+    # member serves them itself); see raftkv.app.fronts.
+    grpc_front_processes: int = 0
 
     def tls_policy(self) -> TLSPolicy:
         return TLSPolicy(self.tls_min_version, self.tls_max_version, self.cipher_suites)
@@ -381,6 +384,14 @@ _FLAGS: dict[str, tuple[str, str, str]] = {
         "int",
         "Specify bcrypt algorithm cost factor for auth password hashing (4-31).",
     ),
+    "grpc-front-processes": (
+        "grpc_front_processes",
+        "int",
+        "raftkv only: number of processes that serve gRPC on the client URLs for this member "
+        "(0: the member serves them itself). Python's gRPC costs a member more CPU per call "
+        "than a put's own work; front processes run it beside the member, on other cores. "
+        "Plaintext (http) client URLs only, for now.",
+    ),
     "tls-max-version": (
         "tls_max_version",
         "str",
@@ -593,6 +604,13 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError("--corrupt-check-time: must not be negative")
     if cfg.max_learners < 0:
         raise ConfigError("--max-learners: must not be negative")
+    if cfg.grpc_front_processes < 0:
+        raise ConfigError("--grpc-front-processes: must not be negative")
+    if cfg.grpc_front_processes and any(_is_tls_url(u) for u in cfg.listen_client_urls):
+        raise ConfigError(
+            "--grpc-front-processes: front processes do not terminate TLS yet; "
+            "use http client URLs or --grpc-front-processes=0"
+        )
     if not _has_wal(cfg):
         # As etcd, --initial-cluster only serves to bootstrap or join: a member restarting
         # from its WAL ignores it, so it need not name this member (a list written after a

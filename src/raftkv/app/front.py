@@ -1,0 +1,274 @@
+"""A gRPC front process of a member (``raftkv serve --grpc-front-processes N``).
+
+The member starts its fronts (``raftkv.app.fronts``); each runs this module's ``main`` and
+serves the member's client URLs, all of them listening on the same ports (SO_REUSEPORT: the
+kernel spreads the clients' connections over the fronts).  What a front does with a call:
+- KV's unary methods go over the front link (``raftkv.app.front_link``) with the caller's
+  token, and the member's answer (response or status) is the call's;
+- every other method (Watch, Lease, Cluster, Maintenance, Auth, raftkv's repair) is passed to
+  the member's private gRPC socket as bytes, with the call's metadata, its deadline and, for
+  streams, each message both ways; the member's status is the call's, and a call the client
+  cancels is cancelled at the member;
+- a method no service declares is UNIMPLEMENTED, as the member answers it.
+
+Contracts: a front holds no state of the member's and checks nothing the member checks (a
+request is validated once, by the member); it exits when its link to the member closes, so a
+member that stops or crashes leaves no front serving; it exits with status 1 and one line on
+stderr when it cannot listen on a client URL.  Message size limits are the member's: the front
+receives up to ``--max-request-bytes`` plus gRPC's framing, as the member's own server does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from raftkv.app.front_link import (
+    HELLO,
+    KV_METHODS,
+    KV_SERVICE,
+    FrameReader,
+    FrameWriter,
+    request_body,
+)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_STATUS = {code.value[0]: code for code in grpc.StatusCode}
+_UNFORWARDED = ("user-agent", "te", "content-type")
+"""Metadata gRPC sets on every call itself; the member's channel sets its own."""
+
+
+class FrontLink(asyncio.Protocol):
+    """The front's end of its link: request frames out, each answered by one response frame."""
+
+    def __init__(self) -> None:
+        self._reader = FrameReader()
+        self._writer: FrameWriter | None = None
+        self._calls: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
+        self._next_id = 0
+        self.closed = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self._writer = FrameWriter(transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        for call_id, code, body in self._reader.feed(data):
+            fut = self._calls.pop(call_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result((code, body))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for fut in self._calls.values():
+            if not fut.done():
+                fut.set_result((grpc.StatusCode.UNAVAILABLE.value[0], b"the member stopped"))
+        self._calls.clear()
+        self.closed.set()
+
+    def hello(self) -> None:
+        assert self._writer is not None
+        self._writer.write(os.getpid(), HELLO)
+
+    def call(
+        self, method: int, token: str | None, request: bytes
+    ) -> asyncio.Future[tuple[int, bytes]]:
+        """Send one call; the future gets the member's (status code, body)."""
+        assert self._writer is not None
+        self._next_id = (self._next_id + 1) & 0xFFFFFFFF
+        fut: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        if self.closed.is_set():
+            fut.set_result((grpc.StatusCode.UNAVAILABLE.value[0], b"the member stopped"))
+            return fut
+        self._calls[self._next_id] = fut
+        self._writer.write(self._next_id, method, *request_body(token, request))
+        return fut
+
+
+def _token(context: Context) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key in ("token", "authorization"):
+            return value if isinstance(value, str) else value.decode()
+    return None
+
+
+def _forwarded(context: Context) -> tuple[tuple[str, Any], ...]:
+    return tuple(
+        (key, value)
+        for key, value in context.invocation_metadata() or ()
+        if not key.startswith((":", "grpc-")) and key not in _UNFORWARDED
+    )
+
+
+class Forwarder(grpc.GenericRpcHandler):
+    """Routes every method as the module describes."""
+
+    def __init__(self, link: FrontLink, member: grpc.aio.Channel) -> None:
+        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+        for index, name in enumerate(KV_METHODS):
+            self._handlers[KV_SERVICE + name] = self._over_link(link, index)
+        for method, (client_streaming, server_streaming) in _declared_methods().items():
+            if method not in self._handlers:
+                self._handlers[method] = _passed(member, method, client_streaming, server_streaming)
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
+        return self._handlers.get(details.method)
+
+    @staticmethod
+    def _over_link(link: FrontLink, index: int) -> grpc.RpcMethodHandler[Any, Any]:
+        async def call(request: bytes, context: Context) -> bytes:
+            code, body = await link.call(index, _token(context), request)
+            if code:
+                await context.abort(_STATUS.get(code, grpc.StatusCode.UNKNOWN), body.decode())
+            return body
+
+        return grpc.unary_unary_rpc_method_handler(call)
+
+
+def _declared_methods() -> dict[str, tuple[bool, bool]]:
+    """Every method the member serves: (client streaming, server streaming) by full name."""
+    from raftkv.api import repair
+    from raftkv.proto import rpc_pb2
+
+    methods = {repair.FULL_METHOD: (False, False)}
+    for service in rpc_pb2.DESCRIPTOR.services_by_name.values():
+        for m in service.methods:
+            methods[f"/{service.full_name}/{m.name}"] = (m.client_streaming, m.server_streaming)
+    return methods
+
+
+def _passed(
+    member: grpc.aio.Channel, method: str, client_streaming: bool, server_streaming: bool
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler passing ``method`` to the member's channel as bytes (see the module)."""
+
+    async def abort_as(context: Context, exc: grpc.aio.AioRpcError) -> None:
+        await context.abort(exc.code(), exc.details() or "")
+
+    metadata = _forwarded
+    if not client_streaming and not server_streaming:
+        unary: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = member.unary_unary(method)
+
+        async def unary_unary(request: bytes, context: Context) -> bytes:
+            try:
+                return bytes(
+                    await unary(
+                        request, metadata=metadata(context), timeout=context.time_remaining()
+                    )
+                )
+            except grpc.aio.AioRpcError as exc:
+                await abort_as(context, exc)
+                raise  # unreachable: abort raises
+
+        return grpc.unary_unary_rpc_method_handler(unary_unary)
+
+    if not client_streaming:
+        out: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = member.unary_stream(method)
+
+        async def unary_stream(request: bytes, context: Context) -> AsyncIterator[bytes]:
+            upstream = out(request, metadata=metadata(context), timeout=context.time_remaining())
+            try:
+                async for response in upstream:
+                    yield bytes(response)
+            except grpc.aio.AioRpcError as exc:
+                await abort_as(context, exc)
+            finally:
+                upstream.cancel()
+
+        return grpc.unary_stream_rpc_method_handler(unary_stream)
+
+    if not server_streaming:
+        into: grpc.aio.StreamUnaryMultiCallable[bytes, bytes] = member.stream_unary(method)
+
+        async def stream_unary(requests: AsyncIterator[bytes], context: Context) -> bytes:
+            upstream = into(requests, metadata=metadata(context), timeout=context.time_remaining())
+            try:
+                return bytes(await upstream)
+            except grpc.aio.AioRpcError as exc:
+                await abort_as(context, exc)
+                raise  # unreachable: abort raises
+            finally:
+                upstream.cancel()
+
+        return grpc.stream_unary_rpc_method_handler(stream_unary)
+
+    both: grpc.aio.StreamStreamMultiCallable[bytes, bytes] = member.stream_stream(method)
+
+    async def stream_stream(
+        requests: AsyncIterator[bytes], context: Context
+    ) -> AsyncIterator[bytes]:
+        upstream = both(requests, metadata=metadata(context), timeout=context.time_remaining())
+        try:
+            async for response in upstream:
+                yield bytes(response)
+        except grpc.aio.AioRpcError as exc:
+            await abort_as(context, exc)
+        finally:
+            upstream.cancel()
+
+    return grpc.stream_stream_rpc_method_handler(stream_stream)
+
+
+async def serve(args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    _, link = await loop.create_unix_connection(FrontLink, args.link)
+    member = grpc.aio.insecure_channel(
+        "unix:" + args.member,
+        options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)],
+    )
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", args.max_receive_bytes),
+            ("grpc.max_send_message_length", 2**31 - 1),
+            ("grpc.so_reuseport", 1),
+        ]
+    )
+    server.add_generic_rpc_handlers((Forwarder(link, member),))
+    for address in args.listen:
+        try:
+            server.add_insecure_port(address)
+        except RuntimeError as exc:
+            print(f"raftkv front: cannot listen on {address}: {exc}", file=sys.stderr)
+            return 1
+    await server.start()
+    link.hello()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    done = [asyncio.create_task(stop.wait()), asyncio.create_task(link.closed.wait())]
+    await asyncio.wait(done, return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        task.cancel()
+    await server.stop(grace=1.0)
+    await member.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="raftkv-front", description=__doc__.splitlines()[0])
+    ap.add_argument("--link", required=True, help="the member's front link socket")
+    ap.add_argument("--member", required=True, help="the member's private gRPC socket")
+    ap.add_argument("--listen", action="append", required=True, help="host:port (repeatable)")
+    ap.add_argument("--max-receive-bytes", type=int, required=True)
+    args = ap.parse_args(argv)
+    from raftkv.server.runtime import apply_grpc_defaults, tune_gc
+
+    apply_grpc_defaults()
+    tune_gc()
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(serve(args))
+    return uvloop.run(serve(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,230 @@
+"""The front link: how a gRPC front process hands KV calls to its member (``--grpc-front-processes``).
+
+A front (``raftkv.app.front``) terminates the client's gRPC connection; the member keeps
+everything behind it.  KV's unary calls, the hot path, cross one Unix socket per front as
+frames; every other method goes to the member's private gRPC socket (``raftkv.app.fronts``).
+
+Frames (big-endian), each ``HEAD`` then its body:
+- request, front to member: ``(length, call id, method)``, then the caller's auth token
+  (a 2-byte length, then UTF-8; empty without one), then the request's protobuf bytes;
+- response, member to front: ``(length, call id, gRPC status code)``, then the response's
+  protobuf bytes (code 0) or the status message in UTF-8;
+- hello, front to member, once, when its listeners are bound: method ``HELLO``, the front's
+  process ID as the call id, no body.
+``length`` counts the bytes after itself.  ``method`` indexes ``KV_METHODS``.
+
+Contracts:
+- the member answers every request frame exactly once, in any order, through the same
+  ``KVService`` object its gRPC server uses, so validation, auth, fencing and etcd's status
+  and message for each error are the member's own;
+- frames written within one event-loop iteration leave in one write (``FrameWriter``);
+- a frame with an unknown method or a body that does not decode is answered with gRPC-go's
+  INVALID_ARGUMENT text, as the gRPC server answers it (``raftkv.api.registration``); a
+  stream that breaks the framing itself (a length beyond ``MAX_FRAME``) raises ``LinkError``
+  and the link is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from raftkv.api.registration import MALFORMED, UNARY_PREFIX, reason
+from raftkv.proto import rpc_pb2 as pb
+
+log = logging.getLogger("raftkv.front")
+
+HEAD = struct.Struct(">IIB")
+TOKEN_LEN = struct.Struct(">H")
+HELLO = 255
+MAX_FRAME = 1 << 31
+"""Frames longer than this break the framing (gRPC's own message limits come first)."""
+
+KV_SERVICE = "/etcdserverpb.KV/"
+KV_METHODS = ("Range", "Put", "DeleteRange", "Txn", "Compact")
+_REQUESTS: dict[str, type[Message]] = {
+    "Range": pb.RangeRequest,
+    "Put": pb.PutRequest,
+    "DeleteRange": pb.DeleteRangeRequest,
+    "Txn": pb.TxnRequest,
+    "Compact": pb.CompactionRequest,
+}
+
+Frame = tuple[int, int, bytes]
+"""(call id, method or status code, body)."""
+
+
+class LinkError(Exception):
+    """The byte stream is not a sequence of frames; the link must be closed."""
+
+
+class FrameReader:
+    """Splits a byte stream into frames; keeps a partial frame until the rest arrives."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """The frames ``data`` completes, in order; raises ``LinkError`` on a broken stream."""
+        buf = self._buf
+        buf += data
+        frames = []
+        pos = 0
+        while len(buf) - pos >= HEAD.size:
+            length, call_id, code = HEAD.unpack_from(buf, pos)
+            if length < HEAD.size - 4 or length > MAX_FRAME:
+                raise LinkError(f"frame length {length} at offset {pos} is out of range")
+            end = pos + 4 + length
+            if end > len(buf):
+                break
+            frames.append((call_id, code, bytes(buf[pos + HEAD.size : end])))
+            pos = end
+        del buf[:pos]
+        return frames
+
+
+class FrameWriter:
+    """Writes frames to ``transport``; those of one loop iteration leave in one write."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._pending: list[bytes] = []
+
+    def write(self, call_id: int, code: int, *body: bytes) -> None:
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(HEAD.pack(HEAD.size - 4 + sum(map(len, body)), call_id, code))
+        self._pending.extend(body)
+
+    def _flush(self) -> None:
+        if not self._transport.is_closing():
+            self._transport.write(b"".join(self._pending))
+        self._pending.clear()
+
+
+def request_body(token: str | None, request: bytes) -> tuple[bytes, bytes]:
+    """A request frame's body, in two parts: the token field and the request's bytes."""
+    raw = (token or "").encode()
+    return TOKEN_LEN.pack(len(raw)) + raw, request
+
+
+def split_request(body: bytes) -> tuple[str | None, bytes]:
+    """(token or None, request bytes) of a request frame's body; ``ValueError`` if short."""
+    if len(body) < TOKEN_LEN.size:
+        raise ValueError("request frame shorter than its token length")
+    (n,) = TOKEN_LEN.unpack_from(body)
+    end = TOKEN_LEN.size + n
+    if len(body) < end:
+        raise ValueError("request frame shorter than its token")
+    token = body[TOKEN_LEN.size : end].decode() if n else None
+    return token, body[end:]
+
+
+class _Abort(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+class LinkContext:
+    """What ``KVService`` asks of a grpc.aio servicer context, for a call from the link: the
+    caller's token as invocation metadata, and ``abort``."""
+
+    __slots__ = ("_metadata",)
+
+    def __init__(self, token: str | None) -> None:
+        self._metadata: tuple[tuple[str, str], ...] = (("token", token),) if token else ()
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        # No client certificate reaches the member over the link (a front with client TLS
+        # is refused by the configuration check), so none names the caller.
+        return {}
+
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
+        raise _Abort(code, details)
+
+
+Handler = Callable[[bytes, LinkContext], Awaitable[bytes]]
+
+
+def kv_handlers(kv: Any) -> list[Handler]:
+    """Per ``KV_METHODS`` index: request bytes and a context in, response bytes out, through
+    the member's ``KVService`` ``kv``."""
+
+    def handler(name: str) -> Handler:
+        decode = _REQUESTS[name].FromString
+        method = getattr(kv, name)
+
+        async def call(raw: bytes, context: LinkContext) -> bytes:
+            try:
+                request = decode(raw)
+            except MALFORMED as exc:
+                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, UNARY_PREFIX + reason(exc)) from None
+            response = await method(request, context)
+            return bytes(response.SerializeToString())
+
+        return call
+
+    return [handler(name) for name in KV_METHODS]
+
+
+class MemberLink(asyncio.Protocol):
+    """The member's end of one front's link (see the module contracts)."""
+
+    def __init__(self, handlers: Sequence[Handler], on_hello: Callable[[int], None]) -> None:
+        self._handlers = handlers
+        self._on_hello = on_hello
+        self._reader = FrameReader()
+        self._writer: FrameWriter | None = None
+        self._transport: asyncio.BaseTransport | None = None
+        self._calls: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self._writer = FrameWriter(transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self._reader.feed(data)
+        except LinkError as exc:
+            log.error("closing a front link: %s", exc)
+            assert self._transport is not None
+            self._transport.close()
+            return
+        loop = asyncio.get_running_loop()
+        for call_id, method, body in frames:
+            if method == HELLO:
+                self._on_hello(call_id)
+            else:
+                task = loop.create_task(self._serve(call_id, method, body))
+                self._calls.add(task)
+                task.add_done_callback(self._calls.discard)
+
+    async def _serve(self, call_id: int, method: int, body: bytes) -> None:
+        assert self._writer is not None
+        try:
+            if method >= len(self._handlers):
+                raise _Abort(grpc.StatusCode.UNIMPLEMENTED, f"unknown front link method {method}")
+            try:
+                token, raw = split_request(body)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"front link: {exc}") from None
+            response = await self._handlers[method](raw, LinkContext(token))
+        except _Abort as exc:
+            self._writer.write(call_id, exc.code.value[0], exc.details.encode())
+        except Exception as exc:  # the service translates its own errors: this is a bug
+            log.exception("unexpected error serving a call from a front", exc_info=exc)
+            self._writer.write(call_id, grpc.StatusCode.UNKNOWN.value[0], str(exc).encode())
+        else:
+            self._writer.write(call_id, 0, response)
