@@ -1,5 +1,6 @@
 """The front link's framing (``raftkv.app.front_link``): frames split anywhere in the byte
-stream come out whole and in order, a broken stream is refused, a token survives the trip."""
+stream come out whole and in order, a broken stream is refused, the caller's token and
+certificate CN survive the trip."""
 
 from __future__ import annotations
 
@@ -52,14 +53,27 @@ def test_a_length_out_of_range_breaks_the_link(length: int) -> None:
 
 
 @pytest.mark.parametrize("token", [None, "tok.en-42", "ü" * 300])
-def test_the_token_and_request_survive_the_trip(token: str | None) -> None:
-    head, request = request_body(token, b"\x0a\x03key")
-    assert split_request(head + request) == (token, b"\x0a\x03key")
-    metadata = LinkContext(token).invocation_metadata()
-    assert metadata == ((("token", token),) if token else ())
+@pytest.mark.parametrize("cn", [None, "alice"])
+def test_the_callers_fields_and_the_request_survive_the_trip(
+    token: str | None, cn: str | None
+) -> None:
+    head, request = request_body(token, cn, b"\x0a\x03key")
+    assert split_request(head + request) == (token, cn, b"\x0a\x03key")
+    context = LinkContext(token, cn)
+    assert context.invocation_metadata() == ((("token", token),) if token else ())
+    assert context.auth_context() == ({"x509_common_name": [b"alice"]} if cn else {})
 
 
-@pytest.mark.parametrize("body", [b"", b"\x00", b"\x00\x05abc"])
-def test_a_request_shorter_than_its_token_is_refused(body: bytes) -> None:
-    with pytest.raises(ValueError, match="shorter than its token"):
+@pytest.mark.parametrize(
+    ("body", "short"),
+    [
+        (b"", "token length"),
+        (b"\x00", "token length"),
+        (b"\x00\x05abc", "token"),
+        (b"\x00\x00", "CN length"),
+        (b"\x00\x00\x00\x03ab", "CN"),
+    ],
+)
+def test_a_request_shorter_than_its_fields_is_refused(body: bytes, short: str) -> None:
+    with pytest.raises(ValueError, match=f"shorter than its {short}$"):
         split_request(body)

@@ -230,13 +230,20 @@ def test_every_member_restarted_with_auth_on_stays_identical(
     assert "state hash mismatch" not in logs.lower()
 
 
+@pytest.mark.parametrize("fronts", [0, 2], ids=["member", "fronts"])
 def test_client_certificate_cn_is_the_user(
-    tmp_path: Path, make_cluster: Callable[..., Cluster]
+    tmp_path: Path, make_cluster: Callable[..., Cluster], fronts: int
 ) -> None:
     """Under --client-cert-auth a request without a token is made as the user its
-    certificate's CN names (etcd's AuthInfoFromTLS); a no-password user can only come so."""
+    certificate's CN names (etcd's AuthInfoFromTLS); a no-password user can only come so.
+    Behind front processes (which terminate TLS) the same, for KV calls (over the link) and
+    for calls passed through, and a CN a client writes into the metadata counts for nothing."""
     certs = make_peer_certs(tmp_path / "certs", ("m1", "client", "alice", "carol"))
-    c = make_cluster(1, FAST_BCRYPT, tls=ClusterTLS(certs, peer=False))
+    c = make_cluster(
+        1,
+        [*FAST_BCRYPT, "--grpc-front-processes", str(fronts)],
+        tls=ClusterTLS(certs, peer=False),
+    )
     _setup_users(c)  # the harness's etcdctl presents CN "client": no such user, so --user
     with grpc.secure_channel(
         c.members[0].endpoint,
@@ -282,6 +289,40 @@ def test_client_certificate_cn_is_the_user(
         assert "etcdserver: permission denied" in denied.stderr
     nobody = get_as("client", "/app/a")  # a valid certificate naming no user
     assert nobody.returncode != 0 and "permission denied" in nobody.stderr
+
+    # a call passed through a front (Auth, not KV) is made as the certificate's user too
+    def role_list_as(name: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                require_etcdctl(),
+                f"--endpoints=https://{c.members[0].endpoint}",
+                f"--cacert={certs.ca}",
+                f"--cert={certs.cert(name)}",
+                f"--key={certs.key(name)}",
+                "role",
+                "list",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+
+    not_admin = role_list_as("alice")  # known (not "user name is empty"), not root
+    assert not_admin.returncode != 0 and "etcdserver: permission denied" in not_admin.stderr
+    forged = (("raftkv-front-cn", "root"),)
+    with grpc.secure_channel(
+        c.members[0].endpoint,
+        grpc.ssl_channel_credentials(
+            certs.ca.read_bytes(), certs.key("alice").read_bytes(), certs.cert("alice").read_bytes()
+        ),
+    ) as ch:
+        for call in (
+            lambda: pb_grpc.AuthStub(ch).RoleList(pb.AuthRoleListRequest(), metadata=forged),
+            lambda: pb_grpc.KVStub(ch).Range(pb.RangeRequest(key=b"/secret"), metadata=forged),
+        ):
+            with pytest.raises(grpc.RpcError) as err:
+                call()
+            assert err.value.details() == "etcdserver: permission denied"
 
 
 def test_member_repair_on_tls_and_auth(

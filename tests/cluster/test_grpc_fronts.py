@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -179,29 +178,3 @@ def test_fronts_go_when_the_member_is_killed(make_cluster: Callable[..., Cluster
     while Path(f"/proc/{front}").exists() and not _zombie(front):
         assert time.monotonic() < deadline, "the front outlived its member"
         time.sleep(0.1)
-
-
-def test_fronts_with_tls_client_urls_are_refused(tmp_path: Path) -> None:
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "raftkv.ctl.main",
-            "serve",
-            "--data-dir",
-            str(tmp_path / "d"),
-            "--listen-client-urls",
-            "https://127.0.0.1:2379",
-            "--auto-tls",
-            "--grpc-front-processes",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert res.returncode != 0
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, res.stderr
-    assert "--grpc-front-processes: front processes do not terminate TLS yet" in lines[0]
-    assert not (tmp_path / "d").exists()

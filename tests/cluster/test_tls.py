@@ -200,15 +200,18 @@ def _revoke(ca: trustme.CA, cert_path: Path, crl_path: Path) -> None:
     crl_path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
 
 
+@pytest.mark.parametrize("fronts", [0, 1], ids=["member", "front"])
 def test_a_revoked_client_certificate_is_refused(
-    tmp_path: Path, make_cluster: Callable[..., Cluster]
+    tmp_path: Path, make_cluster: Callable[..., Cluster], fronts: int
 ) -> None:
+    """Refused by the member's gRPC server, or by its front process, which terminates TLS."""
     ca = trustme.CA()
     certs = make_peer_certs(tmp_path / "certs", ("m1", "client", "other"), ca=ca)
     crl = tmp_path / "crl.pem"
     _revoke(ca, certs.cert("client"), crl)
     tls = ClusterTLS(certs, peer=False)
-    c = make_cluster(1, [f"--client-crl-file={crl}"], start=False, tls=tls)
+    args = [f"--client-crl-file={crl}", f"--grpc-front-processes={fronts}"]
+    c = make_cluster(1, args, start=False, tls=tls)
     c.start(0)  # the harness's etcdctl presents the revoked certificate: wait below
     ep = f"https://{c.members[0].endpoint}"
     deadline = time.monotonic() + 30

@@ -60,15 +60,6 @@ def test_experimental_aliases() -> None:
         (["--backend-batch-interval=-1"], "--backend-batch-interval: must not be negative"),
         (["--backend-batch-limit", "0"], "--backend-batch-limit"),
         (["--grpc-front-processes=-1"], "--grpc-front-processes: must not be negative"),
-        (
-            [
-                "--grpc-front-processes=2",
-                "--auto-tls",
-                "--listen-client-urls=https://127.0.0.1:2379",
-                "--advertise-client-urls=https://127.0.0.1:2379",
-            ],
-            "front processes do not terminate TLS yet",
-        ),
     ],
 )
 def test_bad_values_name_the_flag(argv: list[str], needle: str) -> None:

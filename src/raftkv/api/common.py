@@ -35,11 +35,25 @@ CorruptionReporter = Callable[[BackendCorruptionError], None]
 
 _reporter: CorruptionReporter | None = None
 
+FRONT_CN_METADATA = "raftkv-front-cn"
+"""Metadata a gRPC front process (``raftkv.app.front``) sets to the CN of the certificate its
+client presented; a front drops whatever a client sent under this key."""
+
+_trust_front_cn = False
+
 
 def set_corruption_reporter(reporter: CorruptionReporter | None) -> None:
     """Install the process's corruption reporter (one member per process; None: none)."""
     global _reporter
     _reporter = reporter
+
+
+def trust_front_cn(trust: bool) -> None:
+    """Take a call's client certificate CN from ``FRONT_CN_METADATA`` (``raftkv serve`` with
+    front processes, whose gRPC server then listens only on the fronts' private socket, where
+    no call carries a certificate of its own)."""
+    global _trust_front_cn
+    _trust_front_cn = trust
 
 
 def report_corruption(exc: BackendCorruptionError) -> None:
@@ -57,19 +71,38 @@ def report_corruption(exc: BackendCorruptionError) -> None:
 async def caller(auth: AuthPort, context: Context) -> Who:
     """Who sent this request, while auth is enabled: the ``token`` metadata (etcd's clients;
     ``authorization`` for the HTTP gateway) or, without one, the client certificate's CN under
-    ``--client-cert-auth``.  Raises ``invalid auth token`` for a token nobody issued."""
+    ``--client-cert-auth`` (as a front process forwarded it, see ``trust_front_cn``).  Raises ``invalid auth token`` for a token nobody issued."""
     if not auth.enabled:
         return None
-    token = None
-    for key, value in context.invocation_metadata() or ():
-        if key in ("token", "authorization"):
-            token = value if isinstance(value, str) else value.decode()
-            break
+    token = token_of(context)
     cn = None
     if token is None and auth.client_cert_auth:
-        names = list(context.auth_context().get("x509_common_name") or ())
-        cn = names[0].decode() if names else None
+        cn = certificate_cn(context) or _front_cn(context)
     return await auth.who(token, cn)
+
+
+def token_of(context: Context) -> str | None:
+    """The call's auth token: its ``token`` metadata (etcd's clients) or ``authorization``
+    (the HTTP gateway)."""
+    for key, value in context.invocation_metadata() or ():
+        if key in ("token", "authorization"):
+            return value if isinstance(value, str) else value.decode()
+    return None
+
+
+def certificate_cn(context: Context) -> str | None:
+    """The CN of the certificate the client presented (None without TLS or a certificate)."""
+    names = list(context.auth_context().get("x509_common_name") or ())
+    return names[0].decode() if names else None
+
+
+def _front_cn(context: Context) -> str | None:
+    if not _trust_front_cn:
+        return None
+    for key, value in context.invocation_metadata() or ():
+        if key == FRONT_CN_METADATA:
+            return value if isinstance(value, str) else value.decode()
+    return None
 
 
 async def require_admin(auth: AuthPort, context: Context) -> None:

@@ -11,6 +11,14 @@ kernel spreads the clients' connections over the fronts).  What a front does wit
   cancels is cancelled at the member;
 - a method no service declares is UNIMPLEMENTED, as the member answers it.
 
+TLS: the front terminates it on the member's https client URLs with the member's material
+(``--tls``, the member's ``TLSInfo`` as JSON), re-read when the files change, and runs the
+member's per-call certificate checks (``--client-crl-file``, ``--client-cert-allowed-hostname``)
+as the member's own server does.  The CN of the certificate a client presented reaches the
+member with the call (the link's CN field; ``FRONT_CN_METADATA`` on a passed call, where any
+value the client sent under that key is dropped first), so ``--client-cert-auth`` users are
+the member's.
+
 Contracts: a front holds no state of the member's and checks nothing the member checks (a
 request is validated once, by the member); it exits when its link to the member closes, so a
 member that stops or crashes leaves no front serving; it exits with status 1 and one line on
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -31,6 +40,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from raftkv.api.common import FRONT_CN_METADATA, certificate_cn, token_of
+from raftkv.app.client_tls import CertificateChecks, server_credentials
 from raftkv.app.front_link import (
     HELLO,
     KV_METHODS,
@@ -39,6 +50,7 @@ from raftkv.app.front_link import (
     FrameWriter,
     request_body,
 )
+from raftkv.tlsutil import TLSInfo
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -79,7 +91,7 @@ class FrontLink(asyncio.Protocol):
         self._writer.write(os.getpid(), HELLO)
 
     def call(
-        self, method: int, token: str | None, request: bytes
+        self, method: int, token: str | None, cn: str | None, request: bytes
     ) -> asyncio.Future[tuple[int, bytes]]:
         """Send one call; the future gets the member's (status code, body)."""
         assert self._writer is not None
@@ -89,23 +101,22 @@ class FrontLink(asyncio.Protocol):
             fut.set_result((grpc.StatusCode.UNAVAILABLE.value[0], b"the member stopped"))
             return fut
         self._calls[self._next_id] = fut
-        self._writer.write(self._next_id, method, *request_body(token, request))
+        self._writer.write(self._next_id, method, *request_body(token, cn, request))
         return fut
 
 
-def _token(context: Context) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key in ("token", "authorization"):
-            return value if isinstance(value, str) else value.decode()
-    return None
-
-
 def _forwarded(context: Context) -> tuple[tuple[str, Any], ...]:
-    return tuple(
+    """The call's metadata for the member: the client's, less what gRPC sets itself and any
+    ``FRONT_CN_METADATA`` the client sent, plus the front's own CN."""
+    metadata = tuple(
         (key, value)
         for key, value in context.invocation_metadata() or ()
-        if not key.startswith((":", "grpc-")) and key not in _UNFORWARDED
+        if not key.startswith((":", "grpc-"))
+        and key not in _UNFORWARDED
+        and key != FRONT_CN_METADATA
     )
+    cn = certificate_cn(context)
+    return (*metadata, (FRONT_CN_METADATA, cn)) if cn else metadata
 
 
 class Forwarder(grpc.GenericRpcHandler):
@@ -125,7 +136,7 @@ class Forwarder(grpc.GenericRpcHandler):
     @staticmethod
     def _over_link(link: FrontLink, index: int) -> grpc.RpcMethodHandler[Any, Any]:
         async def call(request: bytes, context: Context) -> bytes:
-            code, body = await link.call(index, _token(context), request)
+            code, body = await link.call(index, token_of(context), certificate_cn(context), request)
             if code:
                 await context.abort(_STATUS.get(code, grpc.StatusCode.UNKNOWN), body.decode())
             return body
@@ -217,6 +228,14 @@ def _passed(
     return grpc.stream_stream_rpc_method_handler(stream_stream)
 
 
+def _tls_info(text: str) -> TLSInfo:
+    """The member's ``TLSInfo`` from its JSON (lists back to tuples)."""
+    fields: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(text).items()
+    }
+    return TLSInfo(**fields)
+
+
 async def serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     _, link = await loop.create_unix_connection(FrontLink, args.link)
@@ -224,17 +243,28 @@ async def serve(args: argparse.Namespace) -> int:
         "unix:" + args.member,
         options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)],
     )
+    tls = _tls_info(args.tls) if args.tls else None
+    checks = (
+        CertificateChecks(tls)
+        if tls is not None and (tls.crl_file or tls.allowed_hostnames)
+        else None
+    )
     server = grpc.aio.server(
+        interceptors=[checks] if checks is not None else [],
         options=[
             ("grpc.max_receive_message_length", args.max_receive_bytes),
             ("grpc.max_send_message_length", 2**31 - 1),
             ("grpc.so_reuseport", 1),
-        ]
+        ],
     )
     server.add_generic_rpc_handlers((Forwarder(link, member),))
-    for address in args.listen:
+    for address, secure in [(a, False) for a in args.listen] + [(a, True) for a in args.secure]:
         try:
-            server.add_insecure_port(address)
+            if secure:
+                assert tls is not None, "--secure needs --tls"
+                server.add_secure_port(address, server_credentials(tls))
+            else:
+                server.add_insecure_port(address)
         except RuntimeError as exc:
             print(f"raftkv front: cannot listen on {address}: {exc}", file=sys.stderr)
             return 1
@@ -256,9 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="raftkv-front", description=__doc__.splitlines()[0])
     ap.add_argument("--link", required=True, help="the member's front link socket")
     ap.add_argument("--member", required=True, help="the member's private gRPC socket")
-    ap.add_argument("--listen", action="append", required=True, help="host:port (repeatable)")
+    ap.add_argument("--listen", action="append", default=[], help="plaintext host:port")
+    ap.add_argument("--secure", action="append", default=[], help="TLS host:port")
+    ap.add_argument("--tls", default="", help="the member's client TLSInfo, as JSON")
     ap.add_argument("--max-receive-bytes", type=int, required=True)
     args = ap.parse_args(argv)
+    if not args.listen and not args.secure:
+        ap.error("nothing to listen on (--listen or --secure)")
     from raftkv.server.runtime import apply_grpc_defaults, tune_gc
 
     apply_grpc_defaults()

@@ -5,8 +5,9 @@ everything behind it.  KV's unary calls, the hot path, cross one Unix socket per
 frames; every other method goes to the member's private gRPC socket (``raftkv.app.fronts``).
 
 Frames (big-endian), each ``HEAD`` then its body:
-- request, front to member: ``(length, call id, method)``, then the caller's auth token
-  (a 2-byte length, then UTF-8; empty without one), then the request's protobuf bytes;
+- request, front to member: ``(length, call id, method)``, then the caller's auth token and
+  the CN of the client certificate it presented (each a 2-byte length, then UTF-8; empty
+  without one), then the request's protobuf bytes;
 - response, member to front: ``(length, call id, gRPC status code)``, then the response's
   protobuf bytes (code 0) or the status message in UTF-8;
 - hello, front to member, once, when its listeners are bound: method ``HELLO``, the front's
@@ -41,7 +42,7 @@ from raftkv.proto import rpc_pb2 as pb
 log = logging.getLogger("raftkv.front")
 
 HEAD = struct.Struct(">IIB")
-TOKEN_LEN = struct.Struct(">H")
+FIELD_LEN = struct.Struct(">H")
 HELLO = 255
 MAX_FRAME = 1 << 31
 """Frames longer than this break the framing (gRPC's own message limits come first)."""
@@ -108,22 +109,28 @@ class FrameWriter:
         self._pending.clear()
 
 
-def request_body(token: str | None, request: bytes) -> tuple[bytes, bytes]:
-    """A request frame's body, in two parts: the token field and the request's bytes."""
-    raw = (token or "").encode()
-    return TOKEN_LEN.pack(len(raw)) + raw, request
+def request_body(token: str | None, cn: str | None, request: bytes) -> tuple[bytes, bytes]:
+    """A request frame's body, in two parts: the caller's fields and the request's bytes."""
+    raw_token, raw_cn = (token or "").encode(), (cn or "").encode()
+    head = FIELD_LEN.pack(len(raw_token)) + raw_token + FIELD_LEN.pack(len(raw_cn)) + raw_cn
+    return head, request
 
 
-def split_request(body: bytes) -> tuple[str | None, bytes]:
-    """(token or None, request bytes) of a request frame's body; ``ValueError`` if short."""
-    if len(body) < TOKEN_LEN.size:
-        raise ValueError("request frame shorter than its token length")
-    (n,) = TOKEN_LEN.unpack_from(body)
-    end = TOKEN_LEN.size + n
-    if len(body) < end:
-        raise ValueError("request frame shorter than its token")
-    token = body[TOKEN_LEN.size : end].decode() if n else None
-    return token, body[end:]
+def split_request(body: bytes) -> tuple[str | None, str | None, bytes]:
+    """(token, CN, request bytes) of a request frame's body, None for an empty field;
+    ``ValueError`` when the body is shorter than its fields say."""
+    fields: list[str | None] = []
+    pos = 0
+    for name in ("token", "CN"):
+        if len(body) < pos + FIELD_LEN.size:
+            raise ValueError(f"request frame shorter than its {name} length")
+        (n,) = FIELD_LEN.unpack_from(body, pos)
+        pos += FIELD_LEN.size
+        if len(body) < pos + n:
+            raise ValueError(f"request frame shorter than its {name}")
+        fields.append(body[pos : pos + n].decode() if n else None)
+        pos += n
+    return fields[0], fields[1], body[pos:]
 
 
 class _Abort(Exception):
@@ -135,20 +142,20 @@ class _Abort(Exception):
 
 class LinkContext:
     """What ``KVService`` asks of a grpc.aio servicer context, for a call from the link: the
-    caller's token as invocation metadata, and ``abort``."""
+    caller's token as invocation metadata, its certificate's CN as the auth context, and
+    ``abort``."""
 
-    __slots__ = ("_metadata",)
+    __slots__ = ("_auth", "_metadata")
 
-    def __init__(self, token: str | None) -> None:
+    def __init__(self, token: str | None, cn: str | None = None) -> None:
         self._metadata: tuple[tuple[str, str], ...] = (("token", token),) if token else ()
+        self._auth: dict[str, list[bytes]] = {"x509_common_name": [cn.encode()]} if cn else {}
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self._metadata
 
     def auth_context(self) -> dict[str, list[bytes]]:
-        # No client certificate reaches the member over the link (a front with client TLS
-        # is refused by the configuration check), so none names the caller.
-        return {}
+        return self._auth
 
     async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
         raise _Abort(code, details)
@@ -217,10 +224,10 @@ class MemberLink(asyncio.Protocol):
             if method >= len(self._handlers):
                 raise _Abort(grpc.StatusCode.UNIMPLEMENTED, f"unknown front link method {method}")
             try:
-                token, raw = split_request(body)
+                token, cn, raw = split_request(body)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"front link: {exc}") from None
-            response = await self._handlers[method](raw, LinkContext(token))
+            response = await self._handlers[method](raw, LinkContext(token, cn))
         except _Abort as exc:
             self._writer.write(call_id, exc.code.value[0], exc.details.encode())
         except Exception as exc:  # the service translates its own errors: this is a bug

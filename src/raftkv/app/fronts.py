@@ -21,6 +21,8 @@ Contracts:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -33,6 +35,7 @@ from typing import Any
 
 from raftkv.app.front_link import MemberLink, kv_handlers
 from raftkv.app.startup import StartupError
+from raftkv.tlsutil import TLSInfo
 
 log = logging.getLogger("raftkv.front")
 
@@ -42,10 +45,20 @@ STOP_TIMEOUT = 5.0
 
 
 class GrpcFronts:
-    def __init__(self, count: int, listen: Sequence[str], max_receive_bytes: int) -> None:
-        """``listen``: the client addresses (``host:port``) every front serves."""
+    def __init__(
+        self,
+        count: int,
+        listen: Sequence[tuple[str, bool]],
+        tls: TLSInfo | None,
+        max_receive_bytes: int,
+    ) -> None:
+        """``listen``: the client addresses (``host:port``, and whether on TLS) every front
+        serves; ``tls``: the member's client TLS material (for the TLS addresses)."""
+        if any(secure for _, secure in listen) and tls is None:
+            raise ValueError("TLS client addresses need the member's TLS material")
         self.count = count
         self.listen = tuple(listen)
+        self.tls = tls
         self.max_receive_bytes = max_receive_bytes
         self.private_dir = Path(tempfile.mkdtemp(prefix="raftkv-front-"))
         self.grpc_socket = str(self.private_dir / "grpc.sock")
@@ -88,7 +101,11 @@ class GrpcFronts:
                 fut.cancel()
         for proc in procs:
             self._watch(proc)
-        log.info("%d gRPC front processes serve %s", self.count, ", ".join(self.listen))
+        log.info(
+            "%d gRPC front processes serve %s",
+            self.count,
+            ", ".join(a for a, _ in self.listen),
+        )
 
     def _said_hello(self, pid: int) -> None:
         self._hellos.add(pid)
@@ -99,8 +116,10 @@ class GrpcFronts:
         # fork handlers (and their warning about the member's threads) never run.
         argv = [sys.executable, "-m", "raftkv.app.front", "--link", self.link_socket]
         argv += ["--member", self.grpc_socket, "--max-receive-bytes", str(self.max_receive_bytes)]
-        for address in self.listen:
-            argv += ["--listen", address]
+        for address, secure in self.listen:
+            argv += ["--secure" if secure else "--listen", address]
+        if self.tls is not None:
+            argv += ["--tls", json.dumps(dataclasses.asdict(self.tls))]
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
         self._procs.append(proc)
         return proc

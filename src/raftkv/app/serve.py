@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import grpc.aio
 
-from raftkv.api.common import set_corruption_reporter
+from raftkv.api.common import set_corruption_reporter, trust_front_cn
 from raftkv.api.registration import add_servicer
 from raftkv.api.repair import add_repair_service
 from raftkv.app.client_tls import CertificateChecks, server_credentials
@@ -91,7 +91,9 @@ async def serve(cfg: ServerConfig) -> int:
         if client_tls is not None and (client_tls.crl_file or client_tls.allowed_hostnames)
         else None
     )
-    interceptors = [checks] if checks is not None else []
+    # With front processes the gRPC server listens only on the fronts' private socket, where
+    # no call carries a certificate: the fronts run these checks on their TLS connections.
+    interceptors = [checks] if checks is not None and not cfg.grpc_front_processes else []
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
@@ -113,7 +115,11 @@ async def serve(cfg: ServerConfig) -> int:
     fronts = (
         GrpcFronts(
             cfg.grpc_front_processes,
-            [grpc_address(url) for url in cfg.listen_client_urls],
+            [
+                (grpc_address(url), client_tls is not None and urlsplit(url).scheme == "https")
+                for url in cfg.listen_client_urls
+            ],
+            client_tls,
             cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
         )
         if cfg.grpc_front_processes
@@ -121,6 +127,7 @@ async def serve(cfg: ServerConfig) -> int:
     )
     if fronts is not None:  # the fronts listen on the client URLs, the member privately
         server.add_insecure_port("unix:" + fronts.grpc_socket)
+        trust_front_cn(True)
     for url in cfg.listen_client_urls if fronts is None else ():
         try:
             if credentials is not None and urlsplit(url).scheme == "https":

@@ -389,8 +389,7 @@ _FLAGS: dict[str, tuple[str, str, str]] = {
         "int",
         "raftkv only: number of processes that serve gRPC on the client URLs for this member "
         "(0: the member serves them itself). Python's gRPC costs a member more CPU per call "
-        "than a put's own work; front processes run it beside the member, on other cores. "
-        "Plaintext (http) client URLs only, for now.",
+        "than a put's own work; front processes run it beside the member, on other cores.",
     ),
     "tls-max-version": (
         "tls_max_version",
@@ -606,11 +605,6 @@ def _validate(cfg: ServerConfig) -> None:
         raise ConfigError("--max-learners: must not be negative")
     if cfg.grpc_front_processes < 0:
         raise ConfigError("--grpc-front-processes: must not be negative")
-    if cfg.grpc_front_processes and any(_is_tls_url(u) for u in cfg.listen_client_urls):
-        raise ConfigError(
-            "--grpc-front-processes: front processes do not terminate TLS yet; "
-            "use http client URLs or --grpc-front-processes=0"
-        )
     if not _has_wal(cfg):
         # As etcd, --initial-cluster only serves to bootstrap or join: a member restarting
         # from its WAL ignores it, so it need not name this member (a list written after a
