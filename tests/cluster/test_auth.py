@@ -265,7 +265,8 @@ def test_client_certificate_cn_is_the_user(
             _token(ch, "carol", "")
         assert "password was given for no password user" in (err.value.details() or "")
 
-    def get_as(name: str, key: str) -> subprocess.CompletedProcess[str]:
+    def as_user(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """etcdctl presenting the certificate of CN ``name``."""
         return subprocess.run(
             [
                 require_etcdctl(),
@@ -273,14 +274,15 @@ def test_client_certificate_cn_is_the_user(
                 f"--cacert={certs.ca}",
                 f"--cert={certs.cert(name)}",
                 f"--key={certs.key(name)}",
-                "get",
-                key,
-                "--print-value-only",
+                *args,
             ],
             capture_output=True,
             text=True,
             timeout=20,
         )
+
+    def get_as(name: str, key: str) -> subprocess.CompletedProcess[str]:
+        return as_user(name, "get", key, "--print-value-only")
 
     for name in ("alice", "carol"):  # a password user and a certificate-only user
         assert get_as(name, "/app/a").stdout == "1\n"
@@ -291,23 +293,7 @@ def test_client_certificate_cn_is_the_user(
     assert nobody.returncode != 0 and "permission denied" in nobody.stderr
 
     # a call passed through a front (Auth, not KV) is made as the certificate's user too
-    def role_list_as(name: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                require_etcdctl(),
-                f"--endpoints=https://{c.members[0].endpoint}",
-                f"--cacert={certs.ca}",
-                f"--cert={certs.cert(name)}",
-                f"--key={certs.key(name)}",
-                "role",
-                "list",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-
-    not_admin = role_list_as("alice")  # known (not "user name is empty"), not root
+    not_admin = as_user("alice", "role", "list")  # known (not "user name is empty"), not root
     assert not_admin.returncode != 0 and "etcdserver: permission denied" in not_admin.stderr
     forged = (("raftkv-front-cn", "root"),)
     with grpc.secure_channel(

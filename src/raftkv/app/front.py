@@ -164,6 +164,17 @@ def _passed(
     async def abort_as(context: Context, exc: grpc.aio.AioRpcError) -> None:
         await context.abort(exc.code(), exc.details() or "")
 
+    async def relayed(upstream: Any, context: Context) -> AsyncIterator[bytes]:
+        """The member's responses on ``upstream`` (a server-streaming call), then its status;
+        the call at the member is cancelled when the client's ends first."""
+        try:
+            async for response in upstream:
+                yield bytes(response)
+        except grpc.aio.AioRpcError as exc:
+            await abort_as(context, exc)
+        finally:
+            upstream.cancel()
+
     metadata = _forwarded
     if not client_streaming and not server_streaming:
         unary: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = member.unary_unary(method)
@@ -186,13 +197,8 @@ def _passed(
 
         async def unary_stream(request: bytes, context: Context) -> AsyncIterator[bytes]:
             upstream = out(request, metadata=metadata(context), timeout=context.time_remaining())
-            try:
-                async for response in upstream:
-                    yield bytes(response)
-            except grpc.aio.AioRpcError as exc:
-                await abort_as(context, exc)
-            finally:
-                upstream.cancel()
+            async for response in relayed(upstream, context):
+                yield response
 
         return grpc.unary_stream_rpc_method_handler(unary_stream)
 
@@ -217,13 +223,8 @@ def _passed(
         requests: AsyncIterator[bytes], context: Context
     ) -> AsyncIterator[bytes]:
         upstream = both(requests, metadata=metadata(context), timeout=context.time_remaining())
-        try:
-            async for response in upstream:
-                yield bytes(response)
-        except grpc.aio.AioRpcError as exc:
-            await abort_as(context, exc)
-        finally:
-            upstream.cancel()
+        async for response in relayed(upstream, context):
+            yield response
 
     return grpc.stream_stream_rpc_method_handler(stream_stream)
 
