@@ -105,9 +105,10 @@ class FrontLink(asyncio.Protocol):
         return fut
 
 
-def _forwarded(context: Context) -> tuple[tuple[str, Any], ...]:
+def _forwarded(context: Context, tls: bool) -> tuple[tuple[str, Any], ...]:
     """The call's metadata for the member: the client's, less what gRPC sets itself and any
-    ``FRONT_CN_METADATA`` the client sent, plus the front's own CN."""
+    ``FRONT_CN_METADATA`` the client sent, plus the front's own CN (``tls``: the front
+    serves TLS, so the client may have presented a certificate)."""
     metadata = tuple(
         (key, value)
         for key, value in context.invocation_metadata() or ()
@@ -115,28 +116,33 @@ def _forwarded(context: Context) -> tuple[tuple[str, Any], ...]:
         and key not in _UNFORWARDED
         and key != FRONT_CN_METADATA
     )
-    cn = certificate_cn(context)
+    cn = certificate_cn(context) if tls else None
     return (*metadata, (FRONT_CN_METADATA, cn)) if cn else metadata
 
 
 class Forwarder(grpc.GenericRpcHandler):
     """Routes every method as the module describes."""
 
-    def __init__(self, link: FrontLink, member: grpc.aio.Channel) -> None:
+    def __init__(self, link: FrontLink, member: grpc.aio.Channel, tls: bool) -> None:
+        """``tls``: the front serves TLS on some address (without, no call can carry a client
+        certificate, and its CN is not looked up)."""
         self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         for index, name in enumerate(KV_METHODS):
-            self._handlers[KV_SERVICE + name] = self._over_link(link, index)
+            self._handlers[KV_SERVICE + name] = self._over_link(link, index, tls)
         for method, (client_streaming, server_streaming) in _declared_methods().items():
             if method not in self._handlers:
-                self._handlers[method] = _passed(member, method, client_streaming, server_streaming)
+                self._handlers[method] = _passed(
+                    member, method, client_streaming, server_streaming, tls
+                )
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
         return self._handlers.get(details.method)
 
     @staticmethod
-    def _over_link(link: FrontLink, index: int) -> grpc.RpcMethodHandler[Any, Any]:
+    def _over_link(link: FrontLink, index: int, tls: bool) -> grpc.RpcMethodHandler[Any, Any]:
         async def call(request: bytes, context: Context) -> bytes:
-            code, body = await link.call(index, token_of(context), certificate_cn(context), request)
+            cn = certificate_cn(context) if tls else None
+            code, body = await link.call(index, token_of(context), cn, request)
             if code:
                 await context.abort(_STATUS.get(code, grpc.StatusCode.UNKNOWN), body.decode())
             return body
@@ -157,9 +163,16 @@ def _declared_methods() -> dict[str, tuple[bool, bool]]:
 
 
 def _passed(
-    member: grpc.aio.Channel, method: str, client_streaming: bool, server_streaming: bool
+    member: grpc.aio.Channel,
+    method: str,
+    client_streaming: bool,
+    server_streaming: bool,
+    tls: bool,
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """A handler passing ``method`` to the member's channel as bytes (see the module)."""
+
+    def metadata(context: Context) -> tuple[tuple[str, Any], ...]:
+        return _forwarded(context, tls)
 
     async def abort_as(context: Context, exc: grpc.aio.AioRpcError) -> None:
         await context.abort(exc.code(), exc.details() or "")
@@ -175,7 +188,6 @@ def _passed(
         finally:
             upstream.cancel()
 
-    metadata = _forwarded
     if not client_streaming and not server_streaming:
         unary: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = member.unary_unary(method)
 
@@ -258,7 +270,7 @@ async def serve(args: argparse.Namespace) -> int:
             ("grpc.so_reuseport", 1),
         ],
     )
-    server.add_generic_rpc_handlers((Forwarder(link, member),))
+    server.add_generic_rpc_handlers((Forwarder(link, member, tls is not None),))
     for address, secure in [(a, False) for a in args.listen] + [(a, True) for a in args.secure]:
         try:
             if secure:
