@@ -19,10 +19,11 @@ Contracts:
   ``KVService`` object its gRPC server uses, so validation, auth, fencing and etcd's status
   and message for each error are the member's own;
 - frames written within one event-loop iteration leave in one write (``FrameWriter``);
-- a frame with an unknown method or a body that does not decode is answered with gRPC-go's
-  INVALID_ARGUMENT text, as the gRPC server answers it (``raftkv.api.registration``); a
-  stream that breaks the framing itself (a length beyond ``MAX_FRAME``) raises ``LinkError``
-  and the link is closed.
+- a request that does not decode is answered INVALID_ARGUMENT with gRPC-go's text, as the
+  gRPC server answers it (``raftkv.api.registration``); a frame with an unknown method is
+  answered UNIMPLEMENTED, one whose caller fields are cut short INVALID_ARGUMENT; a stream
+  that breaks the framing itself (a length out of range) raises ``LinkError`` and the link
+  is closed.
 """
 
 from __future__ import annotations
