@@ -71,7 +71,8 @@ def report_corruption(exc: BackendCorruptionError) -> None:
 async def caller(auth: AuthPort, context: Context) -> Who:
     """Who sent this request, while auth is enabled: the ``token`` metadata (etcd's clients;
     ``authorization`` for the HTTP gateway) or, without one, the client certificate's CN under
-    ``--client-cert-auth`` (as a front process forwarded it, see ``trust_front_cn``).  Raises ``invalid auth token`` for a token nobody issued."""
+    ``--client-cert-auth`` (as a front process forwarded it, see ``trust_front_cn``).  Raises
+    ``invalid auth token`` for a token nobody issued."""
     if not auth.enabled:
         return None
     token = token_of(context)
