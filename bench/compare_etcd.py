@@ -57,6 +57,26 @@ class Scenario:
     workload: Workload
     seq_total: bool = False  # uses --total-seq instead of --total
 
+    def load(
+        self,
+        endpoints: list[str],
+        total: int,
+        procs: int = 0,
+        security: ClientSecurity | None = None,
+    ) -> runner.LoadConfig:
+        """This scenario as a load run: ``total`` requests against ``endpoints`` from ``procs``
+        load processes (0: one per core), seed 1 as every benchmark here."""
+        return runner.LoadConfig(
+            endpoints=tuple(endpoints),
+            workload=self.workload,
+            total=total,
+            clients=self.clients,
+            conns=self.conns,
+            procs=procs,
+            seed=1,
+            security=security or ClientSecurity(),
+        )
+
 
 def scenarios(val_size: int) -> list[Scenario]:
     return [
@@ -102,16 +122,7 @@ def scenarios(val_size: int) -> list[Scenario]:
 def put100_rps(endpoints: list[str], total: int, val_size: int = 256) -> float:
     """Puts per second of the put-100 scenario (one load process) against ``endpoints``."""
     (sc,) = [s for s in scenarios(val_size) if s.name == "put-100"]
-    cfg = runner.LoadConfig(
-        endpoints=tuple(endpoints),
-        workload=sc.workload,
-        total=total,
-        clients=sc.clients,
-        conns=sc.conns,
-        procs=1,
-        seed=1,
-    )
-    return runner.run(cfg).rps
+    return runner.run(sc.load(endpoints, total, procs=1)).rps
 
 
 def free_ports(n: int) -> list[int]:
@@ -407,16 +418,7 @@ def run_cluster(kind: str, args: argparse.Namespace, selected: list[Scenario]) -
         scen_results: dict[str, object] = {}
         for sc in selected:
             total = args.total_seq if sc.seq_total else args.total
-            cfg = runner.LoadConfig(
-                endpoints=tuple(cluster.endpoints),
-                workload=sc.workload,
-                total=total,
-                clients=sc.clients,
-                conns=sc.conns,
-                procs=args.procs,
-                seed=1,
-                security=cluster.security.client(),
-            )
+            cfg = sc.load(cluster.endpoints, total, args.procs, cluster.security.client())
             log(f"{kind}: {sc.title} (total {total}, procs {cfg.effective_procs()}) ...")
             stats = runner.run(cfg)
             log(

@@ -149,15 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             spies = start_profilers(
                 targets, Path(args.py_spy), native=args.native, gil=args.gil, rate=args.rate
             )
-        cfg = runner.LoadConfig(
-            endpoints=tuple(cluster.endpoints),
-            workload=sc.workload,
-            total=args.total,
-            clients=sc.clients,
-            conns=sc.conns,
-            procs=args.procs,
-            seed=1,
-        )
+        cfg = sc.load(cluster.endpoints, args.total, args.procs)
         before = {p: process_cpu(p) for p in pids}
         idle0 = machine_ticks()
         if args.check_perf:

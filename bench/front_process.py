@@ -46,15 +46,7 @@ def run_load(args: argparse.Namespace, cluster: ce.LocalCluster) -> tuple[int, f
     from raftkv.benchmark import runner
 
     sc = {s.name: s for s in ce.scenarios(256)}[args.scenario]
-    cfg = runner.LoadConfig(
-        endpoints=tuple(cluster.endpoints),
-        workload=sc.workload,
-        total=args.total,
-        clients=sc.clients,
-        conns=sc.conns,
-        seed=1,
-    )
-    stats = runner.run(cfg)
+    stats = runner.run(sc.load(cluster.endpoints, args.total))
     return (
         args.total,
         stats.rps,
