@@ -1,6 +1,6 @@
 """The front link's framing (``raftkv.app.front_link``): frames split anywhere in the byte
 stream come out whole and in order, a broken stream is refused, the caller's token and
-certificate CN survive the trip."""
+certificate CN survive the trip (into the member's servicer context)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from raftkv.app.front_link import (
     HEAD,
     HELLO,
     FrameReader,
-    LinkContext,
     LinkError,
     request_body,
     split_request,
 )
+from raftkv.app.fronts import link_context
 
 
 def frame(call_id: int, code: int, body: bytes) -> bytes:
@@ -59,7 +59,7 @@ def test_the_callers_fields_and_the_request_survive_the_trip(
 ) -> None:
     head, request = request_body(token, cn, b"\x0a\x03key")
     assert split_request(head + request) == (token, cn, b"\x0a\x03key")
-    context = LinkContext(token, cn)
+    context = link_context(token, cn)
     assert context.invocation_metadata() == ((("token", token),) if token else ())
     assert context.auth_context() == ({"x509_common_name": [b"alice"]} if cn else {})
 

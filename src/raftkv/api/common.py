@@ -85,10 +85,7 @@ async def caller(auth: AuthPort, context: Context) -> Who:
 def token_of(context: Context) -> str | None:
     """The call's auth token: its ``token`` metadata (etcd's clients) or ``authorization``
     (the HTTP gateway)."""
-    for key, value in context.invocation_metadata() or ():
-        if key in ("token", "authorization"):
-            return value if isinstance(value, str) else value.decode()
-    return None
+    return _metadata_value(context, ("token", "authorization"))
 
 
 def certificate_cn(context: Context) -> str | None:
@@ -98,10 +95,13 @@ def certificate_cn(context: Context) -> str | None:
 
 
 def _front_cn(context: Context) -> str | None:
-    if not _trust_front_cn:
-        return None
+    return _metadata_value(context, (FRONT_CN_METADATA,)) if _trust_front_cn else None
+
+
+def _metadata_value(context: Context, keys: tuple[str, ...]) -> str | None:
+    """The value of the call's first metadata entry under one of ``keys``, as text."""
     for key, value in context.invocation_metadata() or ():
-        if key == FRONT_CN_METADATA:
+        if key in keys:
             return value if isinstance(value, str) else value.decode()
     return None
 

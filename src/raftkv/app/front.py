@@ -55,6 +55,8 @@ from raftkv.tlsutil import TLSInfo
 Context = grpc.aio.ServicerContext[Any, Any]
 
 _STATUS = {code.value[0]: code for code in grpc.StatusCode}
+_MEMBER_GONE = (grpc.StatusCode.UNAVAILABLE.value[0], b"the member stopped")
+"""The answer to every call the member can no longer answer (its link closed)."""
 _UNFORWARDED = ("user-agent", "te", "content-type")
 """Metadata gRPC sets on every call itself; the member's channel sets its own."""
 
@@ -82,7 +84,7 @@ class FrontLink(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         for fut in self._calls.values():
             if not fut.done():
-                fut.set_result((grpc.StatusCode.UNAVAILABLE.value[0], b"the member stopped"))
+                fut.set_result(_MEMBER_GONE)
         self._calls.clear()
         self.closed.set()
 
@@ -98,7 +100,7 @@ class FrontLink(asyncio.Protocol):
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF
         fut: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
         if self.closed.is_set():
-            fut.set_result((grpc.StatusCode.UNAVAILABLE.value[0], b"the member stopped"))
+            fut.set_result(_MEMBER_GONE)
             return fut
         self._calls[self._next_id] = fut
         self._writer.write(self._next_id, method, *request_body(token, cn, request))

@@ -14,6 +14,10 @@ Frames (big-endian), each ``HEAD`` then its body:
   process ID as the call id, no body.
 ``length`` counts the bytes after itself.  ``method`` indexes ``KV_METHODS``.
 
+This module is the wire format both ends share; the member's end, which answers the frames,
+is ``raftkv.app.fronts.MemberLink`` (kept there so that a front process does not import the
+member's services).
+
 Contracts:
 - the member answers every request frame exactly once, in any order, through the same
   ``KVService`` object its gRPC server uses, so validation, auth, fencing and etcd's status
@@ -29,18 +33,11 @@ Contracts:
 from __future__ import annotations
 
 import asyncio
-import logging
 import struct
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
-import grpc
 from google.protobuf.message import Message
 
-from raftkv.api.registration import MALFORMED, UNARY_PREFIX, reason
 from raftkv.proto import rpc_pb2 as pb
-
-log = logging.getLogger("raftkv.front")
 
 HEAD = struct.Struct(">IIB")
 FIELD_LEN = struct.Struct(">H")
@@ -50,13 +47,14 @@ MAX_FRAME = 1 << 31
 
 KV_SERVICE = "/etcdserverpb.KV/"
 KV_METHODS = ("Range", "Put", "DeleteRange", "Txn", "Compact")
-_REQUESTS: dict[str, type[Message]] = {
+REQUESTS: dict[str, type[Message]] = {
     "Range": pb.RangeRequest,
     "Put": pb.PutRequest,
     "DeleteRange": pb.DeleteRangeRequest,
     "Txn": pb.TxnRequest,
     "Compact": pb.CompactionRequest,
 }
+"""The request type of each of ``KV_METHODS``."""
 
 Frame = tuple[int, int, bytes]
 """(call id, method or status code, body)."""
@@ -132,107 +130,3 @@ def split_request(body: bytes) -> tuple[str | None, str | None, bytes]:
         fields.append(body[pos : pos + n].decode() if n else None)
         pos += n
     return fields[0], fields[1], body[pos:]
-
-
-class _Abort(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code = code
-        self.details = details
-
-
-class LinkContext:
-    """What ``KVService`` asks of a grpc.aio servicer context, for a call from the link: the
-    caller's token as invocation metadata, its certificate's CN as the auth context, and
-    ``abort``."""
-
-    __slots__ = ("_auth", "_metadata")
-
-    def __init__(self, token: str | None, cn: str | None = None) -> None:
-        self._metadata: tuple[tuple[str, str], ...] = (("token", token),) if token else ()
-        self._auth: dict[str, list[bytes]] = {"x509_common_name": [cn.encode()]} if cn else {}
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return self._metadata
-
-    def auth_context(self) -> dict[str, list[bytes]]:
-        return self._auth
-
-    async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
-        raise _Abort(code, details)
-
-
-Handler = Callable[[bytes, LinkContext], Awaitable[bytes]]
-
-
-def kv_handlers(kv: Any) -> list[Handler]:
-    """Per ``KV_METHODS`` index: request bytes and a context in, response bytes out, through
-    the member's ``KVService`` ``kv``."""
-
-    def handler(name: str) -> Handler:
-        decode = _REQUESTS[name].FromString
-        method = getattr(kv, name)
-
-        async def call(raw: bytes, context: LinkContext) -> bytes:
-            try:
-                request = decode(raw)
-            except MALFORMED as exc:
-                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, UNARY_PREFIX + reason(exc)) from None
-            response = await method(request, context)
-            return bytes(response.SerializeToString())
-
-        return call
-
-    return [handler(name) for name in KV_METHODS]
-
-
-class MemberLink(asyncio.Protocol):
-    """The member's end of one front's link (see the module contracts)."""
-
-    def __init__(self, handlers: Sequence[Handler], on_hello: Callable[[int], None]) -> None:
-        self._handlers = handlers
-        self._on_hello = on_hello
-        self._reader = FrameReader()
-        self._writer: FrameWriter | None = None
-        self._transport: asyncio.BaseTransport | None = None
-        self._calls: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport
-        # uvloop's transports implement asyncio.Transport without subclassing it
-        self._writer = FrameWriter(transport)  # type: ignore[arg-type]
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            frames = self._reader.feed(data)
-        except LinkError as exc:
-            log.error("closing a front link: %s", exc)
-            assert self._transport is not None
-            self._transport.close()
-            return
-        loop = asyncio.get_running_loop()
-        for call_id, method, body in frames:
-            if method == HELLO:
-                self._on_hello(call_id)
-            else:
-                task = loop.create_task(self._serve(call_id, method, body))
-                self._calls.add(task)
-                task.add_done_callback(self._calls.discard)
-
-    async def _serve(self, call_id: int, method: int, body: bytes) -> None:
-        assert self._writer is not None
-        try:
-            if method >= len(self._handlers):
-                raise _Abort(grpc.StatusCode.UNIMPLEMENTED, f"unknown front link method {method}")
-            try:
-                token, cn, raw = split_request(body)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"front link: {exc}") from None
-            response = await self._handlers[method](raw, LinkContext(token, cn))
-        except _Abort as exc:
-            self._writer.write(call_id, exc.code.value[0], exc.details.encode())
-        except Exception as exc:  # the service translates its own errors: this is a bug
-            log.exception("unexpected error serving a call from a front", exc_info=exc)
-            self._writer.write(call_id, grpc.StatusCode.UNKNOWN.value[0], str(exc).encode())
-        else:
-            self._writer.write(call_id, 0, response)

@@ -6,6 +6,10 @@ connections.  Python's gRPC server costs a member more CPU per call than the mem
 on a put; spread over processes, that cost runs beside the member instead of in it.  The
 member keeps Raft, the WAL, apply, leases, watches and the HTTP side.
 
+The member's end of each front's link (``MemberLink``) is here too: it answers the frames
+(``raftkv.app.front_link``) through the member's own ``KVService``, with the project's
+stand-in servicer context for calls that do not come over gRPC (``GatewayContext``).
+
 Contracts:
 - ``start`` returns once every front has bound the client URLs and said hello on its link;
   a front that exits first, or a start that takes longer than ``START_TIMEOUT``, raises
@@ -29,11 +33,23 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from raftkv.app.front_link import MemberLink, kv_handlers
+import grpc
+
+from raftkv.api.gateway import GatewayAbort, GatewayContext
+from raftkv.api.registration import MALFORMED, UNARY_PREFIX, reason
+from raftkv.app.front_link import (
+    HELLO,
+    KV_METHODS,
+    REQUESTS,
+    FrameReader,
+    FrameWriter,
+    LinkError,
+    split_request,
+)
 from raftkv.app.startup import StartupError
 from raftkv.tlsutil import TLSInfo
 
@@ -160,6 +176,94 @@ class GrpcFronts:
         if self._link_server is not None:
             self._link_server.close()
         shutil.rmtree(self.private_dir, ignore_errors=True)
+
+
+def link_context(token: str | None, cn: str | None) -> GatewayContext:
+    """The servicer context of a call from the link: the caller's token as invocation
+    metadata, its certificate's CN as the auth context; ``abort`` raises ``GatewayAbort``."""
+    metadata = (("token", token),) if token else ()
+    auth = {"x509_common_name": [cn.encode()]} if cn else {}
+    return GatewayContext(metadata, auth, "raftkv-front")
+
+
+Handler = Callable[[bytes, GatewayContext], Awaitable[bytes]]
+
+
+def kv_handlers(kv: Any) -> list[Handler]:
+    """Per ``KV_METHODS`` index: request bytes and a context in, response bytes out, through
+    the member's ``KVService`` ``kv``."""
+
+    def handler(name: str) -> Handler:
+        decode = REQUESTS[name].FromString
+        method = getattr(kv, name)
+
+        async def call(raw: bytes, context: GatewayContext) -> bytes:
+            try:
+                request = decode(raw)
+            except MALFORMED as exc:
+                raise GatewayAbort(
+                    grpc.StatusCode.INVALID_ARGUMENT, UNARY_PREFIX + reason(exc)
+                ) from None
+            response = await method(request, context)
+            return bytes(response.SerializeToString())
+
+        return call
+
+    return [handler(name) for name in KV_METHODS]
+
+
+class MemberLink(asyncio.Protocol):
+    """The member's end of one front's link (see the module contracts)."""
+
+    def __init__(self, handlers: Sequence[Handler], on_hello: Callable[[int], None]) -> None:
+        self._handlers = handlers
+        self._on_hello = on_hello
+        self._reader = FrameReader()
+        self._writer: FrameWriter | None = None
+        self._transport: asyncio.BaseTransport | None = None
+        self._calls: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self._writer = FrameWriter(transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self._reader.feed(data)
+        except LinkError as exc:
+            log.error("closing a front link: %s", exc)
+            assert self._transport is not None
+            self._transport.close()
+            return
+        loop = asyncio.get_running_loop()
+        for call_id, method, body in frames:
+            if method == HELLO:
+                self._on_hello(call_id)
+            else:
+                task = loop.create_task(self._serve(call_id, method, body))
+                self._calls.add(task)
+                task.add_done_callback(self._calls.discard)
+
+    async def _serve(self, call_id: int, method: int, body: bytes) -> None:
+        assert self._writer is not None
+        try:
+            if method >= len(self._handlers):
+                raise GatewayAbort(
+                    grpc.StatusCode.UNIMPLEMENTED, f"unknown front link method {method}"
+                )
+            try:
+                token, cn, raw = split_request(body)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise GatewayAbort(grpc.StatusCode.INVALID_ARGUMENT, f"front link: {exc}") from None
+            response = await self._handlers[method](raw, link_context(token, cn))
+        except GatewayAbort as exc:
+            self._writer.write(call_id, exc.code.value[0], exc.message.encode())
+        except Exception as exc:  # the service translates its own errors: this is a bug
+            log.exception("unexpected error serving a call from a front", exc_info=exc)
+            self._writer.write(call_id, grpc.StatusCode.UNKNOWN.value[0], str(exc).encode())
+        else:
+            self._writer.write(call_id, 0, response)
 
 
 def _exited(proc: subprocess.Popen[bytes]) -> asyncio.Future[int]:

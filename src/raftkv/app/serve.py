@@ -112,13 +112,15 @@ async def serve(cfg: ServerConfig) -> int:
     add_servicer(server, pb_grpc.add_MaintenanceServicer_to_server, services.maintenance)
     add_servicer(server, pb_grpc.add_AuthServicer_to_server, services.auth)
     add_repair_service(server, member.repairer, member.auth)
+    # (URL, host:port, on TLS) of each client URL: where the fronts listen, or the member
+    client_listeners = [
+        (url, grpc_address(url), credentials is not None and urlsplit(url).scheme == "https")
+        for url in cfg.listen_client_urls
+    ]
     fronts = (
         GrpcFronts(
             cfg.grpc_front_processes,
-            [
-                (grpc_address(url), client_tls is not None and urlsplit(url).scheme == "https")
-                for url in cfg.listen_client_urls
-            ],
+            [(address, secure) for _, address, secure in client_listeners],
             client_tls,
             cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
         )
@@ -128,12 +130,13 @@ async def serve(cfg: ServerConfig) -> int:
     if fronts is not None:  # the fronts listen on the client URLs, the member privately
         server.add_insecure_port("unix:" + fronts.grpc_socket)
         trust_front_cn(True)
-    for url in cfg.listen_client_urls if fronts is None else ():
+    for url, address, secure in client_listeners if fronts is None else ():
         try:
-            if credentials is not None and urlsplit(url).scheme == "https":
-                server.add_secure_port(grpc_address(url), credentials)
+            if secure:
+                assert credentials is not None
+                server.add_secure_port(address, credentials)
             else:
-                server.add_insecure_port(grpc_address(url))
+                server.add_insecure_port(address)
         except RuntimeError as exc:  # grpc: the address is in use or cannot be bound
             log.critical("cannot listen for client requests on %s: %s", url, exception_line(exc))
             await stop_member(member, failed=True)
