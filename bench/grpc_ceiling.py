@@ -8,10 +8,19 @@ layer cost nothing; compare it with etcd's figures from ``compare_etcd.py``.
 
     python bench/grpc_ceiling.py --total 20000
     python bench/grpc_ceiling.py --compare-runtime --rounds 3   # member runtime vs gRPC defaults
+    python bench/grpc_ceiling.py --against-etcd --members 3 --scenario put-100 --rounds 5
+    python bench/grpc_ceiling.py --against-etcd --members 1 --scenario check-perf --rounds 5
 
 The null server runs with a member's runtime settings (``raftkv.server.runtime``: gRPC's
 switches, the GC thresholds) unless ``--grpc-defaults``; ``--compare-runtime`` alternates
 both, puts only, and also prints the server's CPU per call.
+
+``--against-etcd`` is the ceiling of the issue's ratios: in each round it runs etcd (``--members``
+members) and then a fleet of null servers in its place (one per member, each with
+``--processes`` processes sharing its port, as a member's fronts do) under the same load, and
+prints both throughputs and their ratio.  A raftkv member cannot beat a null server on the same
+gRPC stack, so a ratio below a target here means the target is out of reach of grpc.aio on this
+machine, whatever raftkv does behind it.
 """
 
 from __future__ import annotations
@@ -19,8 +28,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,8 +39,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
 
+import compare_etcd as ce  # noqa: E402
 from compare_etcd import free_ports  # noqa: E402
-from cpu_per_request import process_cpu  # noqa: E402
+from cpu_per_request import check_perf, process_cpu  # noqa: E402
 
 from raftkv.benchmark import runner  # noqa: E402
 from raftkv.benchmark.workload import Workload  # noqa: E402
@@ -53,8 +65,14 @@ def serve(port: int, member_runtime: bool) -> None:
         async def Put(self, request: pb.PutRequest, context: object) -> pb.PutResponse:
             return pb.PutResponse(header=pb.ResponseHeader(revision=1))
 
+        async def DeleteRange(
+            self, request: pb.DeleteRangeRequest, context: object
+        ) -> pb.DeleteRangeResponse:
+            return pb.DeleteRangeResponse(header=pb.ResponseHeader(revision=1))
+
     async def main() -> None:
-        server = grpc.aio.server()
+        # SO_REUSEPORT, as a member's fronts: processes of one fleet member share its port
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
         pb_grpc.add_KVServicer_to_server(NullKV(), server)  # type: ignore[abstract]
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
@@ -68,8 +86,9 @@ def serve(port: int, member_runtime: bool) -> None:
         asyncio.run(main())
 
 
-def start_server(member_runtime: bool) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_ports(1)[0]
+def start_server(member_runtime: bool, port: int = 0) -> tuple[subprocess.Popen[bytes], int]:
+    """One null server process on ``port`` (0: a free one); returns it and its port."""
+    port = port or free_ports(1)[0]
     argv = [sys.executable, __file__, "--serve", str(port)]
     if not member_runtime:
         argv.append("--grpc-defaults")
@@ -113,6 +132,57 @@ def compare_runtime(total: int, rounds: int) -> None:
             print(f"| {name} | {stats.rps:.0f} | {server:.3f} | {client:.3f} |", flush=True)
 
 
+class NullFleet:
+    """Null servers in place of a cluster: ``members`` ports, ``processes`` per port."""
+
+    def __init__(self, members: int, processes: int) -> None:
+        ports = free_ports(members)
+        self.endpoints = [f"http://127.0.0.1:{p}" for p in ports]
+        self.procs = [start_server(True, port)[0] for port in ports for _ in range(processes)]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait(10)
+
+
+def against_etcd(args: argparse.Namespace) -> None:
+    """Rounds of etcd then the null fleet under one scenario; one row per run."""
+    print("| round | system | requests/s | ratio null / etcd | server CPU ms/request |")
+    print("|---|---|---|---|---|")
+    for n in range(1, args.rounds + 1):
+        etcd_rps = 0.0
+        for system in ("etcd", "null"):
+            root = Path(tempfile.mkdtemp(prefix="grpc-ceiling-"))
+            cluster: ce.LocalCluster | NullFleet
+            if system == "etcd":
+                cluster = ce.LocalCluster("etcd", root, size=args.members)
+                cluster.start()
+                pids = cluster.pids()
+            else:
+                cluster = NullFleet(args.members, args.processes)
+                pids = [p.pid for p in cluster.procs]
+            try:
+                before = sum(process_cpu(pid) for pid in pids)
+                if args.scenario == "check-perf":
+                    total, rps, _verdicts, _client = check_perf(cluster, args.load)  # type: ignore[arg-type]
+                else:
+                    sc = {s.name: s for s in ce.scenarios(256)}[args.scenario]
+                    total = args.total
+                    rps = runner.run(sc.load(cluster.endpoints, total)).rps
+                server = (sum(process_cpu(pid) for pid in pids) - before) / total * 1e3
+            finally:
+                cluster.stop()
+                shutil.rmtree(root, ignore_errors=True)
+            if system == "etcd":
+                etcd_rps = rps
+                ratio = ""
+            else:
+                ratio = f"{rps / etcd_rps:.2f}"
+            name = "etcd" if system == "etcd" else f"null grpc.aio x{args.processes} per member"
+            print(f"| {n} | {name} | {rps:.0f} | {ratio} | {server:.3f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--total", type=int, default=10000)
@@ -127,10 +197,28 @@ def main() -> None:
         action="store_true",
         help="alternate gRPC defaults and the member runtime (puts), with server CPU per call",
     )
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of --compare-runtime")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of a comparison")
+    parser.add_argument(
+        "--against-etcd",
+        action="store_true",
+        help="alternate etcd and null servers in its place under --scenario",
+    )
+    parser.add_argument("--members", type=int, default=3, help="--against-etcd: cluster size")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="--against-etcd: null processes per member"
+    )
+    parser.add_argument(
+        "--scenario",
+        default="put-100",
+        help="--against-etcd: one of compare_etcd's scenarios, or check-perf",
+    )
+    parser.add_argument("--load", default="l", help="etcdctl check perf --load (check-perf)")
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, member_runtime=not args.grpc_defaults)
+        return
+    if args.against_etcd:
+        against_etcd(args)
         return
     if args.compare_runtime:
         compare_runtime(args.total, args.rounds)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -38,6 +39,7 @@ COMPONENTS: tuple[tuple[str, str], ...] = (
     ("raftkv/watch/", "watches"),
     ("raftkv/server/guard.py", "guard and hash checks"),
     ("raftkv/server/hash_check.py", "guard and hash checks"),
+    ("raftkv/app/front", "front link (the member's end)"),
     ("raftkv/api/", "request path (API, proposals, reads)"),
     ("raftkv/server/kv.py", "request path (API, proposals, reads)"),
     ("raftkv/server/proposals.py", "request path (API, proposals, reads)"),
@@ -112,10 +114,33 @@ def _raftkv_basenames() -> dict[str, str]:
 BASENAMES = _raftkv_basenames()
 
 
+def _compiled_prefixes() -> list[tuple[str, str]]:
+    """mypyc names a compiled function ``CPyDef_<module>___<name>`` (also ``CPyPy_``), where
+    <module> is the shortest unique suffix of the module's dotted name with the dots written
+    ``___``: every suffix of raftkv's module names so spelled -> the module's path under the
+    repository, longest first, so a compiled frame is attributed to its module and not to
+    the Python frame that called it."""
+    src = Path(__file__).resolve().parents[1] / "src"
+    prefixes: list[tuple[str, str]] = []
+    for path in (src / "raftkv").rglob("*.py"):
+        parts = path.relative_to(src).with_suffix("").parts
+        for i in range(len(parts)):
+            prefixes.append(("___".join(parts[i:]) + "___", path.relative_to(src).as_posix()))
+    return sorted(prefixes, key=lambda p: -len(p[0]))
+
+
+COMPILED_PREFIXES = _compiled_prefixes()
+
+
 def raftkv_path(frame: str) -> str | None:
-    """The raftkv module path of a frame (``func (path:line)``), None if not raftkv's."""
+    """The raftkv module path of a frame (``func (path:line)``, or a function compiled by
+    mypyc), None if not raftkv's."""
     if "raftkv/" in frame:
         return frame
+    match = re.match(r"CPy(?:Def|Py)_(\w+) \(__native_raftkv", frame)
+    if match:
+        name = match.group(1)
+        return next((path for prefix, path in COMPILED_PREFIXES if name.startswith(prefix)), None)
     path = frame.rpartition(" (")[2].partition(":")[0]
     return BASENAMES.get(path)
 
