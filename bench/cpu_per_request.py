@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Protocol
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -81,7 +82,14 @@ def start_profilers(
     return procs
 
 
-def check_perf(cluster: ce.LocalCluster, load: str) -> tuple[int, float, str, float]:
+class Endpoints(Protocol):
+    """What ``check_perf`` drives: a cluster's, or null servers', client URLs."""
+
+    @property
+    def endpoints(self) -> list[str]: ...
+
+
+def check_perf(cluster: Endpoints, load: str) -> tuple[int, float, str, float]:
     """Run ``etcdctl check perf --load=load``: (requests, requests/s, its verdicts, etcdctl's
     CPU seconds).  Requests are the reported throughput times the run's length."""
     argv = [ce.ETCDCTL_BIN, "--endpoints", ",".join(cluster.endpoints), "check", "perf"]

@@ -10,7 +10,10 @@ front processes and of the client.
 
 ``--scenario check-perf`` (the default) drives the cluster with ``etcdctl check perf
 --load=LOAD`` (a Go client, cheap in CPU); any of ``compare_etcd.py``'s scenarios uses its
-Python load generator.
+Python load generator.  ``--null`` adds, in each round, null grpc.aio servers in the members'
+place (``grpc_ceiling.NullFleet``, ``--fronts`` processes per member): the ceiling of any
+member on Python's gRPC, measured beside the rest.  With ``--etcd`` each row also gives its
+ratio to etcd's throughput in the same round.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import compare_etcd as ce  # noqa: E402
 from cpu_per_request import check_perf, machine_ticks, process_cpu  # noqa: E402
+from grpc_ceiling import NullFleet  # noqa: E402
 
 
 def children(pid: int) -> list[int]:
@@ -39,7 +43,9 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def run_load(args: argparse.Namespace, cluster: ce.LocalCluster) -> tuple[int, float, str, float]:
+def run_load(
+    args: argparse.Namespace, cluster: ce.LocalCluster | NullFleet
+) -> tuple[int, float, str, float]:
     """(requests, requests/s, detail, the client's CPU seconds) of one load run."""
     if args.scenario == "check-perf":
         return check_perf(cluster, args.load)
@@ -55,17 +61,26 @@ def run_load(args: argparse.Namespace, cluster: ce.LocalCluster) -> tuple[int, f
     )
 
 
-def measure(args: argparse.Namespace, setup: str) -> None:
+def measure(args: argparse.Namespace, setup: str, etcd_rps: float = 0.0) -> float:
     """One run of ``setup`` ("etcd"; "alone": raftkv members serving gRPC themselves;
-    "fronts": each member with ``args.fronts`` front processes); prints one table row."""
+    "fronts": each member with ``args.fronts`` front processes; "null": null servers in the
+    members' place); prints one table row (with its ratio to ``etcd_rps`` when given) and
+    returns its requests/s."""
     root = Path(tempfile.mkdtemp(prefix="front-process-"))
     kind = "etcd" if setup == "etcd" else "raftkv"
     fronts = args.fronts if setup == "fronts" else 0
     os.environ["RAFTKV_GRPC_FRONT_PROCESSES"] = str(fronts)
-    cluster = ce.LocalCluster(kind, root, size=args.members)
+    cluster: ce.LocalCluster | NullFleet = (
+        NullFleet(args.members, args.fronts)
+        if setup == "null"
+        else ce.LocalCluster(kind, root, size=args.members)
+    )
     try:
-        cluster.start()
-        members = cluster.pids()
+        if isinstance(cluster, NullFleet):
+            members = [proc.pid for proc in cluster.procs]
+        else:
+            cluster.start()
+            members = cluster.pids()
         helpers = [c for pid in members for c in children(pid)] if fronts else []
         before = {pid: process_cpu(pid) for pid in [*members, *helpers]}
         idle0 = machine_ticks()
@@ -78,12 +93,19 @@ def measure(args: argparse.Namespace, setup: str) -> None:
     member = sum(spent[pid] for pid in members) / n * 1e3
     front = sum(spent[pid] for pid in helpers) / n * 1e3
     idle = (idle1[0] - idle0[0]) / max(1, idle1[1] - idle0[1])
-    name = {"etcd": "etcd", "alone": "raftkv"}.get(setup, f"raftkv, {fronts} front(s) per member")
+    name = {
+        "etcd": "etcd",
+        "alone": "raftkv",
+        "fronts": f"raftkv, {fronts} front(s) per member",
+        "null": f"null grpc.aio, {args.fronts} per member",
+    }[setup]
+    ratio = f"{rps / etcd_rps:.2f}" if etcd_rps and setup != "etcd" else ""
     print(
-        f"| {name} | {rps:.0f} | {member:.3f} | {front:.3f} | {client_cpu / n * 1e3:.3f} "
-        f"| {idle:.0%} | {detail} |",
+        f"| {name} | {rps:.0f} | {ratio} | {member:.3f} | {front:.3f} "
+        f"| {client_cpu / n * 1e3:.3f} | {idle:.0%} | {detail} |",
         flush=True,
     )
+    return rps
 
 
 def main() -> int:
@@ -98,13 +120,24 @@ def main() -> int:
     ap.add_argument("--load", default="l", help="etcdctl check perf --load (default l)")
     ap.add_argument("--total", type=int, default=20000, help="requests of a scenario run")
     ap.add_argument("--etcd", action="store_true", help="run etcd too, in each round")
+    ap.add_argument(
+        "--null", action="store_true", help="run null grpc.aio servers too, in each round"
+    )
     ap.add_argument("--rounds", type=int, default=1, help="alternated rounds")
     args = ap.parse_args()
-    print("| setup | requests/s | members' CPU ms/request | fronts' | client's | idle | detail |")
-    print("|---|---|---|---|---|---|---|")
+    setups = ["etcd"] if args.etcd else []
+    setups += ["alone", "fronts"] + (["null"] if args.null else [])
+    print(
+        "| setup | requests/s | vs etcd | members' CPU ms/request | fronts' | client's | idle "
+        "| detail |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for _ in range(args.rounds):
-        for setup in ("etcd", "alone", "fronts") if args.etcd else ("alone", "fronts"):
-            measure(args, setup)
+        etcd_rps = 0.0
+        for setup in setups:
+            rps = measure(args, setup, etcd_rps)
+            if setup == "etcd":
+                etcd_rps = rps
     return 0
 
 

@@ -43,7 +43,7 @@ import compare_etcd as ce  # noqa: E402
 from compare_etcd import free_ports  # noqa: E402
 from cpu_per_request import check_perf, process_cpu  # noqa: E402
 
-from raftkv.benchmark import runner  # noqa: E402
+from raftkv.benchmark import report, runner  # noqa: E402
 from raftkv.benchmark.workload import Workload  # noqa: E402
 
 
@@ -99,7 +99,7 @@ def start_server(member_runtime: bool, port: int = 0) -> tuple[subprocess.Popen[
     return proc, port
 
 
-def load(port: int, workload: Workload, total: int) -> runner.Stats:
+def load(port: int, workload: Workload, total: int) -> report.Stats:
     cfg = runner.LoadConfig(
         endpoints=(f"127.0.0.1:{port}",),
         workload=workload,
@@ -165,7 +165,7 @@ def against_etcd(args: argparse.Namespace) -> None:
             try:
                 before = sum(process_cpu(pid) for pid in pids)
                 if args.scenario == "check-perf":
-                    total, rps, _verdicts, _client = check_perf(cluster, args.load)  # type: ignore[arg-type]
+                    total, rps, _verdicts, _client = check_perf(cluster, args.load)
                 else:
                     sc = {s.name: s for s in ce.scenarios(256)}[args.scenario]
                     total = args.total
