@@ -13,7 +13,9 @@ cheaper:
   non-pollset alternatives.
 
 Measured with a null KV server (``python bench/grpc_ceiling.py --compare-runtime``): about
-0.315 -> 0.263 ms of server CPU per call.  Applied only to a grpcio release these names were
+0.315 -> 0.263 ms of server CPU per call.  On later hosts the null server pays more with them
+(0.178-0.191 against 0.137-0.147 ms, ``-event_engine_listener``) while a cluster's members pay
+the same and their gRPC fronts less (bench/README.md): the cluster's figures keep them.  Applied only to a grpcio release these names were
 measured on (``TUNED_GRPC_RELEASES``; another release keeps gRPC's defaults, as it may not know
 them), only when the operator has not set ``GRPC_EXPERIMENTS`` (theirs wins), and before the
 first gRPC server or channel exists (afterwards it changes nothing).
