@@ -10,10 +10,17 @@ front processes and of the client.
 
 ``--scenario check-perf`` (the default) drives the cluster with ``etcdctl check perf
 --load=LOAD`` (a Go client, cheap in CPU); any of ``compare_etcd.py``'s scenarios uses its
-Python load generator.  ``--null`` adds, in each round, null grpc.aio servers in the members'
-place (``grpc_ceiling.NullFleet``, ``--fronts`` processes per member): the ceiling of any
-member on Python's gRPC, measured beside the rest.  With ``--etcd`` each row also gives its
-ratio to etcd's throughput in the same round.
+Python load generator.
+
+``--setups`` chooses what runs in each round, in that order: ``etcd``, ``alone`` (raftkv members
+serving gRPC themselves), ``fronts`` (each member behind ``--fronts`` front processes) and
+``null`` (null grpc.aio servers in the members' place, ``--fronts`` processes per member:
+``grpc_ceiling.NullFleet``, the ceiling of any member on Python's gRPC).  ``--etcd`` and
+``--null`` add those two to the default ``alone,fronts``.  After an etcd run each row also gives
+its ratio to etcd's throughput in the same round.
+
+    python bench/front_process.py --members 3 --scenario range-s --rounds 5 --etcd --null
+    python bench/front_process.py --members 3 --scenario put-100 --rounds 5 --setups etcd,null
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ sys.path.insert(0, str(REPO / "bench"))
 import compare_etcd as ce  # noqa: E402
 from cpu_per_request import check_perf, machine_ticks, process_cpu  # noqa: E402
 from grpc_ceiling import NullFleet  # noqa: E402
+
+SETUPS = {"etcd", "alone", "fronts", "null"}
 
 
 def children(pid: int) -> list[int]:
@@ -119,14 +128,19 @@ def main() -> int:
     )
     ap.add_argument("--load", default="l", help="etcdctl check perf --load (default l)")
     ap.add_argument("--total", type=int, default=20000, help="requests of a scenario run")
-    ap.add_argument("--etcd", action="store_true", help="run etcd too, in each round")
     ap.add_argument(
-        "--null", action="store_true", help="run null grpc.aio servers too, in each round"
+        "--setups",
+        default="alone,fronts",
+        help="what runs in each round, in order: etcd, alone, fronts, null (default alone,fronts)",
     )
+    ap.add_argument("--etcd", action="store_true", help="run etcd first in each round")
+    ap.add_argument("--null", action="store_true", help="run null grpc.aio servers last")
     ap.add_argument("--rounds", type=int, default=1, help="alternated rounds")
     args = ap.parse_args()
-    setups = ["etcd"] if args.etcd else []
-    setups += ["alone", "fronts"] + (["null"] if args.null else [])
+    setups = args.setups.split(",")
+    if unknown := set(setups) - SETUPS:
+        ap.error(f"unknown setups: {', '.join(sorted(unknown))}")
+    setups = (["etcd"] if args.etcd else []) + setups + (["null"] if args.null else [])
     print(
         "| setup | requests/s | vs etcd | members' CPU ms/request | fronts' | client's | idle "
         "| detail |"

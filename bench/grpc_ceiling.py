@@ -8,19 +8,14 @@ layer cost nothing; compare it with etcd's figures from ``compare_etcd.py``.
 
     python bench/grpc_ceiling.py --total 20000
     python bench/grpc_ceiling.py --compare-runtime --rounds 3   # member runtime vs gRPC defaults
-    python bench/grpc_ceiling.py --against-etcd --members 3 --scenario put-100 --rounds 5
-    python bench/grpc_ceiling.py --against-etcd --members 1 --scenario check-perf --rounds 5
 
 The null server runs with a member's runtime settings (``raftkv.server.runtime``: gRPC's
 switches, the GC thresholds) unless ``--grpc-defaults``; ``--compare-runtime`` alternates
 both, puts only, and also prints the server's CPU per call.
 
-``--against-etcd`` is the ceiling of the issue's ratios: in each round it runs etcd (``--members``
-members) and then a fleet of null servers in its place (one per member, each with
-``--processes`` processes sharing its port, as a member's fronts do) under the same load, and
-prints both throughputs and their ratio.  A raftkv member cannot beat a null server on the same
-gRPC stack, so a ratio below a target here means the target is out of reach of grpc.aio on this
-machine, whatever raftkv does behind it.
+``NullFleet`` puts null servers in a cluster's place (one port per member, several processes
+sharing each port as a member's fronts do); ``front_process.py --setups etcd,null`` measures
+them beside etcd and raftkv in the same rounds: the ceiling of any member on Python's gRPC.
 """
 
 from __future__ import annotations
@@ -28,10 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,9 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
 
-import compare_etcd as ce  # noqa: E402
 from compare_etcd import free_ports  # noqa: E402
-from cpu_per_request import check_perf, process_cpu  # noqa: E402
+from cpu_per_request import process_cpu  # noqa: E402
 
 from raftkv.benchmark import report, runner  # noqa: E402
 from raftkv.benchmark.workload import Workload  # noqa: E402
@@ -146,43 +138,6 @@ class NullFleet:
             proc.wait(10)
 
 
-def against_etcd(args: argparse.Namespace) -> None:
-    """Rounds of etcd then the null fleet under one scenario; one row per run."""
-    print("| round | system | requests/s | ratio null / etcd | server CPU ms/request |")
-    print("|---|---|---|---|---|")
-    for n in range(1, args.rounds + 1):
-        etcd_rps = 0.0
-        for system in ("etcd", "null"):
-            root = Path(tempfile.mkdtemp(prefix="grpc-ceiling-"))
-            cluster: ce.LocalCluster | NullFleet
-            if system == "etcd":
-                cluster = ce.LocalCluster("etcd", root, size=args.members)
-                cluster.start()
-                pids = cluster.pids()
-            else:
-                cluster = NullFleet(args.members, args.processes)
-                pids = [p.pid for p in cluster.procs]
-            try:
-                before = sum(process_cpu(pid) for pid in pids)
-                if args.scenario == "check-perf":
-                    total, rps, _verdicts, _client = check_perf(cluster, args.load)
-                else:
-                    sc = {s.name: s for s in ce.scenarios(256)}[args.scenario]
-                    total = args.total
-                    rps = runner.run(sc.load(cluster.endpoints, total)).rps
-                server = (sum(process_cpu(pid) for pid in pids) - before) / total * 1e3
-            finally:
-                cluster.stop()
-                shutil.rmtree(root, ignore_errors=True)
-            if system == "etcd":
-                etcd_rps = rps
-                ratio = ""
-            else:
-                ratio = f"{rps / etcd_rps:.2f}"
-            name = "etcd" if system == "etcd" else f"null grpc.aio x{args.processes} per member"
-            print(f"| {n} | {name} | {rps:.0f} | {ratio} | {server:.3f} |", flush=True)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--total", type=int, default=10000)
@@ -197,28 +152,10 @@ def main() -> None:
         action="store_true",
         help="alternate gRPC defaults and the member runtime (puts), with server CPU per call",
     )
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of a comparison")
-    parser.add_argument(
-        "--against-etcd",
-        action="store_true",
-        help="alternate etcd and null servers in its place under --scenario",
-    )
-    parser.add_argument("--members", type=int, default=3, help="--against-etcd: cluster size")
-    parser.add_argument(
-        "--processes", type=int, default=1, help="--against-etcd: null processes per member"
-    )
-    parser.add_argument(
-        "--scenario",
-        default="put-100",
-        help="--against-etcd: one of compare_etcd's scenarios, or check-perf",
-    )
-    parser.add_argument("--load", default="l", help="etcdctl check perf --load (check-perf)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of --compare-runtime")
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, member_runtime=not args.grpc_defaults)
-        return
-    if args.against_etcd:
-        against_etcd(args)
         return
     if args.compare_runtime:
         compare_runtime(args.total, args.rounds)
