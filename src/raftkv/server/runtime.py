@@ -3,8 +3,8 @@
 A member answers every client request through grpc.aio and allocates many short-lived Python
 objects per request; on a small machine these two costs are most of its CPU.
 
-gRPC (``apply_grpc_defaults``): two of its switches (``GRPC_EXPERIMENTS``) make each call
-cheaper:
+gRPC (``apply_grpc_defaults``): two of its switches (``GRPC_EXPERIMENTS``), which made each
+call cheaper where first measured:
 
 - ``-event_engine_listener``: accept and serve client connections with gRPC's iomgr TCP server
   (its default until the EventEngine listener replaced it) instead of the EventEngine
@@ -15,10 +15,11 @@ cheaper:
 Measured with a null KV server (``python bench/grpc_ceiling.py --compare-runtime``): about
 0.315 -> 0.263 ms of server CPU per call.  On later hosts the null server pays more with them
 (0.178-0.191 against 0.137-0.147 ms, ``-event_engine_listener``) while a cluster's members pay
-the same and their gRPC fronts less (bench/README.md): the cluster's figures keep them.  Applied only to a grpcio release these names were
-measured on (``TUNED_GRPC_RELEASES``; another release keeps gRPC's defaults, as it may not know
-them), only when the operator has not set ``GRPC_EXPERIMENTS`` (theirs wins), and before the
-first gRPC server or channel exists (afterwards it changes nothing).
+the same and their gRPC fronts less (bench/README.md): the cluster's figures keep them.
+Applied only to a grpcio release these names were measured on (``TUNED_GRPC_RELEASES``;
+another release keeps gRPC's defaults, as it may not know them), only when the operator has not
+set ``GRPC_EXPERIMENTS`` (theirs wins), and before the first gRPC server or channel exists
+(afterwards it changes nothing).
 
 Garbage collector (``tune_gc``): the youngest generation is collected after
 ``GC_THRESHOLDS[0]`` net allocations instead of Python's 700, so the cyclic collector runs
