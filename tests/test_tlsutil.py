@@ -75,3 +75,18 @@ def test_reloading_context_keeps_the_last_good_material(tmp_path: Path) -> None:
     certs.cert("a").write_bytes(certs.cert("b").read_bytes())
     certs.key("a").write_bytes(certs.key("b").read_bytes())
     assert reloading.current() is not first and reloading.last_error == ""
+
+
+def test_tls_info_survives_its_json() -> None:
+    # how a member hands its client TLS material to its gRPC front processes
+    info = TLSInfo(
+        cert_file="/etc/raftkv/server.crt",
+        key_file="/etc/raftkv/server.key",
+        trusted_ca_file="/etc/raftkv/ca.crt",
+        client_cert_auth=True,
+        crl_file="/etc/raftkv/revoked.crl",
+        allowed_cns=("alice", "bob"),
+        allowed_hostnames=("client.example",),
+    )
+    assert TLSInfo.from_json(info.to_json()) == info
+    assert TLSInfo.from_json(TLSInfo().to_json()) == TLSInfo()

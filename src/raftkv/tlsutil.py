@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import os
 import ssl
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from raftkv.fileutil import PRIVATE_FILE_MODE, mkdir_all
@@ -163,6 +164,19 @@ class TLSInfo:
     allowed_cns: tuple[str, ...] = ()
     allowed_hostnames: tuple[str, ...] = ()
     auto: bool = False
+
+    def to_json(self) -> str:
+        """This material as JSON (how a member hands it to its gRPC front processes);
+        ``from_json`` reads it back equal."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> TLSInfo:
+        """The ``TLSInfo`` that ``to_json`` wrote (its lists back to tuples)."""
+        fields: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(text).items()
+        }
+        return cls(**fields)
 
     def empty(self) -> bool:
         """No certificate configured (etcd's ``TLSInfo.Empty``)."""

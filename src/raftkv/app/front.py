@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import sys
@@ -243,14 +242,6 @@ def _passed(
     return grpc.stream_stream_rpc_method_handler(stream_stream)
 
 
-def _tls_info(text: str) -> TLSInfo:
-    """The member's ``TLSInfo`` from its JSON (lists back to tuples)."""
-    fields: dict[str, Any] = {
-        k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(text).items()
-    }
-    return TLSInfo(**fields)
-
-
 async def serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     _, link = await loop.create_unix_connection(FrontLink, args.link)
@@ -258,7 +249,7 @@ async def serve(args: argparse.Namespace) -> int:
         "unix:" + args.member,
         options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)],
     )
-    tls = _tls_info(args.tls) if args.tls else None
+    tls = TLSInfo.from_json(args.tls) if args.tls else None
     checks = (
         CertificateChecks(tls)
         if tls is not None and (tls.crl_file or tls.allowed_hostnames)

@@ -25,8 +25,6 @@ Contracts:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -135,7 +133,7 @@ class GrpcFronts:
         for address, secure in self.listen:
             argv += ["--secure" if secure else "--listen", address]
         if self.tls is not None:
-            argv += ["--tls", json.dumps(dataclasses.asdict(self.tls))]
+            argv += ["--tls", self.tls.to_json()]
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
         self._procs.append(proc)
         return proc
